@@ -1,0 +1,26 @@
+"""Head models behind one interface (``HeadModel``): the built-in head (default) and FLAME."""
+
+from __future__ import annotations
+
+from morph4d.heads.base import HeadParams
+from morph4d.heads.model import HeadModel
+
+HEAD_MODELS = ("builtin", "flame")
+
+
+def load_head_model(kind: str = "builtin", flame_path=None, num_shape: int = 100, num_expression: int = 50,
+                    flame_uv_path=None) -> HeadModel:
+    """``kind="builtin"`` (shipped, no files needed) or ``kind="flame"`` with the user's FLAME file."""
+    if kind == "builtin":
+        from morph4d.heads.builtin import load_builtin_head
+        return load_builtin_head()
+    if kind == "flame":
+        if flame_path is None:
+            raise ValueError("the FLAME head model needs --flame-path: FLAME 2020 generic_model.pkl, FLAME 2023 "
+                             "flame2023.pkl, or an .npz from `morph4d flame convert`")
+        from morph4d.heads.flame import load_flame
+        return load_flame(flame_path, num_shape=num_shape, num_expression=num_expression, uv_path=flame_uv_path)
+    raise ValueError(f"unknown head model '{kind}'; expected one of {', '.join(HEAD_MODELS)}")
+
+
+__all__ = ["HeadModel", "HeadParams", "HEAD_MODELS", "load_head_model"]

@@ -70,7 +70,8 @@ class HeadModel(nn.Module):
     """
 
     def __init__(self, name: str, template, faces, shapedirs, exprdirs, joint_regressor, skin_weights,
-                 posedirs=None, uvs=None, uv_faces=None, vertex_groups: dict | None = None):
+                 posedirs=None, uvs=None, uv_faces=None, vertex_groups: dict | None = None,
+                 shape_names=None, expression_names=None):
         super().__init__()
         t = lambda a, dtype=torch.float32: torch.as_tensor(np.asarray(a), dtype=dtype)  # noqa: E731
         self.name = name
@@ -85,6 +86,10 @@ class HeadModel(nn.Module):
         self.register_buffer("uv_faces", None if uv_faces is None else t(uv_faces, torch.long), persistent=False)
         self.vertex_groups = {k: torch.as_tensor(np.asarray(v), dtype=torch.long)
                               for k, v in (vertex_groups or {}).items()}
+        self.shape_names = tuple(str(n) for n in shape_names) if shape_names is not None else \
+            tuple(f"shape_{k}" for k in range(self.shapedirs.shape[-1]))
+        self.expression_names = tuple(str(n) for n in expression_names) if expression_names is not None else \
+            tuple(f"expression_{k}" for k in range(self.exprdirs.shape[-1]))
         N = self.template.shape[0]
         checks = {"template": (self.template, (N, 3)), "shapedirs": (self.shapedirs, (N, 3, None)),
                   "exprdirs": (self.exprdirs, (N, 3, None)), "joint_regressor": (self.joint_regressor, (5, N)),
@@ -166,6 +171,8 @@ class HeadModel(nn.Module):
                 out[k] = getattr(self, k).cpu().numpy()
         for k, v in self.vertex_groups.items():
             out[f"group_{k}"] = v.numpy()
+        out["shape_names"] = np.array(self.shape_names)
+        out["expression_names"] = np.array(self.expression_names)
         return out
 
     def save_npz(self, path: str | Path) -> None:
@@ -189,7 +196,8 @@ class HeadModel(nn.Module):
         if missing:
             raise ValueError(f"{path} is missing keys {missing}; a head model .npz needs {required}")
         groups = {k[len("group_"):]: data[k] for k in data.files if k.startswith("group_")}
-        opt = {k: data[k] for k in ("posedirs", "uvs", "uv_faces") if k in data.files}
+        opt = {k: data[k] for k in ("posedirs", "uvs", "uv_faces", "shape_names", "expression_names")
+               if k in data.files}
         name = str(data["name"]) if "name" in data.files else path.stem
         return cls(name, *(data[k] for k in required[:2]), data["shapedirs"], data["exprdirs"],
                    data["joint_regressor"], data["skin_weights"], vertex_groups=groups, **opt)
