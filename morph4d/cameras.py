@@ -74,8 +74,8 @@ class Cameras:
 
     def __getitem__(self, idx) -> "Cameras":
         """Select cameras by int, slice, index list/tensor or bool mask; the batch dim is kept."""
-        if isinstance(idx, int):
-            idx = [idx]
+        if isinstance(idx, int) or (isinstance(idx, torch.Tensor) and idx.dim() == 0):
+            idx = [int(idx)]
         return Cameras(self.R[idx], self.t[idx], self.K[idx], self.width, self.height)
 
     def to(self, *args, **kwargs) -> "Cameras":
@@ -186,10 +186,10 @@ def look_at(eye: torch.Tensor, target: torch.Tensor, up: torch.Tensor | None = N
     _check_shape("up", up, (B, 3), f"(B, 3) with B = {B}")
     forward = F.normalize(target - eye, dim=-1)
     up = F.normalize(up, dim=-1)
-    degenerate = torch.linalg.cross(forward, up).norm(dim=-1) < 1e-6  # (B,)
+    degenerate = torch.linalg.cross(forward, up).norm(dim=-1) < 1e-6  # (B,) sin(angle) ~ 0
     if degenerate.any():
         z, y = eye.new_tensor([0.0, 0.0, 1.0]), eye.new_tensor([0.0, 1.0, 0.0])
-        axis = torch.where((up[:, 2].abs() < 0.9)[:, None], z, y)
+        axis = torch.where((up[:, 2].abs() < 0.9)[:, None], z, y)  # any axis clearly off ``up``
         fallback = torch.sign((forward * up).sum(-1, keepdim=True)) * axis
         up = torch.where(degenerate[:, None], fallback, up)
     right = F.normalize(torch.linalg.cross(forward, up), dim=-1)  # x_cam
@@ -202,7 +202,7 @@ def view_directions(azimuth_deg, elevation_deg) -> torch.Tensor:
     """Unit directions from the head centre to cameras at (azimuth, elevation) degrees, ``(..., 3)``."""
     az, el = torch.deg2rad(torch.as_tensor(azimuth_deg)), torch.deg2rad(torch.as_tensor(elevation_deg))
     az, el = torch.broadcast_tensors(az, el)
-    return torch.stack([-el.cos() * az.sin(), el.sin(), el.cos() * az.cos()], dim=-1)
+    return torch.stack([el.cos() * az.sin(), el.sin(), el.cos() * az.cos()], dim=-1)
 
 
 def _angle(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -316,7 +316,8 @@ def _cluster_views(dirs: torch.Tensor, size: int = 4, candidates: int = 7) -> li
     1. seed = the unassigned view farthest from the mean direction of the unassigned views (the
        periphery first, so that the last clusters are not scattered leftovers);
     2. from the seed's ``candidates`` nearest unassigned views take the ``size - 1`` that minimise the
-       cluster's largest pairwise angle, then the summed angle to the seed.
+       cluster's largest pairwise angle, then the summed angle to the seed (7 candidates, 35 triples:
+       enough to hold every grid cell or ring arc that contains the seed in our view tables).
     """
     angles = _angle(dirs[:, None], dirs[None])  # (M, M) degrees
     unassigned, clusters = list(range(dirs.shape[0])), []
@@ -324,7 +325,8 @@ def _cluster_views(dirs: torch.Tensor, size: int = 4, candidates: int = 7) -> li
         mean = F.normalize(dirs[unassigned].mean(0), dim=0)
         from_mean = _round(_angle(dirs[unassigned], mean))
         seed = unassigned[from_mean.index(max(from_mean))]
-        near = sorted((i for i in unassigned if i != seed), key=lambda i: (round(angles[seed, i].item(), 6), i))
+        near = sorted((i for i in unassigned if i != seed),
+                      key=lambda i: (round(angles[seed, i].item(), 6), i))
 
         def spread(group):
             members = (seed, *group)

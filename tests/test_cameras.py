@@ -29,7 +29,7 @@ def random_points(b, n, seed=1):
     return torch.randn(b, n, 3, generator=g) * 0.1
 
 
-# ---- projection conventions --------------------------------------------------------------------------------
+# ---- projection conventions -------------------------------------------------------------------------
 
 
 def test_known_point_projects_to_known_pixel():
@@ -93,7 +93,7 @@ def test_orbit_camera_positions_follow_the_angle_conventions():
     assert cams[3].project(torch.tensor([[0.0, 0.0, 0.1]]))[0, 0, 1] > 24
 
 
-# ---- round trips ------------------------------------------------------------------------------------------
+# ---- round trips ------------------------------------------------------------------------------------
 
 
 def test_project_unproject_round_trip():
@@ -165,7 +165,7 @@ def test_pixel_rays_pass_through_the_pixel_centres():
 
 def test_indexing_and_cat_keep_the_batch_dim():
     cams = random_cameras(4)
-    assert len(cams[0]) == 1 and len(cams[-1]) == 1 and len(cams[1:3]) == 2
+    assert len(cams[0]) == len(cams[-1]) == len(cams[torch.tensor(2)]) == 1 and len(cams[1:3]) == 2
     torch.testing.assert_close(cams[-1].R, cams.R[3:])
     mask = torch.tensor([True, False, True, False])
     torch.testing.assert_close(cams[mask].t, cams.t[mask])
@@ -174,19 +174,21 @@ def test_indexing_and_cat_keep_the_batch_dim():
     assert cams.to(torch.float64).R.dtype == torch.float64
 
 
-# ---- angles and view sets -----------------------------------------------------------------------------------
+# ---- angles and view sets ---------------------------------------------------------------------------
 
 
 def test_angular_distance_known_values():
-    az1, el1 = torch.tensor([0.0, 0.0, 0.0, 0.0, 10.0, 0.0]), torch.tensor([0.0, 0.0, 0.0, 90.0, 20.0, 0.0])
-    az2, el2 = torch.tensor([90.0, 0.0, 180.0, 123.0, -30.0, 1e-3]), torch.tensor([0.0, 90.0, 0.0, 90.0, -5.0, 0.0])
-    d = angular_distance(az1.double(), el1.double(), az2.double(), el2.double())
-    expected = torch.rad2deg(torch.arccos((view_directions(az1.double(), el1.double())
-                                           * view_directions(az2.double(), el2.double())).sum(-1).clamp(-1, 1)))
-    torch.testing.assert_close(d[:4], torch.tensor([90.0, 90.0, 180.0, 0.0], dtype=torch.float64), atol=1e-9, rtol=0)
-    torch.testing.assert_close(d[4], expected[4])
-    assert abs(d[5].item() - 1e-3) < 1e-9  # accurate at small angles (atan2 form)
-    torch.testing.assert_close(angular_distance(az2, el2, az1, el1), d.float())
+    cases = [  # (az1, el1, az2, el2) -> degrees
+        ((0, 0, 90, 0), 90.0), ((0, 0, 0, 90), 90.0), ((0, 0, 180, 0), 180.0), ((0, 0, 0, -30), 30.0),
+        ((170, 0, -170, 0), 20.0),  # across the +-180 seam
+        ((0, 45, 180, 45), 90.0),  # over the top of the head
+        ((0, 90, 123, 90), 0.0),  # azimuth is meaningless at the pole
+        ((0, 0, 1e-3, 0), 1e-3),  # accurate at small angles (atan2 form)
+    ]
+    args = torch.tensor([c for c, _ in cases], dtype=torch.float64).unbind(-1)
+    d = angular_distance(*args)
+    torch.testing.assert_close(d, torch.tensor([e for _, e in cases], dtype=torch.float64), atol=1e-9, rtol=0)
+    torch.testing.assert_close(angular_distance(args[2], args[3], args[0], args[1]), d)  # symmetric
 
 
 @pytest.mark.parametrize("name, views, others", [("120", 32, 24), ("360", 48, 40)])
@@ -255,10 +257,11 @@ def test_view_set_cameras_look_at_the_head():
     assert len(cams) == 48 and torch.isfinite(cams.R).all()
     torch.testing.assert_close(cams.project(torch.zeros(1, 3))[:, 0, :2], torch.full((48, 2), 16.0),
                                atol=1e-4, rtol=0)
-    torch.testing.assert_close(cams.centers / 1.5, view_directions(vs.azimuth, vs.elevation), atol=1e-5, rtol=0)
+    torch.testing.assert_close(cams.centers / 1.5, view_directions(vs.azimuth, vs.elevation),
+                               atol=1e-5, rtol=0)
 
 
-# ---- head crops -----------------------------------------------------------------------------------------------
+# ---- head crops -------------------------------------------------------------------------------------
 
 
 def test_head_crop_box_is_square_centred_and_25_percent_larger():
@@ -300,7 +303,7 @@ def test_outcrop_mask_counts_pixels_outside_the_photo():
     assert corner.sum() == 10 * 40 + 10 * 40 - 10 * 10
 
 
-# ---- bad input ------------------------------------------------------------------------------------------------
+# ---- bad input --------------------------------------------------------------------------------------
 
 
 def test_bad_input_raises_value_error_naming_the_expected_shape():

@@ -119,7 +119,7 @@ def head_sdf(p: np.ndarray, s: Sculpt) -> np.ndarray:
     # jaw, chin
     dist = _smin(dist, _ellipsoid(p, [0, -0.062 * fl, 0.022], [0.054 * jw * w, 0.040 * fl, 0.060]), 0.025)
     dist = _smin(dist, _ellipsoid(pm, [0.047 * jw * w, -0.066 * fl, -0.002], [0.014, 0.022, 0.022]), 0.02)
-    dist = _smin(dist, _ellipsoid(p, [0, -0.093 * fl, 0.075 + s.chin_forward], [0.021, 0.015, 0.016]), 0.02)
+    dist = _smin(dist, _ellipsoid(p, [0, -0.093 * fl, 0.074 + s.chin_forward], [0.027, 0.015, 0.016]), 0.02)
     # cheekbones (zygomatic) and brow ridge
     cb = 1 + s.cheekbones
     dist = _smin(dist, _ellipsoid(pm, [0.046 * w, 0.004, 0.058], [0.018 * cb, 0.012 * cb, 0.016 * cb]), 0.018)
@@ -139,8 +139,8 @@ def head_sdf(p: np.ndarray, s: Sculpt) -> np.ndarray:
                                   [0.0085, 0.0075, 0.009]), 0.006)
     # lips: upper and lower bulges meeting at MOUTH_Y
     lf = 1 + s.lip_fullness
-    dist = _smin(dist, _ellipsoid(p, [0, MOUTH_Y + 0.0060, 0.087], [0.025, 0.0070, 0.0095 * lf]), 0.007)
-    dist = _smin(dist, _ellipsoid(p, [0, MOUTH_Y - 0.0070, 0.0855], [0.023, 0.0080, 0.0100 * lf]), 0.007)
+    dist = _smin(dist, _ellipsoid(p, [0, MOUTH_Y + 0.0045, 0.0865], [0.0225, 0.0056, 0.0095 * lf]), 0.008)
+    dist = _smin(dist, _ellipsoid(p, [0, MOUTH_Y - 0.0058, 0.0850], [0.0210, 0.0066, 0.0100 * lf]), 0.008)
     # ears: a flattened ellipsoid with the concha carved in
     es = 1 + s.ear_size
     ear = _ellipsoid(pm, [0.074 * w, 0.006, -0.012], [0.012, 0.031 * es, 0.019 * es])
@@ -326,9 +326,9 @@ def build_topology() -> Topology:
     swap = below & np.isin(grid, list(copy_of))
     grid[swap] = [copy_of[c] for c in grid[swap]]
     j = np.arange(C_)
-    top_fan = np.stack([top + 0 * j, (j + 1) % C_, j], -1)
+    top_fan = np.stack([top + 0 * j, j, (j + 1) % C_], -1)
     last = (R_ - 1) * C_
-    bottom_fan = np.stack([bottom + 0 * j, last + j, last + (j + 1) % C_], -1)
+    bottom_fan = np.stack([bottom + 0 * j, last + (j + 1) % C_, last + j], -1)
     head_faces = np.concatenate([top_fan, grid, bottom_fan])
     faces.append(head_faces)
     # head UVs: an extra seam column (u = 1) so the back of the head is not smeared across the map
@@ -397,7 +397,7 @@ def _sphere_topology_open(rings, segments):
 # --------------------------------------------------------------------------------------------------
 
 TOPO = build_topology()
-LID_UP, LID_DOWN = 0.0050, 0.0030      # eyelid travel from the closed line (m): ~8 mm palpebral fissure
+LID_UP, LID_DOWN = 0.0043, 0.0032      # eyelid travel from the closed line (m): ~8 mm palpebral fissure
 LID_FALLOFF = (1.0, 0.55, 0.25, 0.08)  # how much of the lid edge's travel rows 0..3 away from the cut follow
 EYELID_MARGIN = 0.0009                 # lids rest this far outside the eyeball (m)
 
@@ -521,8 +521,8 @@ def expression_field(v: np.ndarray, name: str) -> np.ndarray:
     if name in ("smile", "smile_left", "smile_right"):
         for s in ("left", "right"):
             if name in ("smile", f"smile_{s}"):
-                add(skin, corner[s], 0.011, [sign[s] * 0.004, 0.0055, -0.003])
-                add(skin, cheek[s], 0.014, [0.0, 0.0025, 0.0015])
+                add(skin, corner[s], 0.013, [sign[s] * 0.006, 0.0075, -0.004])
+                add(skin, cheek[s], 0.015, [0.0, 0.0035, 0.002])
     elif name == "frown":
         for s in ("left", "right"):
             add(skin, corner[s], 0.011, [0.0, -0.0045, -0.001])
@@ -548,7 +548,7 @@ def expression_field(v: np.ndarray, name: str) -> np.ndarray:
     elif name == "cheek_puff":
         for s in ("left", "right"):
             c = np.array([sign[s] * 0.036, -0.036, 0.062])
-            add(skin, c, 0.016, [sign[s] * 0.007, 0.0, 0.004])
+            add(skin, c, 0.017, [sign[s] * 0.010, 0.0, 0.005])
     elif name == "cheek_raise":
         for s in ("left", "right"):
             add(skin, cheek[s], 0.013, [0.0, 0.0035, 0.0015])
@@ -622,8 +622,8 @@ def rig(rest: np.ndarray):
     x, y, z = rest.T
     row = np.full(n, -1)
     row[: R_ * C_] = np.arange(R_ * C_) // C_
-    centre = 1.0 - _smoothstep(np.abs(x), 0.010, 0.030)          # 1 between the mouth corners
-    below = np.where(row > ROW_MOUTH, np.maximum(np.clip((row - ROW_MOUTH) / 6.0, 0, 1), centre), 0.0)
+    centre = 1.0 - _smoothstep(np.abs(x), 0.010, 0.040)          # 1 between the mouth corners
+    below = np.where(row > ROW_MOUTH, np.maximum(np.clip((row - ROW_MOUTH) / 10.0, 0, 1), centre), 0.0)
     below[row < 0] = 0.0
     below[TOPO.dup["mouth"][1]] = 1.0 - _smoothstep(np.abs(x[TOPO.dup["mouth"][1]]), 0.012, 0.026)
     jaw = below * _smoothstep(z, joints[2, 2] - 0.005, joints[2, 2] + 0.035) * (1.0 - _smoothstep(-y, 0.10, 0.135))
@@ -677,9 +677,9 @@ def appearance_groups(rest: np.ndarray) -> dict:
     skin = np.arange(R_ * C_ + 2 + sum(len(c) for _, c in TOPO.dup.values()))
     v = rest[skin]
     lips = np.zeros(len(skin), bool)
-    for c, r in (([0, MOUTH_Y + 0.0060, 0.087], [0.025, 0.0070, 0.0095]),
-                 ([0, MOUTH_Y - 0.0070, 0.0855], [0.023, 0.0080, 0.0100])):
-        lips |= np.linalg.norm((v - c) / r, axis=-1) < 1.08
+    for c, r in (([0, MOUTH_Y + 0.0045, 0.0865], [0.0225, 0.0056, 0.0095]),
+                 ([0, MOUTH_Y - 0.0058, 0.0850], [0.0210, 0.0066, 0.0100])):
+        lips |= np.linalg.norm((v - c) / r, axis=-1) < 1.2
     out = {"lips": skin[lips & (v[:, 2] > 0.08)]}
     for side, sx in (("left", 1.0), ("right", -1.0)):
         # an arched band over each eye, thicker on the inner side

@@ -4,8 +4,8 @@ and the camera-space depth of the surface.
 Stateless functions returning a ``RasterResult``. Two backends compute the same thing:
 
 * ``"numba"`` (the default): a compiled CPU loop over triangles and their bounding boxes with a z-buffer;
-* ``"torch"``: the readable reference twin (all pixels x a chunk of triangles), the specification the
-  fast path is tested against. It is slow; use it on small images.
+* ``"torch"``: the readable reference twin (pixels x a chunk of triangles at a time), the specification
+  the fast path is tested against. It is slow; use it on small images.
 
 Both follow the same rules with the same float64 arithmetic in the same order, so they agree bit for bit
 on triangle ids, barycentrics and depth:
@@ -97,45 +97,50 @@ def _triangle_setup(screen: torch.Tensor, faces: torch.Tensor, height: int, widt
 
 
 def _raster_torch(screen: torch.Tensor, faces: torch.Tensor, height: int, width: int, near: float,
-                  cull_backfaces: bool, chunk: int = 64) -> RasterResult:
-    """Every pixel against a chunk of triangles at a time."""
+                  cull_backfaces: bool) -> RasterResult:
+    """Pixels against a chunk of triangles at a time, then barycentrics of each pixel's winner."""
     coef, inv_z, bbox = _triangle_setup(screen, faces, height, width, near, cull_backfaces)
     B, T = inv_z.shape[:2]
+    # Triangles per chunk: up to 256, with each (B, chunk, 3, H, W) temporary under 2**22 elements (32 MB).
+    chunk = max(1, min(256, 2**22 // (3 * B * height * width)))
     device = coef.device
-    rows = torch.arange(height, device=device).repeat_interleave(width)  # (P,) with P = H*W
-    cols = torch.arange(width, device=device).repeat(height)  # (P,)
-    u, v = cols.to(torch.float64) + 0.5, rows.to(torch.float64) + 0.5
-
-    def screen_bary(c):  # c (..., 3, 3) coefficients -> (..., 3, P) screen-space barycentrics
-        return c[..., 0, None] * u + (c[..., 1, None] * v + c[..., 2, None])
-
-    best_iz = torch.zeros(B, height * width, dtype=torch.float64, device=device)
-    best_id = torch.full((B, height * width), -1, dtype=torch.int64, device=device)
+    best_iz = torch.zeros(B, height, width, dtype=torch.float64, device=device)
+    best_id = torch.full((B, height, width), -1, dtype=torch.int64, device=device)
     for start in range(0, T, chunk):
         c, iz, box = coef[:, start:start + chunk], inv_z[:, start:start + chunk], bbox[:, start:start + chunk]
-        lam = screen_bary(c)  # (B, t, 3, P)
-        box = box[..., None]  # (B, t, 4, 1)
-        inside = ((lam >= 0).all(-2) & (rows >= box[:, :, 0]) & (rows <= box[:, :, 1])
-                  & (cols >= box[:, :, 2]) & (cols <= box[:, :, 3]))  # (B, t, P)
+        # Only pixels inside the union of the chunk's boxes can be covered, so evaluate just that window
+        # (a shortcut: the per-triangle box test below is the rule).
+        box = box[(box[..., 0] <= box[..., 1]) & (box[..., 2] <= box[..., 3])]  # (n, 4) non-empty boxes
+        if len(box) == 0:
+            continue
+        r0, r1, c0, c1 = int(box[:, 0].min()), int(box[:, 1].max()), int(box[:, 2].min()), int(box[:, 3].max())
+        rows = torch.arange(r0, r1 + 1, device=device)[:, None]  # (h, 1)
+        cols = torch.arange(c0, c1 + 1, device=device)  # (w,)
+        u, v = cols.to(torch.float64) + 0.5, rows.to(torch.float64) + 0.5  # pixel centres
+        lam = c[..., 0, None, None] * u + (c[..., 1, None, None] * v + c[..., 2, None, None])  # (B, t, 3, h, w)
+        box = bbox[:, start:start + chunk, :, None, None]  # (B, t, 4, 1, 1)
+        inside = ((lam >= 0).all(2) & (rows >= box[:, :, 0]) & (rows <= box[:, :, 1])
+                  & (cols >= box[:, :, 2]) & (cols <= box[:, :, 3]))  # (B, t, h, w)
         # 1/z interpolated with screen-space barycentrics, summed in the kernel's order.
-        pix_iz = lam[:, :, 0] * iz[..., 0, None] + lam[:, :, 1] * iz[..., 1, None] + lam[:, :, 2] * iz[..., 2, None]
-        pix_iz = torch.where(inside, pix_iz, 0.0)
-        chunk_iz, chunk_arg = pix_iz.max(dim=1)  # (B, P); ties -> the first (lowest) triangle index
-        better = chunk_iz > best_iz  # strict, so earlier chunks win ties too
-        best_iz = torch.where(better, chunk_iz, best_iz)
-        best_id = torch.where(better, chunk_arg + start, best_id)
+        iz = iz[..., None, None]  # (B, t, 3, 1, 1)
+        pix_iz = lam[:, :, 0] * iz[:, :, 0] + lam[:, :, 1] * iz[:, :, 1] + lam[:, :, 2] * iz[:, :, 2]
+        chunk_iz, chunk_arg = torch.where(inside, pix_iz, 0.0).max(dim=1)  # (B, h, w); ties -> lowest index
+        window = (slice(None), slice(r0, r1 + 1), slice(c0, c1 + 1))
+        better = chunk_iz > best_iz[window]  # strict, so earlier chunks win ties too
+        best_iz[window] = torch.where(better, chunk_iz, best_iz[window])
+        best_id[window] = torch.where(better, chunk_arg + start, best_id[window])
 
     hit = best_id >= 0
-    winner = best_id.clamp(min=0)
-    c = torch.gather(coef, 1, winner[..., None, None].expand(-1, -1, 3, 3))  # (B, P, 3, 3)
-    iz = torch.gather(inv_z, 1, winner[..., None].expand(-1, -1, 3))  # (B, P, 3)
-    lam = c[..., 0] * u[:, None] + (c[..., 1] * v[:, None] + c[..., 2])  # (B, P, 3)
-    safe_iz = torch.where(hit, best_iz, 1.0)[..., None]
-    bary = torch.where(hit[..., None], lam * iz / safe_iz, 0.0)
-    depth = torch.where(hit, 1.0 / safe_iz[..., 0], 0.0)
-    return RasterResult(triangle_id=best_id.reshape(B, height, width),
-                        bary=bary.reshape(B, height, width, 3).float(), depth=depth.reshape(B, height, width).float(),
-                        mask=hit.reshape(B, height, width))
+    winner = best_id.clamp(min=0).reshape(B, -1)  # (B, P) with P = H*W
+    c = torch.gather(coef, 1, winner[..., None, None].expand(-1, -1, 3, 3)).reshape(B, height, width, 3, 3)
+    iz = torch.gather(inv_z, 1, winner[..., None].expand(-1, -1, 3)).reshape(B, height, width, 3)
+    u = torch.arange(width, dtype=torch.float64, device=device)[:, None] + 0.5  # (W, 1) vs (B, H, W, 3)
+    v = torch.arange(height, dtype=torch.float64, device=device)[:, None, None] + 0.5  # (H, 1, 1)
+    lam = c[..., 0] * u + (c[..., 1] * v + c[..., 2])  # (B, H, W, 3)
+    safe_iz = torch.where(hit, best_iz, 1.0)
+    bary = torch.where(hit[..., None], lam * iz / safe_iz[..., None], 0.0)
+    depth = torch.where(hit, 1.0 / safe_iz, 0.0)
+    return RasterResult(triangle_id=best_id, bary=bary.float(), depth=depth.float(), mask=hit)
 
 
 # ---------------------------------------------------------------------------------------------------
