@@ -211,7 +211,7 @@ ONE_CAMERA = make_cameras(torch.eye(3)[None], torch.zeros(1, 3), torch.eye(3)[No
     (lambda s, f: rasterize_screen(s, f, 8, 8, backend="cuda"), r"backend must be one of"),
     (lambda s, f: interpolate(torch.ones(2, 3, 1), f, rasterize_screen(s, f, 8, 8)), r"attributes must be"),
     (lambda s, f: interpolate(torch.ones(2, 1), f, rasterize_screen(s, f, 8, 8)), r"faces must index vertices"),
-    (lambda s, f: rasterize(s.expand(2, -1, -1), f, ONE_CAMERA), r"vertices must be \(N, 3\) or \(B=1, N, 3\)"),
+    (lambda s, f: rasterize(s.expand(2, -1, -1), f, ONE_CAMERA), r"vertices must be floating-point \(N, 3\) or \(B=1, N, 3\)"),
 ])
 def test_bad_input_raises_helpful_value_error(call, message):
     screen = torch.tensor([[[1.0, 1.0, 1.0], [6.0, 1.0, 1.0], [1.0, 6.0, 1.0]]])  # (1, 3, 3)

@@ -27,6 +27,7 @@ the attributes.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, fields
 
 import numba
@@ -93,7 +94,6 @@ def _triangle_setup(screen: torch.Tensor, faces: torch.Tensor, height: int, widt
     row1 = torch.where(valid, row1, -1.0)
     bbox = torch.stack([row0, row1, col0, col1], dim=-1).to(torch.int64)  # (B, T, 4)
     return coef, inv_z, bbox
-
 
 
 def _raster_torch(screen: torch.Tensor, faces: torch.Tensor, height: int, width: int, near: float,
@@ -308,8 +308,9 @@ def rasterize_screen(screen: torch.Tensor, faces: torch.Tensor, height: int, wid
         got = f"{tuple(screen.shape)} {screen.dtype}" if isinstance(screen, torch.Tensor) else type(screen).__name__
         raise ValueError(f"screen must be a (B, N, 3) floating-point tensor of (u, v, z_cam), got {got}")
     _check_faces(faces, screen.shape[1])
-    if not (isinstance(height, int) and isinstance(width, int) and height > 0 and width > 0):
+    if not (isinstance(height, numbers.Integral) and isinstance(width, numbers.Integral) and height > 0 and width > 0):
         raise ValueError(f"height and width must be positive ints, got {height!r} x {width!r}")
+    height, width = int(height), int(width)
 
     screen, faces = screen.detach(), faces.to(screen.device)
     if backend == "torch":
@@ -346,9 +347,10 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, cameras, height: int 
         raise ValueError(f"cameras must have R (B, 3, 3), t (B, 3), K (B, 3, 3), got "
                          f"{tuple(R.shape)}, {tuple(t.shape)}, {tuple(K.shape)}")
     if not isinstance(vertices, torch.Tensor) or vertices.shape[-1:] != (3,) or vertices.ndim not in (2, 3) \
-            or (vertices.ndim == 3 and vertices.shape[0] != B):
-        got = tuple(vertices.shape) if isinstance(vertices, torch.Tensor) else type(vertices).__name__
-        raise ValueError(f"vertices must be (N, 3) or (B={B}, N, 3) to match the cameras, got {got}")
+            or (vertices.ndim == 3 and vertices.shape[0] != B) or not vertices.dtype.is_floating_point:
+        got = f"{tuple(vertices.shape)} {vertices.dtype}" if isinstance(vertices, torch.Tensor) \
+            else type(vertices).__name__
+        raise ValueError(f"vertices must be floating-point (N, 3) or (B={B}, N, 3) to match the cameras, got {got}")
     if vertices.ndim == 2:
         vertices = vertices.expand(B, -1, -1)
     height = cameras.height if height is None else height

@@ -1,0 +1,69 @@
+"""The command line: help lists working commands, the demo writes its outputs, bad input exits 2."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from morph4d.cli import build_parser, main
+from morph4d.demo import DemoConfig, run_demo
+from morph4d.video import read_mp4
+
+
+def test_help_lists_the_commands(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for cmd in ("demo", "head", "flame", "animation"):
+        assert cmd in text
+    assert set(build_parser()._subparsers._group_actions[0].choices) == {"demo", "head", "flame", "animation"}
+
+
+def test_demo_writes_video_contact_sheet_and_config(tmp_path):
+    cfg = DemoConfig(out=str(tmp_path / "demo"), frames=5, resolution=64, sheet_views=2, sheet_frames=2,
+                     sheet_resolution=48)
+    paths = run_demo(cfg, log=lambda *_: None)
+    frames = read_mp4(paths["video"])
+    assert frames.shape == (5, 64, 64, 3)
+    # a head in the middle, white background in the corners
+    assert frames[:, 32, 32].mean() < 230 and frames[:, 1, 1].mean() > 245
+    from PIL import Image
+    sheet = np.asarray(Image.open(paths["contact_sheet"]))
+    assert sheet.shape == (2 * 52 + 4, 2 * 52 + 4, 3)
+    config = json.loads(open(paths["config"]).read())
+    assert config["demo"]["frames"] == 5 and "builtin" in config["head_model"]
+
+
+def test_demo_plays_an_animation_file(tmp_path):
+    anim = tmp_path / "surprise.npz"
+    assert main(["animation", "export", "surprise", str(anim), "--frames", "5"]) == 0
+    assert main(["demo", "--out", str(tmp_path / "d"), "--animation", str(anim), "--resolution", "32"]) == 0
+    assert read_mp4(tmp_path / "d" / "orbit.mp4").shape[0] == 5
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["demo", "--frames", "0"], "--frames must be >= 1"),
+    (["demo", "--head", "flame"], "--flame-path"),
+    (["demo", "--animation", "dance"], "neither a built-in animation"),
+    (["demo", "--head", "flame", "--flame-path", "/nonexistent/generic_model.pkl"], "generic_model.pkl"),
+    (["flame", "convert", "/nonexistent.pkl", "out.npz"], "not found"),
+    (["flame", "convert", "/nonexistent.pkl", "out.txt"], "must be an .npz"),
+])
+def test_bad_input_exits_2_with_a_message(argv, message, capsys, tmp_path):
+    if argv[0] == "demo":
+        argv = argv + ["--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert not (tmp_path / "o" / "orbit.mp4").exists()
+
+
+def test_usage_errors_exit_2_from_the_installed_command():
+    r = subprocess.run([sys.executable, "-m", "morph4d.cli", "demo", "--frames", "many"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "invalid int value" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "morph4d.cli", "head", "info"], capture_output=True, text=True)
+    assert r.returncode == 0 and "blink_left" in r.stdout
