@@ -90,11 +90,11 @@ def main() -> None:
           f"on {os.cpu_count()} cores")
 
     cache = Path(raster.__file__).parent / "__pycache__"
-    cached = any(cache.glob("raster._raster_numba_kernel-*.nbi"))
+    cached = any(cache.glob("raster._raster_kernel-*.nbi"))
     start = time.perf_counter()
     raster.rasterize(vertices, faces, front_cameras(1, 64))
     print(f"numba first call: {time.perf_counter() - start:.2f} s "
-          f"({'loaded from cache' if cached else 'JIT compile, now cached'} in {cache})")
+          f"({'cache found' if cached else 'no cache: JIT compile, now cached'} in {cache})")
 
     rows = []
     for backend, size, batch in [("numba", 64, 1), ("numba", 64, 8), ("numba", 512, 1), ("numba", 512, 8),

@@ -198,6 +198,14 @@ def test_camera_projection_known_pixel_and_behind_camera():
             assert not rasterize(verts, torch.tensor([[0, 1, 2]]), cameras, backend=backend).mask.any()
 
 
+def test_inline_projection_matches_cameras_project():
+    cameras_module = pytest.importorskip("morph4d.cameras")  # written in parallel; skip until it exists
+    ours = look_at_origin(torch.tensor([[0.3, -0.2, 1.0], [-0.5, 0.1, 0.8]]), width=40, height=30)
+    theirs = cameras_module.Cameras(ours.R, ours.t, ours.K, 40, 30)
+    points = torch.rand(2, 50, 3, generator=torch.Generator().manual_seed(0)) - 0.5
+    torch.testing.assert_close(_project(points, ours.R, ours.t, ours.K), theirs.project(points))
+
+
 ONE_CAMERA = make_cameras(torch.eye(3)[None], torch.zeros(1, 3), torch.eye(3)[None], 8, 8)
 
 
@@ -211,7 +219,9 @@ ONE_CAMERA = make_cameras(torch.eye(3)[None], torch.zeros(1, 3), torch.eye(3)[No
     (lambda s, f: rasterize_screen(s, f, 8, 8, backend="cuda"), r"backend must be one of"),
     (lambda s, f: interpolate(torch.ones(2, 3, 1), f, rasterize_screen(s, f, 8, 8)), r"attributes must be"),
     (lambda s, f: interpolate(torch.ones(2, 1), f, rasterize_screen(s, f, 8, 8)), r"faces must index vertices"),
-    (lambda s, f: rasterize(s.expand(2, -1, -1), f, ONE_CAMERA), r"vertices must be floating-point \(N, 3\) or \(B=1, N, 3\)"),
+    (lambda s, f: rasterize(s.expand(2, -1, -1), f, ONE_CAMERA),
+     r"vertices must be floating-point \(N, 3\) or \(B=1, N, 3\)"),
+    (lambda s, f: rasterize(s[0].long(), f, ONE_CAMERA), r"vertices must be floating-point .*int64"),
 ])
 def test_bad_input_raises_helpful_value_error(call, message):
     screen = torch.tensor([[[1.0, 1.0, 1.0], [6.0, 1.0, 1.0], [1.0, 6.0, 1.0]]])  # (1, 3, 3)
