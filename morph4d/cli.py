@@ -1,6 +1,7 @@
 """The ``morph4d`` command line. ``--help`` lists only commands that work.
 
-Bad input (a missing file, a wrong value) prints ``error: ...`` and exits with status 2, never a traceback.
+Bad input (a missing file, a wrong value) prints ``error: ...`` and exits with status 2; an operating-system
+failure (unwritable output folder) exits 1; never a traceback.
 """
 
 from __future__ import annotations
@@ -95,9 +96,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError) as e:  # bad input: usage error
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the machine refused (unwritable folder, full disk): not the user's syntax
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

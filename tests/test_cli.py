@@ -67,3 +67,30 @@ def test_usage_errors_exit_2_from_the_installed_command():
     assert r.returncode == 2 and "invalid int value" in r.stderr and "Traceback" not in r.stderr
     r = subprocess.run([sys.executable, "-m", "morph4d.cli", "head", "info"], capture_output=True, text=True)
     assert r.returncode == 0 and "blink_left" in r.stdout
+
+
+def test_flame_convert_then_demo_and_info_on_flame(tmp_path, capsys):
+    """FLAME is a drop-in replacement everywhere the built-in head is used (random FLAME-format file)."""
+    import pickle
+    from test_flame import N_SMALL, T_SMALL, random_flame_arrays
+    pkl = tmp_path / "generic_model.pkl"
+    with open(pkl, "wb") as fh:
+        pickle.dump(random_flame_arrays(N_SMALL, T_SMALL), fh, protocol=2)
+    assert main(["flame", "convert", str(pkl), str(tmp_path / "flame.npz")]) == 0
+    assert main(["head", "info", "--head", "flame", "--flame-path", str(tmp_path / "flame.npz")]) == 0
+    assert "flame: 300 vertices" in capsys.readouterr().out
+    assert main(["demo", "--head", "flame", "--flame-path", str(pkl), "--out", str(tmp_path / "d"),
+                 "--frames", "3", "--resolution", "32", "--animation", "head_turn"]) == 0
+    assert read_mp4(tmp_path / "d" / "orbit.mp4").shape == (3, 32, 32, 3)
+    (tmp_path / "corrupt.pkl").write_bytes(b"\x80\x02}q\x00.")  # a pickled empty dict
+    assert main(["demo", "--head", "flame", "--flame-path", str(tmp_path / "corrupt.pkl"),
+                 "--out", str(tmp_path / "e")]) == 2
+    assert "v_template" in capsys.readouterr().err
+
+
+def test_unwritable_output_is_a_clean_error(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["demo", "--out", str(blocker / "sub"), "--frames", "3", "--resolution", "32"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
