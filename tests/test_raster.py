@@ -2,19 +2,17 @@
 barycentrics, occlusion, interpolation (incl. gradients), the camera wrapper and input validation."""
 
 import math
-from types import SimpleNamespace
-
 import pytest
 import torch
 
-from morph4d.render.raster import _project, interpolate, rasterize, rasterize_screen
+from morph4d.cameras import Cameras
+from morph4d.render.raster import interpolate, rasterize, rasterize_screen
 
 BACKENDS = ["numba", "torch"]
 
 
 def make_cameras(R, t, K, width, height):
-    """Stand-in for ``morph4d.cameras.Cameras``: only the fields the rasterizer reads."""
-    return SimpleNamespace(R=R, t=t, K=K, width=width, height=height)
+    return Cameras(R, t, K.clone(), width, height)
 
 
 def look_at_origin(eyes, width, height, fov_deg=40.0):
@@ -161,7 +159,7 @@ def test_interpolate_depth_constant_and_gradients():
     r = rasterize(vertices, faces, cameras)
     assert 0.1 < r.mask.float().mean() < 0.9
 
-    z_cam = _project(vertices.expand(2, -1, -1), cameras.R, cameras.t, cameras.K)[..., 2:]  # (B, N, 1)
+    z_cam = cameras.project(vertices)[..., 2:]  # (B, N, 1)
     torch.testing.assert_close(interpolate(z_cam, faces, r)[..., 0], r.depth, rtol=1e-5, atol=1e-6)
 
     const = interpolate(torch.full((len(vertices), 2), 0.7), faces, r)  # (N, C) shared by the batch
@@ -183,7 +181,7 @@ def test_camera_projection_known_pixel_and_behind_camera():
     K = torch.tensor([[[100.0, 0.0, 32.0], [0.0, 100.0, 24.0], [0.0, 0.0, 1.0]]])
     cameras = make_cameras(R, t, K, width=64, height=48)
     # World (0.06, 0.03, 0) is 0.6 m deep, 0.1 * 100 = 10 px right and 5 px up of the principal point.
-    uvz = _project(torch.tensor([[[0.06, 0.03, 0.0]]]), R, t, K)
+    uvz = cameras.project(torch.tensor([[[0.06, 0.03, 0.0]]]))
     torch.testing.assert_close(uvz, torch.tensor([[[42.0, 19.0, 0.6]]]))
     # A tiny triangle around that point covers exactly pixel (row 18, col 41), whose centre is (41.5, 18.5).
     tri = torch.tensor([[0.0555, 0.0345, 0.0], [0.0555, 0.0315, 0.0], [0.0585, 0.0330, 0.0]])
@@ -196,14 +194,6 @@ def test_camera_projection_known_pixel_and_behind_camera():
     for verts in (behind, straddling):
         for backend in BACKENDS:
             assert not rasterize(verts, torch.tensor([[0, 1, 2]]), cameras, backend=backend).mask.any()
-
-
-def test_inline_projection_matches_cameras_project():
-    cameras_module = pytest.importorskip("morph4d.cameras")  # written in parallel; skip until it exists
-    ours = look_at_origin(torch.tensor([[0.3, -0.2, 1.0], [-0.5, 0.1, 0.8]]), width=40, height=30)
-    theirs = cameras_module.Cameras(ours.R, ours.t, ours.K, 40, 30)
-    points = torch.rand(2, 50, 3, generator=torch.Generator().manual_seed(0)) - 0.5
-    torch.testing.assert_close(_project(points, ours.R, ours.t, ours.K), theirs.project(points))
 
 
 ONE_CAMERA = make_cameras(torch.eye(3)[None], torch.zeros(1, 3), torch.eye(3)[None], 8, 8)

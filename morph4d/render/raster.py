@@ -320,15 +320,6 @@ def rasterize_screen(screen: torch.Tensor, faces: torch.Tensor, height: int, wid
     return RasterResult(*(getattr(r, f.name).to(screen.device) for f in fields(RasterResult)))
 
 
-def _project(vertices: torch.Tensor, R: torch.Tensor, t: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-    """OpenCV world-to-camera projection: (B, N, 3) world -> (B, N, 3) (u, v, z_cam) with
-    x_cam = R x + t and (u, v) = (K x_cam)[:2] / z_cam."""
-    x_cam = vertices @ R.mT + t[:, None]  # (B, N, 3)
-    uvw = x_cam @ K.mT  # (B, N, 3)
-    z = x_cam[..., 2:]
-    return torch.cat([uvw[..., :2] / z, z], dim=-1)
-
-
 def rasterize(vertices: torch.Tensor, faces: torch.Tensor, cameras, height: int | None = None,
               width: int | None = None, backend: str = "auto", *, near: float = 1e-3,
               cull_backfaces: bool = False) -> RasterResult:
@@ -336,16 +327,11 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, cameras, height: int 
 
     vertices: (B, N, 3) world positions, one mesh per camera, or (N, 3) shared by all cameras
     faces:    (T, 3) int64
-    cameras:  anything with ``R`` (B, 3, 3), ``t`` (B, 3), ``K`` (B, 3, 3) (OpenCV world-to-camera,
-        pixel intrinsics) and, when height/width are not given, ``height`` and ``width``
+    cameras:  ``morph4d.cameras.Cameras`` (B cameras, OpenCV world-to-camera, pixel intrinsics)
     height, width: image size; default ``cameras.height`` / ``cameras.width``
     backend, near, cull_backfaces: as in ``rasterize_screen``
     """
-    R, t, K = cameras.R, cameras.t, cameras.K
-    B = R.shape[0]
-    if R.shape != (B, 3, 3) or t.shape != (B, 3) or K.shape != (B, 3, 3):
-        raise ValueError(f"cameras must have R (B, 3, 3), t (B, 3), K (B, 3, 3), got "
-                         f"{tuple(R.shape)}, {tuple(t.shape)}, {tuple(K.shape)}")
+    B = len(cameras)
     if not isinstance(vertices, torch.Tensor) or vertices.shape[-1:] != (3,) or vertices.ndim not in (2, 3) \
             or (vertices.ndim == 3 and vertices.shape[0] != B) or not vertices.dtype.is_floating_point:
         got = f"{tuple(vertices.shape)} {vertices.dtype}" if isinstance(vertices, torch.Tensor) \
@@ -355,7 +341,7 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, cameras, height: int 
         vertices = vertices.expand(B, -1, -1)
     height = cameras.height if height is None else height
     width = cameras.width if width is None else width
-    screen = _project(vertices, R.to(vertices), t.to(vertices), K.to(vertices))
+    screen = cameras.to(vertices.dtype).project(vertices)  # (B, N, 3): (u, v, z_cam)
     return rasterize_screen(screen, faces, height, width, backend, near=near, cull_backfaces=cull_backfaces)
 
 
