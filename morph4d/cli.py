@@ -18,6 +18,12 @@ def _cmd_demo(args) -> None:
     print(f"done: video {paths['video']}, contact sheet {paths['contact_sheet']}")
 
 
+def _cmd_conditioning(args) -> None:
+    from morph4d.conditioning_viz import VizConfig, run_viz
+    run_viz(VizConfig(out=args.out, animation=args.animation, views=args.views, frames=args.frames,
+                      resolution=args.res, head=args.head, flame_path=args.flame_path))
+
+
 def _cmd_head_info(args) -> None:
     from morph4d.heads import load_head_model
     model = load_head_model(args.head, flame_path=args.flame_path)
@@ -65,6 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, default=256, help="video resolution in pixels (default 256)")
     _add_head_args(p)
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("conditioning", help="write PNG grids of every MVP4D conditioning channel (like Fig. S9)")
+    p.add_argument("--animation", default="talk",
+                   help=f"built-in animation ({', '.join(BUILTIN_ANIMATIONS)}) or an animation .npz")
+    p.add_argument("--views", default="120", choices=["120", "360"], help="MVP4D view set (default 120)")
+    p.add_argument("--frames", type=int, default=49, help="frames, 1 + 4k (default 49)")
+    p.add_argument("--res", type=int, default=512, help="image resolution; latents are res/8 (default 512)")
+    p.add_argument("--out", default="out/conditioning", help="output folder (default out/conditioning)")
+    _add_head_args(p)
+    p.set_defaults(func=_cmd_conditioning)
 
     p = sub.add_parser("head", help="head model tools")
     hs = p.add_subparsers(dest="head_command", required=True, metavar="SUBCOMMAND")

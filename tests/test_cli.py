@@ -94,3 +94,16 @@ def test_unwritable_output_is_a_clean_error(tmp_path, capsys):
     assert main(["demo", "--out", str(blocker / "sub"), "--frames", "3", "--resolution", "32"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Traceback" not in err
+
+
+def test_conditioning_command_writes_the_channel_grids(tmp_path):
+    out = tmp_path / "cond"
+    assert main(["conditioning", "--animation", "talk", "--views", "360", "--frames", "9", "--res", "64",
+                 "--out", str(out)]) == 0
+    from PIL import Image
+    from morph4d.conditioning import NUM_CONDITIONING_CHANNELS
+    names = (out / "channels.txt").read_text().splitlines()
+    assert len(names) == NUM_CONDITIONING_CHANNELS and names[0].startswith("0\tpose.")
+    sheet = np.asarray(Image.open(out / "channels.png"))
+    assert sheet.shape[1] > NUM_CONDITIONING_CHANNELS * 24 and Image.open(out / "overview.png").size[0] > 0
+    assert main(["conditioning", "--frames", "10", "--out", str(out)]) == 2
