@@ -291,6 +291,12 @@ def _rings(rings: list[tuple[float, list[float]]]) -> list[tuple[float, float]]:
 
 
 _VIEW_TABLES = {  # name -> (key views, other views) as (azimuth, elevation) degrees
+    # "small": our CPU preset (not in the paper): 4 keys around a frontal cross, 4 others between them,
+    # so the sampling plan has one key job and one cluster of 4 with its 4 nearest keys.
+    "small": (
+        _rings([(0.0, [-40.0, 40.0]), (20.0, [0.0]), (-20.0, [0.0])]),
+        _rings([(10.0, [-20.0, 20.0]), (-10.0, [-20.0, 20.0])]),
+    ),
     "120": (
         _rings([(10.0, [-48.0, 0.0, 48.0]), (0.0, [-24.0, 24.0]), (-10.0, [-48.0, 0.0, 48.0])]),
         _rings([(el, [-60.0, -36.0, -12.0, 12.0, 36.0, 60.0]) for el in (15.0, 5.0, -5.0, -15.0)]),
@@ -362,7 +368,7 @@ class ViewSet:
 
 
 def view_set(name: str) -> ViewSet:
-    """MVP4D's view set ``"120"`` (32 views) or ``"360"`` (48 views); angles are tabled above."""
+    """MVP4D's view set ``"120"`` (32 views) or ``"360"`` (48 views), or our CPU set ``"small"`` (8 views)."""
     if name not in _VIEW_TABLES:
         raise ValueError(f"unknown view set {name!r}; valid names: {sorted(_VIEW_TABLES)}")
     keys, others = _VIEW_TABLES[name]

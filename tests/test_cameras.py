@@ -322,7 +322,13 @@ def test_bad_input_raises_value_error_naming_the_expected_shape():
         Cameras.cat([cams, cams.resized(8, 8)])
     with pytest.raises(ValueError, match=r"\(F, N, 2\)"):
         head_crop_boxes(torch.zeros(4, 2))
-    with pytest.raises(ValueError, match=r"valid names: \['120', '360'\]"):
+    with pytest.raises(ValueError, match=r"valid names: \['120', '360', 'small'\]"):
         view_set("90")
     with pytest.raises(ValueError, match=r"\(B, 4, 4\)"):
         from_opengl(torch.eye(4), 1.0, 1.0, 0.0, 0.0, 8, 8)
+
+
+def test_small_view_set_is_one_key_job_and_one_cluster():
+    vs = view_set("small")
+    assert len(vs.azimuth) == 8 and vs.key.sum() == 4
+    assert vs.clusters == [[4, 5, 6, 7]] and sorted(vs.cluster_keys[0]) == [0, 1, 2, 3]
