@@ -1,7 +1,8 @@
-"""The demo job: the head model, animated, rendered from an orbit of cameras -> MP4 + contact sheet.
+"""The demo job: the head model, animated, rendered from an orbit of cameras -> MP4 + contact sheet,
+and the MVP4D conditioning maps of the same animation as channel grids.
 
-This is the most complete pipeline that exists so far (foundation issue); later stages (conditioning,
-generation, 4D fitting) extend it until it runs photo -> avatar.
+This is the most complete pipeline that exists so far; later stages (generation, 4D fitting) extend it
+until it runs photo -> avatar.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class DemoConfig:
     sheet_views: int = 8          # contact sheet: views around the head (rows) ...
     sheet_frames: int = 6         # ... times frames of the animation (columns)
     sheet_resolution: int = 160
+    conditioning: bool = True     # also write the MVP4D conditioning grids (needs frames = 1 + 4k)
+    conditioning_resolution: int = 256
 
     def check(self) -> None:
         for name in ("frames", "resolution", "sheet_views", "sheet_frames", "sheet_resolution"):
@@ -86,6 +89,14 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
                         torch.full((len(v),), 8.0, dtype=torch.float64), cfg, cfg.sheet_resolution)
         write_png(paths["contact_sheet"], grid(tiles, cols=cfg.sheet_frames))
         log(f"wrote {paths['contact_sheet']}")
+    # 3. the MVP4D conditioning maps of the same animation, as channel grids (MVP4D Fig. S9)
+    if cfg.conditioning and (cfg.frames - 1) % 4 == 0:
+        from morph4d.conditioning_viz import VizConfig, run_viz
+        viz = run_viz(VizConfig(out=str(out / "conditioning"), animation=cfg.animation, frames=cfg.frames,
+                                head=cfg.head, flame_path=cfg.flame_path, resolution=cfg.conditioning_resolution),
+                      log=lambda *_: None)
+        paths["conditioning"] = Path(viz["overview"])
+        log(f"wrote {viz['overview']} and {viz['channels']}")
     write_json(paths["config"], {"demo": asdict(cfg), "head_model": model.describe(),
                                  "seconds": round(time.perf_counter() - start, 2)})
     return {k: str(p) for k, p in paths.items()}

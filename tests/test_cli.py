@@ -25,7 +25,7 @@ def test_help_lists_the_commands(capsys):
 
 def test_demo_writes_video_contact_sheet_and_config(tmp_path):
     cfg = DemoConfig(out=str(tmp_path / "demo"), frames=5, resolution=64, sheet_views=2, sheet_frames=2,
-                     sheet_resolution=48)
+                     sheet_resolution=48, conditioning_resolution=64)
     paths = run_demo(cfg, log=lambda *_: None)
     frames = read_mp4(paths["video"])
     assert frames.shape == (5, 64, 64, 3)
@@ -34,6 +34,7 @@ def test_demo_writes_video_contact_sheet_and_config(tmp_path):
     from PIL import Image
     sheet = np.asarray(Image.open(paths["contact_sheet"]))
     assert sheet.shape == (2 * 52 + 4, 2 * 52 + 4, 3)
+    assert (tmp_path / "demo" / "conditioning" / "channels.png").is_file()
     config = json.loads(open(paths["config"]).read())
     assert config["demo"]["frames"] == 5 and "builtin" in config["head_model"]
 
