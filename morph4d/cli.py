@@ -24,6 +24,50 @@ def _cmd_conditioning(args) -> None:
                       resolution=args.res, head=args.head, flame_path=args.flame_path))
 
 
+def _cmd_generate(args) -> None:
+    import os
+
+    from morph4d.generate import GenerateConfig, load_models, run_generate
+    from morph4d.heads import load_head_model
+    from morph4d.heads.animation import get_animation
+    from morph4d.plan import PRESETS
+    from morph4d.reference import load_reference
+    if args.views not in PRESETS:
+        raise ValueError(f"unknown --views preset '{args.views}'; expected one of {sorted(PRESETS)}")
+    head = load_head_model(args.head, flame_path=args.flame_path)
+    reference = load_reference(args.reference, head)
+    animation = get_animation(args.animation, head, PRESETS[args.views].total_frames)
+    animation.check_model(head)
+    model, vae = load_models(args.model, args.cogvideox)
+    cfg = GenerateConfig(preset=args.views, guidance=args.guidance, seed=args.seed, key_steps=args.key_steps,
+                         other_steps=args.other_steps)
+    identity = {"reference": os.path.abspath(args.reference), "animation": args.animation, "model":
+                os.path.abspath(args.model), "head": head.name}
+    rank, world, barrier = _distributed()
+    paths = run_generate(args.out, model, vae, head, reference, animation, cfg, identity, rank, world, barrier)
+    if paths:
+        print(f"done: {paths['grid']}, manifest {paths['manifest']}")
+
+
+def _distributed():
+    """(rank, world size, barrier) under torchrun / accelerate launch (WORLD_SIZE > 1), else (0, 1, no-op)."""
+    import os
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, (lambda: None)
+    import torch
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size(), dist.barrier
+
+
+def _cmd_model_init(args) -> None:
+    from morph4d.generate import init_models
+    out = init_models(args.out, args.mmvdm, args.vae, args.seed, args.cogvideox)
+    print(f"wrote {out / 'mmvdm'} and {out / 'vae'} (untrained unless from CogVideoX)")
+
+
 def _cmd_head_info(args) -> None:
     from morph4d.heads import load_head_model
     model = load_head_model(args.head, flame_path=args.flame_path)
@@ -81,6 +125,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="out/conditioning", help="output folder (default out/conditioning)")
     _add_head_args(p)
     p.set_defaults(func=_cmd_conditioning)
+
+    p = sub.add_parser("generate", help="reference image + animation -> multi-view videos (MVP4D sampling plan)")
+    p.add_argument("--reference", required=True, help="tracked reference .npz (image + head parameters + camera)")
+    p.add_argument("--animation", default="talk",
+                   help=f"built-in animation ({', '.join(BUILTIN_ANIMATIONS)}) or an animation .npz")
+    p.add_argument("--views", default="small", help="preset: 120 (32 views x 89 frames), 360 (48 x 89) or small "
+                   "(8 x 25, for the CPU)")
+    p.add_argument("--model", required=True, help="model folder with mmvdm/ and vae/ (see `morph4d model init`)")
+    p.add_argument("--cogvideox", default=None, help="local CogVideoX-2B folder for the paper-scale autoencoder")
+    p.add_argument("--guidance", default="multiview", choices=["multiview", "cfg", "none"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--key-steps", type=int, default=None, help="DDIM steps for key views (preset default)")
+    p.add_argument("--other-steps", type=int, default=None, help="DDIM steps for the other jobs (preset default)")
+    p.add_argument("--out", default="out/generate", help="output folder; a killed run resumes there")
+    _add_head_args(p)
+    p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("model", help="model folders")
+    ms = p.add_subparsers(dest="model_command", required=True, metavar="SUBCOMMAND")
+    q = ms.add_parser("init", help="write an untrained MMVDM + autoencoder folder (or an MMVDM from CogVideoX-2B)")
+    q.add_argument("--out", required=True)
+    q.add_argument("--mmvdm", default="small", choices=["tiny", "small", "paper"])
+    q.add_argument("--vae", default="small", choices=["tiny", "small"])
+    q.add_argument("--cogvideox", default=None, help="local diffusers CogVideoX-2B folder to initialise from")
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(func=_cmd_model_init)
 
     p = sub.add_parser("head", help="head model tools")
     hs = p.add_subparsers(dest="head_command", required=True, metavar="SUBCOMMAND")
