@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from morph4d import __version__
 from morph4d.cameras import Cameras, view_set
@@ -124,11 +125,19 @@ def run_generate(out: str | Path, model, vae, head: HeadModel, reference: Refere
     h = w = res // 8
     latent_shape = ((pcfg.frames_per_window - 1) // 4 + 1, 16, h, w)
     start = time.perf_counter()
+    todo = sum(not run.done(j.id) for j in run.jobs)
 
     def progress(job_id, done, total):
         el = time.perf_counter() - start
-        log(f"job {job_id} done ({done}/{total}), elapsed {el:.0f} s, ETA {el / done * (total - done):.0f} s")
-    run.run(gen, gen.encode_overlap, latent_shape, rank=rank, world=world, barrier=barrier, progress=progress)
+        log(f"job {job_id} done ({done}/{todo} this run, {len(run.jobs)} in the plan), elapsed {el:.0f} s, "
+            f"ETA {el / done * max(todo - done, 0):.0f} s")
+
+    def runner(job, given, mask, generator):  # a tqdm bar over the DDIM steps of each job
+        with tqdm(total=job.steps, desc=f"{job.id} (mode {job.mode}, {len(job.views)} views)", unit="step",
+                  leave=False, disable=not show_steps) as bar:
+            return gen(job, given, mask, generator, callback=lambda i, n, x0: bar.update(1))
+    show_steps = rank == 0
+    run.run(runner, gen.encode_overlap, latent_shape, rank=rank, world=world, barrier=barrier, progress=progress)
     if rank != 0:
         return {}
     return write_outputs(Path(out), run, gen, vs, cameras, animation, pcfg, log)
