@@ -11,7 +11,7 @@ median and best of ``--repeats`` calls; the machine is shared, so the load avera
 twin evaluates every pixel against every Gaussian, so it is timed on the same scene at 64 x 64 (against
 the fast path at 64 x 64) and its time at 256 x 256 is extrapolated (x 16 pixels). On a shared machine
 ``--threads 1`` gives steadier numbers (threads that spin-wait for a busy core inflate multi-threaded
-medians several times).
+medians several times); the script also asks OpenMP to wait passively (see below).
 
     python benchmarks/bench_gaussians.py --repeats 10 [--threads 1]
 """
@@ -22,13 +22,17 @@ import statistics
 import time
 from pathlib import Path
 
-import numba
-import torch
+# OpenMP threads (torch's and numba's) spin while they wait for work by default; on a machine shared with
+# other jobs a spinning thread holds a core someone else needs, and medians grow several times. Passive
+# waiting must be chosen before the OpenMP runtimes start, i.e. before torch and numba are imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from morph4d.cameras import orbit_cameras
-from morph4d.gaussians import BoundGaussians, render_gaussians, rgb_to_sh
-from morph4d.gaussians import _kernels
-from morph4d.heads.builtin import load_builtin_head, vertex_colors
+import numba  # noqa: E402
+import torch  # noqa: E402
+
+from morph4d.cameras import orbit_cameras  # noqa: E402
+from morph4d.gaussians import BoundGaussians, _kernels, render_gaussians, rgb_to_sh  # noqa: E402
+from morph4d.heads.builtin import load_builtin_head, vertex_colors  # noqa: E402
 
 NUM_GAUSSIANS = 30_000
 DISTANCE_M, FOV_DEG = 0.6, 25.0
@@ -74,7 +78,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
         numba.set_num_threads(args.threads)
     print(f"numba threads: {numba.get_num_threads()}, torch threads: {torch.get_num_threads()}, "
-          f"load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+          f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, load average: {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} cores")
     cache = Path(_kernels.__file__).parent / "__pycache__"
     cached = any(cache.glob("_kernels.composite_forward-*.nbi"))
     scene = head_scene(0.9)

@@ -14,11 +14,10 @@ import os
 import statistics
 import time
 from pathlib import Path
-from types import SimpleNamespace
-
 import numba
 import torch
 
+from morph4d.cameras import Cameras
 from morph4d.render import raster
 
 DISTANCE_M = 0.6
@@ -64,7 +63,7 @@ def front_cameras(batch: int, size: int):
     t = -torch.einsum("bij,bj->bi", R, eye)
     f = 0.5 * size / math.tan(math.radians(FOV_DEG) / 2)
     K = torch.tensor([[f, 0.0, size / 2], [0.0, f, size / 2], [0.0, 0.0, 1.0]]).expand(batch, 3, 3)
-    return SimpleNamespace(R=R, t=t, K=K, width=size, height=size)
+    return Cameras(R, t, K.contiguous(), size, size)
 
 
 def call_seconds(fn, repeats: int) -> tuple[float, float]:

@@ -152,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=_cmd_model_init)
 
+    from morph4d.data.cli import register as register_data
+    register_data(sub)
+
     p = sub.add_parser("head", help="head model tools")
     hs = p.add_subparsers(dest="head_command", required=True, metavar="SUBCOMMAND")
     q = hs.add_parser("info", help="print the head model's sizes and component names")

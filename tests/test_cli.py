@@ -17,10 +17,10 @@ def test_help_lists_the_commands(capsys):
         main(["--help"])
     assert e.value.code == 0
     text = capsys.readouterr().out
-    for cmd in ("demo", "conditioning", "head", "flame", "animation"):
+    commands = {"demo", "conditioning", "generate", "model", "data", "head", "flame", "animation"}
+    for cmd in commands:
         assert cmd in text
-    assert set(build_parser()._subparsers._group_actions[0].choices) == {"demo", "conditioning", "head", "flame",
-                                                                        "animation"}
+    assert set(build_parser()._subparsers._group_actions[0].choices) == commands
 
 
 def test_demo_writes_video_contact_sheet_and_config(tmp_path):

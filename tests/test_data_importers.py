@@ -192,8 +192,8 @@ def test_renderme360(tmp_path, model):
             cam = f.create_group(f"Camera/{v:02d}")
             for fr in range(FRAMES):
                 cam.create_dataset(f"color/{fr}", data=np.frombuffer(png_bytes(rgb[v, fr]), np.uint8))
-                cam.create_dataset(f"mask/{fr}", data=np.frombuffer(png_bytes(np.repeat(alpha[v, fr, ..., None], 3, -1)),
-                                                                      np.uint8))
+                mask = np.repeat(alpha[v, fr, ..., None], 3, -1)           # stored as a 3-channel image
+                cam.create_dataset(f"mask/{fr}", data=np.frombuffer(png_bytes(mask), np.uint8))
             cal = f.create_group(f"Calibration/{v:02d}")
             cal["K"], cal["D"], cal["RT"] = K[v], np.zeros(5), c2w[v]
     (tmp_path / "fits").mkdir()

@@ -113,7 +113,8 @@ def test_crop_maps_the_camera_and_the_pixels_together(datasets):
     uv = cams.project(head)[:, 0, :2]                                              # (V, 2)
     alpha = item["alpha"][:, 0, 0]                                                  # (V, 32, 32)
     grid = torch.arange(32) + 0.5
-    centroid = torch.stack([(alpha.sum(1) * grid).sum(-1), (alpha.sum(2) * grid).sum(-1)], -1) / alpha.sum((1, 2))[:, None]
+    mass = alpha.sum((1, 2))[:, None]
+    centroid = torch.stack([(alpha.sum(1) * grid).sum(-1), (alpha.sum(2) * grid).sum(-1)], -1) / mass
     assert (uv - centroid).norm(dim=-1).max() < 4.0                                 # pixels, hair included
 
 
@@ -130,7 +131,8 @@ def test_crop_images_is_exact_for_the_identity_box():
 
 
 def test_short_sequences_are_named(datasets):
-    with pytest.raises(ValueError, match="sequence 'id000000_00' .* has 4 view\\(s\\) x 9 frame\\(s\\), fewer than the 5 x 9"):
+    short = "sequence 'id000000_00' .* has 4 view\\(s\\) x 9 frame\\(s\\), fewer than the 5 x 9"
+    with pytest.raises(ValueError, match=short):
         MultiViewWindows(datasets["multiview_video"], WindowConfig(views=5, frames=9))
     with pytest.raises(ValueError, match="no \\(view, frame\\) is left for a reference"):
         MultiViewWindows(datasets["multiview_video"], WindowConfig(views=4, frames=9))

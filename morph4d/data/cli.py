@@ -87,7 +87,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     q.add_argument("--src", required=True, help="your copy of the dataset")
     q.add_argument("--fits", required=True, help="folder of per-sequence fits: SEQUENCE.npz in the animation format")
     q.add_argument("--out", required=True, help="output dataset folder")
-    q.add_argument("--head", default="flame", choices=["builtin", "flame"], help="head model of the fits (default flame)")
+    q.add_argument("--head", default="flame", choices=["builtin", "flame"],
+                   help="head model of the fits (default flame)")
     q.add_argument("--flame-path", default=None, help="FLAME .pkl or converted .npz (for --head flame)")
     q.add_argument("--max-side", type=int, default=1024, help="downscale images so the longer side is at most this")
     q.add_argument("--max-frames", type=int, default=None, help="import at most this many frames per sequence")

@@ -255,7 +255,8 @@ def _frame(model: HeadModel, shape: torch.Tensor) -> _Frame:
     radius = float((rest[groups["eye_left"]] - eyes[0]).norm(dim=-1).median())
     skin = groups["head"]
     lips = rest[groups["lips"]]
-    centre = torch.tensor([0.0, float(eyes[:, 1].mean()) - 0.035, float(rest[skin, 2].amin() + rest[skin, 2].amax()) / 2])
+    depth = float(rest[skin, 2].amin() + rest[skin, 2].amax()) / 2
+    centre = torch.tensor([0.0, float(eyes[:, 1].mean()) - 0.035, depth])   # between the ears, below the eyes
     return _Frame(model, rest, vertex_normals(rest, model.faces), skin, centre, eyes, radius,
                   float(lips[:, 1].mean()))
 
@@ -372,7 +373,8 @@ def paint_head_texture(fr: _Frame, a: Appearance, g: torch.Generator, T: int) ->
     # 3.2 age: forehead lines, crow's feet, nasolabial folds (dark thin bands)
     age = max(0.0, (a.age - 28) / 50)
     if age > 0:
-        forehead = (torch.sin((y - 0.07) * 2 * math.pi / 0.009) > 0.85).float() * (y > 0.055) * (y < 0.095) * (ax < 0.04)
+        forehead = ((torch.sin((y - 0.07) * 2 * math.pi / 0.009) > 0.85).float()
+                    * (y > 0.055) * (y < 0.095) * (ax < 0.04))
         fold_x = 0.022 + 0.35 * (-0.02 - y).clamp(min=0)
         folds = torch.exp(-(((ax - fold_x) / 0.0015) ** 2)) * (y < -0.02) * (y > -0.06) * (z > 0.06)
         crows = sum(((torch.sin(torch.atan2(y - e[1], x - e[0]) * 9) > 0.9).float()
@@ -439,7 +441,8 @@ def paint_head_texture(fr: _Frame, a: Appearance, g: torch.Generator, T: int) ->
         eye_rgb = eye_rgb * (1 - 0.15 * _smoothstep((polar - 60) / 30) * near)  # veins/shade at the corners
     # 3.8 mouth interior
     cavity = torch.tensor([0.32, 0.09, 0.09]).view(3, 1, 1) * (0.6 + 0.4 * _smoothstep((z - 0.035) / 0.03))
-    teeth = torch.tensor([0.90, 0.87, 0.78]).view(3, 1, 1) * (1 - 0.25 * (torch.sin(x * 2 * math.pi / 0.0085) > 0.93).float())
+    gaps = (torch.sin(x * 2 * math.pi / 0.0085) > 0.93).float()             # a dark line every 8.5 mm
+    teeth = torch.tensor([0.90, 0.87, 0.78]).view(3, 1, 1) * (1 - 0.25 * gaps)
     tongue = torch.tensor([0.74, 0.34, 0.36]).view(3, 1, 1) * (1 + 0.1 * pores)
     out_rgb = torch.where(parts == 1, eye_rgb, rgb)
     out_rgb = torch.where(parts == 2, cavity, out_rgb)
@@ -447,7 +450,8 @@ def paint_head_texture(fr: _Frame, a: Appearance, g: torch.Generator, T: int) ->
     out_rgb = torch.where(parts == 4, tongue, out_rgb)
     # 3.9 specular strength and shininess (T-zone shinier; wet lips, eyes, teeth)
     oily = _u(g, 0.6, 1.4)
-    spec = 0.10 * oily * (1 + 0.8 * (nose + torch.exp(-((x / 0.03) ** 2 + ((y - 0.075) / 0.02) ** 2)))) * (1 - 0.6 * brow)
+    forehead_zone = torch.exp(-((x / 0.03) ** 2 + ((y - 0.075) / 0.02) ** 2))
+    spec = 0.10 * oily * (1 + 0.8 * (nose + forehead_zone)) * (1 - 0.6 * brow)
     spec = spec * (1 + 0.4 * pores)
     spec = torch.where(lip_mask > 0.5, torch.full_like(spec, 0.3 if a.lipstick == "none" else 0.45), spec)
     spec = torch.stack([spec, torch.full_like(spec, 0.9), torch.full_like(spec, 0.05), torch.full_like(spec, 0.5),
@@ -770,7 +774,8 @@ def build_earrings(fr: _Frame, a: Appearance, g: torch.Generator) -> list[Extras
         else:
             ring_r = 0.008 * size
             t = torch.linspace(0, 2 * math.pi, 33)[:-1]
-            path = lobe + torch.stack([torch.full_like(t, sx * 0.0015), -ring_r + ring_r * t.cos(), ring_r * t.sin()], -1)
+            ring = torch.stack([torch.full_like(t, sx * 0.0015), ring_r * (t.cos() - 1), ring_r * t.sin()], -1)
+            path = lobe + ring                                                   # hangs below the lobe
             v, f = _tube(path, 0.0009, 6, closed=True)
         parts.append(_part("earrings", v, f, torch.full((len(v), 2), 0.5)))
     return parts
@@ -796,8 +801,8 @@ def sample_identity(seed: int, model: HeadModel, cfg: IdentityConfig = IdentityC
 
 def describe(identity: Identity) -> str:
     a = identity.appearance
-    bits = [f"seed {identity.seed}", f"age {a.age:.0f}", f"skin {a.skin_tone:.2f}", f"{a.hair_color} {a.hair_style} hair",
-            f"{a.eye_color} eyes"]
+    bits = [f"seed {identity.seed}", f"age {a.age:.0f}", f"skin {a.skin_tone:.2f}",
+            f"{a.hair_color} {a.hair_style} hair", f"{a.eye_color} eyes"]
     bits += [f"{a.beard} beard"] if a.beard != "none" else []
     bits += [a.glasses] if a.glasses != "none" else []
     bits += [f"{a.earrings} earrings"] if a.earrings != "none" else []

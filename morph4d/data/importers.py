@@ -157,7 +157,8 @@ def _nersemble_calibration(src: Path, pid: str) -> tuple[dict, dict]:
                     raise _layout_error("nersemble", path, f"camera {serial}: world_2_cam must be 4x4 and "
                                         f"intrinsics 3x3")
             return w2c, Ks
-    raise _layout_error("nersemble", src / pid, "no camera_params.json (looked in camera_params/PID/ and PID/calibration/)")
+    raise _layout_error("nersemble", src / pid,
+                        "no camera_params.json (looked in camera_params/PID/ and PID/calibration/)")
 
 
 def discover_nersemble(cfg: ImportConfig) -> list[Source]:
@@ -215,7 +216,8 @@ def _nersemble_v1(seq_dir: Path):
 
 def _nersemble_v2(seq_dir: Path):
     """v2: images/cam_SERIAL.mp4 (+ alpha_map/cam_SERIAL.mp4); frames are video frame indices."""
-    serials = sorted(p.stem[4:] for p in (seq_dir / "images").iterdir() if p.name.startswith("cam_") and p.suffix == ".mp4")
+    serials = sorted(p.stem[4:] for p in (seq_dir / "images").iterdir()
+                     if p.name.startswith("cam_") and p.suffix == ".mp4")
     if not serials:
         raise _layout_error("nersemble", seq_dir / "images", "no cam_SERIAL.mp4 videos")
     frames = list(range(_video_length(seq_dir / "images" / f"cam_{serials[0]}.mp4")))
@@ -281,7 +283,8 @@ def discover_renderme360(cfg: ImportConfig) -> list[Source]:
                 raise _layout_error("renderme360", path, "no 'Camera' group")
             cams = sorted(f["Camera"].keys())
             calib_file = path if "Calibration" in f else anno if anno.is_file() else None
-            frames = sorted(f["Camera"][cams[0]]["color"].keys(), key=int) if cams and "color" in f["Camera"][cams[0]] else []
+            has_color = bool(cams) and "color" in f["Camera"][cams[0]]
+            frames = sorted(f["Camera"][cams[0]]["color"].keys(), key=int) if has_color else []
             if not frames:
                 raise _layout_error("renderme360", path, f"camera {cams[0] if cams else '?'} has no color frames")
             W, H = _image_size(bytes(np.asarray(f["Camera"][cams[0]]["color"][frames[0]][()]).tobytes()))
@@ -296,7 +299,8 @@ def discover_renderme360(cfg: ImportConfig) -> list[Source]:
             c2w = np.stack([np.asarray(f["Calibration"][c]["RT"][()], dtype=np.float64) for c in cams])
             K = np.stack([np.asarray(f["Calibration"][c]["K"][()], dtype=np.float64) for c in cams])
         if c2w.shape[1:] != (4, 4) or K.shape[1:] != (3, 3):
-            raise _layout_error("renderme360", calib_file, f"RT must be 4x4 and K 3x3, got {c2w.shape[1:]} and {K.shape[1:]}")
+            raise _layout_error("renderme360", calib_file,
+                                f"RT must be 4x4 and K 3x3, got {c2w.shape[1:]} and {K.shape[1:]}")
         w2c = np.linalg.inv(c2w)
         cameras = _opencv_cameras(w2c[:, :3, :3], w2c[:, :3, 3], K, W, H, cfg.world_scale or 1.0,
                                   cfg.calibration_width)

@@ -149,6 +149,7 @@ class MultiViewWindows(Dataset):
         self.model = model
         self.conditioner = HeadConditioner(model, conditioning)
         self.epoch = 0
+        self._angles: dict[int, torch.Tensor] = {}
 
     def _shortfall(self, s: Sequence) -> str | None:
         V, Fr = self.cfg.views, self.cfg.frames
@@ -177,7 +178,9 @@ class MultiViewWindows(Dataset):
         views = torch.randperm(s.num_views, generator=g)[: cfg.views].tolist()
         start = int(torch.randint(s.num_frames - cfg.frames + 1, (), generator=g))
         frames = list(range(start, start + cfg.frames))
-        angle = facing_angles(self.model, s.params, s.cameras)                       # (V_max, F_max)
+        if index not in self._angles:   # per process; depends only on the sequence
+            self._angles[index] = facing_angles(self.model, s.params, s.cameras)      # (V_max, F_max)
+        angle = self._angles[index]
         in_views = torch.zeros(s.num_views, dtype=torch.bool)
         in_views[views] = True
         in_frames = torch.zeros(s.num_frames, dtype=torch.bool)

@@ -67,7 +67,8 @@ def sample_lighting(g: torch.Generator) -> Lighting:
                     fill_dir=_direction(-key_az * r(0.5, 1.5) - math.copysign(20, key_az), r(-10, 30)),
                     fill_rgb=(round(fill, 4),) * 3, rim_dir=_direction(r(140, 220), r(10, 50)),
                     rim_rgb=(round(rim, 4),) * 3, sky_rgb=(round(amb, 4), round(amb, 4), round(amb * 1.04, 4)),
-                    ground_rgb=(round(amb * 0.55, 4), round(amb * 0.5, 4), round(amb * 0.45, 4)), wrap=round(r(0.15, 0.45), 4))
+                    ground_rgb=(round(amb * 0.55, 4), round(amb * 0.5, 4), round(amb * 0.45, 4)),
+                    wrap=round(r(0.15, 0.45), 4))
 
 
 @dataclass(frozen=True)

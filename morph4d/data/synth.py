@@ -128,7 +128,8 @@ def _fibonacci(n: int, el_lo: float, el_hi: float, g: torch.Generator) -> tuple[
 
 def camera_rig(modality: str, num_views: int, resolution: int, g: torch.Generator) -> tuple[Cameras, list[str]]:
     """Static cameras of one sequence looking at the head, framed so the head crop fills ~90% of the image."""
-    r = lambda lo, hi, n=None: lo + (hi - lo) * torch.rand(() if n is None else n, generator=g, dtype=torch.float64)  # noqa: E731
+    def r(lo: float, hi: float, n: int) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(n, generator=g, dtype=torch.float64)
     if modality == "monocular":
         az, el = r(-30, 30, 1), r(-10, 20, 1)
     elif modality == "multiview_video":  # a frontal arc in two staggered rows, like Nersemble's 16 cameras
@@ -141,7 +142,7 @@ def camera_rig(modality: str, num_views: int, resolution: int, g: torch.Generato
     distance = r(0.85, 1.3, num_views)
     zoom = r(0.85, 1.05, num_views) if modality == "monocular" else r(0.95, 1.05, num_views)
     fov = 2 * torch.rad2deg(torch.atan(CROP_SCALE * HEAD_EXTENT / 0.9 / 2 / distance)) * zoom
-    target = torch.tensor(HEAD_TARGET, dtype=torch.float64) + 0.01 * (torch.rand(3, generator=g, dtype=torch.float64) - 0.5)
+    target = torch.tensor(HEAD_TARGET, dtype=torch.float64) + r(-0.005, 0.005, 3)
     cams = [orbit_cameras(az[i:i + 1], el[i:i + 1], float(distance[i]), float(fov[i]), resolution, resolution,
                           target=tuple(target.tolist())) for i in range(num_views)]
     return Cameras.cat(cams), [f"cam{i:02d}" for i in range(num_views)]

@@ -1,4 +1,4 @@
-"""Gaussians bound to the triangles of a head mesh (GaussianAvatars, Qian et al. 2024, §3.1).
+"""Gaussians bound to the triangles of a head mesh (GaussianAvatars, Qian et al., CVPR 2024: "3D Gaussian rigging").
 
 Each Gaussian lives in the local frame of one triangle (its ``binding``) and moves, turns and grows with
 it. For triangle (v0, v1, v2), exactly as GaussianAvatars' ``compute_face_orientation``:
