@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -124,20 +123,16 @@ def run_generate(out: str | Path, model, vae, head: HeadModel, reference: Refere
     run = PlanRun(out, pcfg, {**identity, "guidance": cfg.guidance, "radius": cfg.radius, "fov": cfg.fov})
     h = w = res // 8
     latent_shape = ((pcfg.frames_per_window - 1) // 4 + 1, 16, h, w)
-    start = time.perf_counter()
     todo = sum(not run.done(j.id) for j in run.jobs)
-
-    def progress(job_id, done, total):
-        el = time.perf_counter() - start
-        log(f"job {job_id} done ({done}/{todo} this run, {len(run.jobs)} in the plan), elapsed {el:.0f} s, "
-            f"ETA {el / done * max(todo - done, 0):.0f} s")
-
-    def runner(job, given, mask, generator):  # a tqdm bar over the DDIM steps of each job
-        with tqdm(total=job.steps, desc=f"{job.id} (mode {job.mode}, {len(job.views)} views)", unit="step",
-                  leave=False, disable=not show_steps) as bar:
-            return gen(job, given, mask, generator, callback=lambda i, n, x0: bar.update(1))
-    show_steps = rank == 0
-    run.run(runner, gen.encode_overlap, latent_shape, rank=rank, world=world, barrier=barrier, progress=progress)
+    show = rank == 0
+    # two bars: jobs of this run (with tqdm's ETA) and the DDIM steps of the job in progress
+    with tqdm(total=todo, desc="jobs", unit="job", position=0, disable=not show) as jobs_bar:
+        def runner(job, given, mask, generator):
+            with tqdm(total=job.steps, desc=f"{job.id} (mode {job.mode}, {len(job.views)} views)", unit="step",
+                      position=1, leave=False, disable=not show) as bar:
+                return gen(job, given, mask, generator, callback=lambda i, n, x0: bar.update(1))
+        run.run(runner, gen.encode_overlap, latent_shape, rank=rank, world=world, barrier=barrier,
+                progress=lambda job_id, done, total: jobs_bar.update(1))
     if rank != 0:
         return {}
     return write_outputs(Path(out), run, gen, vs, cameras, animation, pcfg, log)

@@ -151,6 +151,18 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     assert grads[0][0].abs().max() > 0
 
 
+def test_bf16_autocast_cpu_twin_of_the_cuda_path():
+    """The CUDA path runs the blocks under bf16 autocast; the same modules under CPU bf16 autocast must run
+    (attention processor dtype handling) and stay close to float32."""
+    model, inputs = _model(), _inputs()
+    with torch.no_grad():
+        full = model(**inputs)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            half = model(**inputs)
+    assert half.dtype == torch.float32 and full.abs().max() > 0
+    torch.testing.assert_close(half, full, rtol=0.05, atol=0.05)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (bf16 autocast path)")
 def test_cuda_bf16_autocast_matches_cpu():
     model, inputs = _model(), _inputs()
