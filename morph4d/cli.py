@@ -182,7 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    return run_command(parser.parse_args(argv))
+
+
+def run_command(args) -> int:
+    """Run a parsed command; bad input -> ``error: ...`` and 2, an OS failure -> 1, never a traceback."""
     try:
         args.func(args)
     except (ValueError, FileNotFoundError) as e:  # bad input: usage error

@@ -339,7 +339,7 @@ def test_gsplat_backend_matches_ours_on_cuda():
     opacities = opacities.clamp(max=0.9)  # gsplat clamps alpha at 0.999, ours (3DGS) at 0.99
     cameras = orbit_cameras(torch.tensor([0.0, 45.0]), torch.tensor([0.0, 10.0]), 0.6, 30.0, 64, 48)
     ours = render_gaussians(means, quats, scales, opacities, sh, cameras, backend="numba")
-    cuda = [x.cuda() for x in (means, quats, scales, opacities, sh)]
+    cuda = [x.to("cuda") for x in (means, quats, scales, opacities, sh)]
     theirs = render_gaussians(*cuda, cameras.to("cuda"), backend="auto")
     assert theirs.image.is_cuda
     # Same model; gsplat's tile test and radius differ slightly from 3DGS's at the 3-sigma edge.

@@ -113,19 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         argv = argv[1:]
     parser = argparse.ArgumentParser(prog="morph4d")
     register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    args = parser.parse_args(["data", *argv])
-    try:
-        args.func(args)
-    except (ValueError, FileNotFoundError) as e:  # bad input: usage error
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # the machine refused (unwritable folder, full disk)
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 0
+    from morph4d.cli import run_command
+    return run_command(parser.parse_args(["data", *argv]))
 
 
 if __name__ == "__main__":

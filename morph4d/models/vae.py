@@ -26,6 +26,8 @@ Two implementations of ``VideoAutoencoder``:
 
 from __future__ import annotations
 
+import abc
+
 import json
 import math
 from dataclasses import asdict, dataclass, fields
@@ -76,7 +78,7 @@ def _check_output(y: torch.Tensor, expected: tuple[int, ...]) -> None:
                          f"tiles work at 256, 512 and 480 x 720 px; or load without tiling)")
 
 
-class VideoAutoencoder(nn.Module):
+class VideoAutoencoder(nn.Module, abc.ABC):
     """Shared interface: ``encode`` / ``decode`` in our layout; subclasses implement ``_moments``/``_decode``.
 
     ``slice_size`` (encode/decode): how many videos (views) go through the network at once; 1 bounds memory
@@ -85,13 +87,13 @@ class VideoAutoencoder(nn.Module):
 
     scaling_factor: float
 
+    @abc.abstractmethod
     def _moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(N, 3, F, H, W)`` in [-1, 1] -> posterior mean and log-variance ``(N, 16, F_lat, H/8, W/8)``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
         """Unscaled latents ``(N, 16, F_lat, h, w)`` -> frames ``(N, 3, F, 8h, 8w)`` in about [-1, 1]."""
-        raise NotImplementedError
 
     @property
     def _param(self) -> torch.Tensor:

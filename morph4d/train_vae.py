@@ -1,0 +1,149 @@
+"""Training our ``CausalVideoAutoencoder`` on dataset windows, in the style of ``morph4d.train``.
+
+Loss per step: L1 reconstruction of the [0, 1] video + L1 of its spatial finite differences (an edge
+term standing in for a perceptual loss: no pretrained network to download, and it keeps edges sharp
+where plain L1 blurs) + ``kl_weight`` x the KL divergence of the posterior to N(0, I). At the end the
+latent ``scaling_factor`` is set to 1 / std of the posterior means over a few fixed batches (as
+CogVideoX's 1.15258426 was), and the weights are written with ``save_pretrained`` to ``<out>/vae``.
+
+Same determinism as ``morph4d.train``: step s draws its windows and posterior noise from a generator
+seeded by (seed, s); checkpoints (``checkpoint.pt``) hold the model and optimizer states, the step and
+torch's RNG state, so a killed run resumes to the same weights.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+
+from morph4d.curriculum import Stage
+from morph4d.data.format import mix_seed
+from morph4d.io import write_json
+from morph4d.models import VAE_PRESETS, CausalVideoAutoencoder
+from morph4d.train import CHECKPOINT, CsvLog, TrainData, config_text, load_checkpoint, save_checkpoint
+
+LOG_FIELDS = ("step", "loss", "l1", "kl", "lr", "V", "F", "D", "seconds")
+
+
+@dataclass(frozen=True)
+class VAETrainConfig:
+    name: str
+    iterations: int
+    lr: float
+    batch_size: int
+    views: int = 1                  # windows of V x F x D; the VAE sees every view as its own video
+    frames: int = 9
+    resolution: int = 64
+    vae: str = "small"              # VAE_PRESETS name
+    kl_weight: float = 1e-6         # small: a near-deterministic autoencoder, as latent diffusion VAEs
+    edge_weight: float = 1.0        # L1 of spatial finite differences
+    grad_clip: float = 1.0
+    seed: int = 0
+    log_every: int = 1
+    checkpoint_every: int = 100
+    scale_batches: int = 4          # batches whose latent std sets scaling_factor
+    datasets: tuple[str, ...] = ()
+    weights: tuple[float, ...] = ()
+
+    def __post_init__(self):
+        if self.iterations < 1 or self.lr <= 0 or self.batch_size < 1 or self.kl_weight < 0:
+            raise ValueError(f"invalid VAE training config {self}")
+
+    @property
+    def total_steps(self) -> int:
+        return self.iterations
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+VAE_TRAIN_PRESETS = {
+    "tiny": VAETrainConfig("tiny", iterations=30, lr=2e-3, batch_size=2, frames=5, resolution=32, vae="tiny",
+                           checkpoint_every=10, scale_batches=2),
+    "small": VAETrainConfig("small", iterations=3000, lr=5e-4, batch_size=4, frames=9, resolution=64,
+                            vae="small", checkpoint_every=250),
+}
+
+
+def vae_preset(name: str, **overrides) -> VAETrainConfig:
+    if name not in VAE_TRAIN_PRESETS:
+        raise ValueError(f"unknown VAE training preset {name!r}; expected one of {sorted(VAE_TRAIN_PRESETS)}")
+    return replace(VAE_TRAIN_PRESETS[name], **overrides)
+
+
+def vae_losses(vae: CausalVideoAutoencoder, video: torch.Tensor, cfg: VAETrainConfig,
+               g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(total, L1 + edge reconstruction, KL) of a video batch (B, V, F, 3, H, W) in [0, 1]."""
+    mean, logvar = vae.posterior(video)                                              # (B, V, F_lat, 16, h, w)
+    z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=g).to(mean)
+    recon = vae.decode(z * vae.scaling_factor, clamp=False)                          # (B, V, F, 3, H, W)
+    err = recon - video
+    rec = err.abs().mean() + cfg.edge_weight * ((err.diff(dim=-1).abs().mean() + err.diff(dim=-2).abs().mean()))
+    kl = 0.5 * (mean.square() + logvar.exp() - 1 - logvar).mean()
+    return rec + cfg.kl_weight * kl, rec, kl
+
+
+def train_vae(cfg: VAETrainConfig, out_dir, stop_after: int | None = None, log=print) -> Path:
+    """Run (or resume) ``cfg`` in ``out_dir``; writes ``<out>/vae`` (``save_pretrained``) at the end."""
+    out = Path(out_dir)
+    res = (cfg.views, cfg.frames, cfg.resolution)
+    data = TrainData(cfg.datasets, cfg.weights, [res], cfg.seed)
+    stage = Stage(cfg.iterations, cfg.lr, (res,))
+    state = load_checkpoint(out / CHECKPOINT, cfg)
+    write_json(out / "config.json", cfg.to_json())
+    vae = CausalVideoAutoencoder(VAE_PRESETS[cfg.vae], generator=torch.Generator().manual_seed(cfg.seed))
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr)
+    step = 0
+    if state is not None:
+        vae.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step = state["step"]
+        torch.set_rng_state(state["torch_rng"])
+        log(f"resuming {out} at step {step}")
+    logger = CsvLog(out / "log.csv", LOG_FIELDS, keep_until=step)
+    last = cfg.total_steps if stop_after is None else min(stop_after, cfg.total_steps)
+    while step < last:
+        start = time.perf_counter()
+        g = torch.Generator().manual_seed(mix_seed("vae-step", cfg.seed, step))
+        _, batch = data.batch(stage, cfg.batch_size, step, g)                          # 1. data
+        vae.train()
+        loss, rec, kl = vae_losses(vae, batch["images"], cfg, g)                       # 2. forward + losses
+        opt.zero_grad(set_to_none=True)
+        loss.backward()                                                                # 3. backward
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.grad_clip)
+        opt.step()                                                                     # 4. step
+        step += 1
+        if step % cfg.log_every == 0 or step == cfg.total_steps:                       # 5. log / checkpoint
+            logger.write({"step": step, "loss": repr(loss.item()), "l1": repr(rec.item()), "kl": repr(kl.item()),
+                          "lr": cfg.lr, "V": res[0], "F": res[1], "D": res[2],
+                          "seconds": f"{time.perf_counter() - start:.3f}"})
+        if step % cfg.checkpoint_every == 0 or step == cfg.total_steps:
+            save_checkpoint(out / CHECKPOINT, {"config": config_text(cfg), "step": step, "data_position": step,
+                                               "model": vae.state_dict(), "optimizer": opt.state_dict(),
+                                               "torch_rng": torch.get_rng_state()})
+    if step == cfg.total_steps:
+        scale = latent_scale(vae, data, stage, cfg)
+        final = CausalVideoAutoencoder(replace(vae.config, scaling_factor=scale))
+        final.load_state_dict(vae.state_dict())
+        final.save_pretrained(out / "vae")
+        log(f"done: {step} steps; scaling_factor {scale:.6f}; weights in {out / 'vae'}")
+    return out
+
+
+@torch.no_grad()
+def latent_scale(vae: CausalVideoAutoencoder, data: TrainData, stage: Stage, cfg: VAETrainConfig) -> float:
+    """1 / std of the unscaled posterior means over ``cfg.scale_batches`` fixed batches."""
+    vae.eval()
+    means = []
+    for k in range(cfg.scale_batches):
+        g = torch.Generator().manual_seed(mix_seed("vae-scale", cfg.seed, k))
+        _, batch = data.batch(stage, cfg.batch_size, -1 - k, g)
+        means.append(vae.posterior(batch["images"])[0].flatten())
+    return float(1.0 / torch.cat(means).std().clamp(min=1e-6))
+
+
+__all__ = ["VAETrainConfig", "VAE_TRAIN_PRESETS", "vae_preset", "vae_losses", "train_vae", "latent_scale"]
