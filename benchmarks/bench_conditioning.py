@@ -9,6 +9,10 @@ import os
 import statistics
 import time
 
+# OpenMP threads that spin while waiting steal the cores from any other job on a 2-core machine
+# (timings then jump by 10-50x); passive waiting makes the numbers repeatable. Set before torch/numba load.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import torch
 
 from morph4d.cameras import orbit_cameras, view_set

@@ -14,6 +14,11 @@ import os
 import statistics
 import time
 from pathlib import Path
+
+# OpenMP threads that spin while waiting steal the cores from any other job on a 2-core machine
+# (timings then jump by 10-50x); passive waiting makes the numbers repeatable. Set before torch/numba load.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import numba
 import torch
 
