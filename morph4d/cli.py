@@ -153,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=_cmd_model_init)
 
     from morph4d.data.cli import register as register_data
+    from morph4d.train_cli import register as register_train
     register_data(sub)
+    register_train(sub)
 
     p = sub.add_parser("head", help="head model tools")
     hs = p.add_subparsers(dest="head_command", required=True, metavar="SUBCOMMAND")

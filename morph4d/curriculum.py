@@ -48,9 +48,10 @@ class TrainConfig:
     """Everything a diffusion training run depends on; ``asdict`` of it is the run's config.json."""
     name: str
     stages: tuple[Stage, ...]
-    batch_size: int
+    batch_size: int                      # global: split over Accelerate's processes
     model: str = "small"                 # morph4d.models.PRESETS name (ignored with --init)
-    vae: str = "small"                   # VAE_PRESETS name used when no --vae folder is given
+    vae: str = "small"                   # VAE_PRESETS name used when no --vae folder is given; "cogvideox":
+                                         # the run needs --vae (CogVideoX-2B's VAE folder)
     cond_dropout: float = 0.1            # MVP4D S2.2 / CAP4D: 10% unconditional
     ema_decay: float = 0.999
     weight_decay: float = 0.0            # AdamW
@@ -98,7 +99,7 @@ def _with_modes(*resolutions) -> dict:
 
 # MVP4D Table 3: iterations, learning rate, V x F x D; batch 64 (§3.3).
 PAPER = TrainConfig(
-    name="paper", batch_size=64, model="paper", vae="small", gradient_checkpointing=True,
+    name="paper", batch_size=64, model="paper", vae="cogvideox", gradient_checkpointing=True,
     checkpoint_every=1000, sample_every=2500, sample_steps=25, log_every=10,
     stages=(
         Stage(30_000, 1e-4, ((1, 49, 256), (2, 29, 256), (4, 9, 256), (12, 1, 256))),
@@ -107,13 +108,14 @@ PAPER = TrainConfig(
         Stage(5_000, 2e-5, **_with_modes((1, 49, 512), (4, 49, 512), (16, 1, 512))),
     ))
 
-# this 2-core CPU: 64 px (8 x 8 latents), the embedded-default MMVDM
+# this 2-core CPU: 64 px (8 x 8 latents), the embedded-default MMVDM; 1 x 17 (5 latent frames) lets
+# stages 2-3 train mode 3 (it needs > 3 latent frames)
 SMALL = TrainConfig(
     name="small", batch_size=2, model="small", vae="small", ema_decay=0.995, checkpoint_every=50, sample_every=200,
     stages=(
         Stage(300, 1e-4, ((1, 9, 64), (2, 5, 64), (4, 1, 64))),
-        Stage(400, 5e-5, **_with_modes((1, 9, 64), (2, 5, 64), (4, 1, 64), (4, 9, 64))),
-        Stage(100, 2e-5, **_with_modes((1, 9, 64), (4, 9, 64))),
+        Stage(400, 5e-5, **_with_modes((1, 9, 64), (2, 5, 64), (4, 1, 64), (4, 9, 64), (1, 17, 64))),
+        Stage(100, 2e-5, **_with_modes((1, 17, 64), (4, 9, 64))),
     ))
 
 # tests: a handful of steps per stage at 32 px with the tiny networks

@@ -4,8 +4,8 @@ here and on GPUs with DDP/FSDP/mixed precision by ``accelerate config`` + ``acce
 Reads top to bottom: data -> forward -> loss -> backward -> step -> EMA -> log / checkpoint / samples.
 
 1. **Data** (``TrainData``): step ``s`` draws its resolution, datasets, sequences, windows, modes, dropout,
-   timesteps and noise from a generator seeded by (seed, s) only, so the data order is a pure function of
-   the step: resuming at step s replays exactly what an uninterrupted run would have seen.
+   timesteps and noise from a generator seeded by (seed, s, process index) only, so the data order is a
+   pure function of the step: resuming at step s replays exactly what an uninterrupted run would have seen.
 2. **Forward** (``training_step``): frozen VAE latents; given latents (modes 2-4) and the reference enter
    clean with the b mask channel set to 1 on them (``ConditioningLayout.reference_mask``); dropped items
    get every conditioning signal and the reference zeroed (``sampling.unconditional_inputs``).
@@ -90,14 +90,15 @@ class TrainData:
         return {name: torch.stack([o[name] for o in out]) for name in
                 ("images", "reference", "conditioning", "reference_conditioning")}
 
-    def batch(self, stage, batch_size: int, step: int, g: torch.Generator) -> tuple[tuple[int, int, int], dict]:
-        """Step ``step``'s resolution (Table 3: uniform per step) and batch; datasets mixed by weight."""
+    def batch(self, stage, batch_size: int, position: int, g: torch.Generator) -> tuple[tuple[int, int, int], dict]:
+        """A resolution (Table 3: uniform per step) and a batch at data ``position`` (seeds the windows);
+        datasets mixed by weight."""
         V, F, D = sample_resolution(stage, g)
         keys = []
         for _ in range(batch_size):
             k = sample_dataset(self.fitting(V, F, D), self.weights, g)
             keys.append((k, int(torch.randint(len(self.windows[(k, V, F, D)]), (), generator=g))))
-        return (V, F, D), self.items((V, F, D), keys, step)
+        return (V, F, D), self.items((V, F, D), keys, position)
 
     def validation(self, resolution) -> dict:
         """The fixed window of the sample grids: the first sequence of the first fitting dataset."""
@@ -226,12 +227,19 @@ def train(cfg: TrainConfig, out_dir, stop_after: int | None = None, log=print) -
     """
     from accelerate import Accelerator
     out = Path(out_dir)
+    if cfg.vae_path is None and cfg.vae not in VAE_PRESETS:
+        raise ValueError(f"preset {cfg.name!r} trains on the {cfg.vae!r} autoencoder's latents: pass --vae DIR")
     resolutions = [r for s in cfg.stages for r in s.resolutions]
     data = TrainData(cfg.datasets, cfg.weights, resolutions, cfg.seed)
     state = load_checkpoint(out / CHECKPOINT, cfg)
-    write_json(out / "config.json", cfg.to_json())
     accelerator = Accelerator()
-    device = accelerator.device
+    device, main = accelerator.device, accelerator.is_main_process   # only the main process writes files
+    if cfg.batch_size % accelerator.num_processes:
+        raise ValueError(f"batch size {cfg.batch_size} (global) does not split over {accelerator.num_processes} "
+                         f"processes")
+    local_batch = cfg.batch_size // accelerator.num_processes
+    if main:
+        write_json(out / "config.json", cfg.to_json())
     vae, diffusion = load_vae(cfg, device), Diffusion()
     if cfg.init is not None:
         model = MMVDM.from_pretrained(cfg.init)
@@ -250,14 +258,16 @@ def train(cfg: TrainConfig, out_dir, stop_after: int | None = None, log=print) -
         log(f"resuming {out} at step {step}")
     model, opt = accelerator.prepare(model, opt)
     ema = {k: v.to(device) for k, v in ema.items()}
-    logger = CsvLog(out / "log.csv", LOG_FIELDS, keep_until=step)
+    logger = CsvLog(out / "log.csv", LOG_FIELDS, keep_until=step) if main else None
     val = data.validation(cfg.stages[0].resolutions[0])
     last = cfg.total_steps if stop_after is None else min(stop_after, cfg.total_steps)
     while step < last:
         start = time.perf_counter()
         number, stage = cfg.stage_at(step)
-        g = torch.Generator().manual_seed(mix_seed("train-step", cfg.seed, step))
-        (V, F, D), batch = data.batch(stage, cfg.batch_size, step, g)                  # 1. data
+        # every process draws its own share of the global batch from (seed, step, process)
+        rank, ranks = accelerator.process_index, accelerator.num_processes
+        g = torch.Generator().manual_seed(mix_seed("train-step", cfg.seed, step, rank))
+        (V, F, D), batch = data.batch(stage, local_batch, step * ranks + rank, g)     # 1. data
         for group in opt.param_groups:
             group["lr"] = stage.lr
         model.train()
@@ -269,11 +279,13 @@ def train(cfg: TrainConfig, out_dir, stop_after: int | None = None, log=print) -
         opt.step()                                                                      # step
         update_ema(ema, accelerator.unwrap_model(model), cfg.ema_decay)
         step += 1
+        if not main:
+            continue
         if step % cfg.log_every == 0 or step == cfg.total_steps:                         # log
             logger.write({"step": step, "stage": number, "loss": repr(loss.item()), "lr": stage.lr, "V": V,
                           "F": F, "D": D, "mode": "-".join(map(str, modes)),
                           "seconds": f"{time.perf_counter() - start:.3f}"})
-        if step % cfg.checkpoint_every == 0 or step == cfg.total_steps:                 # checkpoint
+        if step % cfg.checkpoint_every == 0 or step == last:                            # checkpoint
             save_checkpoint(out / CHECKPOINT, {
                 "config": config_text(cfg), "step": step, "data_position": step,
                 "model": {k: v.cpu() for k, v in accelerator.unwrap_model(model).state_dict().items()},
@@ -282,7 +294,7 @@ def train(cfg: TrainConfig, out_dir, stop_after: int | None = None, log=print) -
         if step % cfg.sample_every == 0 or step == cfg.total_steps:                     # samples
             sample_grid(accelerator.unwrap_model(model), ema, vae, diffusion, val, cfg.sample_steps, cfg.seed,
                         out / "samples" / f"step_{step:07d}.png", device)
-    if step == cfg.total_steps:
+    if main and step == cfg.total_steps:
         final = accelerator.unwrap_model(model)
         final.save_pretrained(out / "model")
         final.load_state_dict(ema)

@@ -1,0 +1,222 @@
+"""Training: every stage of the tiny curriculum runs, a SIGKILLed run resumes to the same weights and log,
+the paper preset is MVP4D's Table 3, mode / dropout frequencies, given latents (clean, b = 1, not in the
+loss), autoencoder training, and CLI errors before any work."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from morph4d.conditioning import ConditioningLayout
+from morph4d.curriculum import PAPER, Stage, given_mask, preset, sample_dropout, sample_mode
+from morph4d.data.synth import SynthConfig, synthesize, torch_threads
+from morph4d.diffusion import Diffusion
+from morph4d.models import MMVDM, CausalVideoAutoencoder, MMVDMConfig
+from morph4d.train import CHECKPOINT, TrainData, load_vae, training_step
+from morph4d.train_cli import main
+from morph4d.train_vae import train_vae, vae_preset
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train") / "mv"
+    with torch_threads(1):
+        synthesize(SynthConfig(out=str(out), identities=3, modality="multiview_video", views=4, frames=9,
+                               resolution=32, progress=False), log=lambda *_: None)
+    return out
+
+
+# Training runs in fresh processes with one thread: bit-exact results need the same thread setup, and a
+# process that already ran other work (the synthesiser) can pick other float kernels (last-bit differences).
+RUN = """
+import sys, time, torch
+torch.set_num_threads(1)
+import morph4d.train as T
+from morph4d.curriculum import preset
+write = T.CsvLog.write
+def hanging_write(self, row):   # hang after the log row of step 3 (one step past the step-2 checkpoint)
+    write(self, row)
+    if row["step"] == 3:
+        print("hanging", flush=True)
+        time.sleep(600)
+if sys.argv[3] == "hang":
+    T.CsvLog.write = hanging_write
+T.train(preset("tiny", datasets=(sys.argv[1],)), sys.argv[2], log=lambda *_: None)
+"""
+
+
+def run(dataset, out, mode="run") -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(RUN), str(dataset), str(out), mode],
+                            stdout=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope="module")
+def full_run(dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("full")
+    assert run(dataset, out).wait() == 0
+    return out
+
+
+def rows(path: Path) -> list[dict]:
+    with path.open() as f:
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
+
+
+def test_tiny_preset_runs_every_stage(full_run):
+    log = rows(full_run / "log.csv")
+    cfg = preset("tiny")
+    assert [int(r["step"]) for r in log] == list(range(1, cfg.total_steps + 1))
+    assert {r["stage"] for r in log} == {"1", "2", "3"}
+    assert all(set(r["mode"].split("-")) == {"1"} for r in log if r["stage"] == "1")
+    assert all(torch.isfinite(torch.tensor(float(r["loss"]))) for r in log)
+    assert (full_run / "config.json").is_file() and sorted(p.name for p in (full_run / "samples").iterdir())
+    ema, raw = MMVDM.from_pretrained(full_run / "ema"), MMVDM.from_pretrained(full_run / "model")
+    assert not torch.equal(ema.proj_out.weight, raw.proj_out.weight)   # EMA lags the raw weights
+
+
+def test_sigkilled_run_resumes_exactly(dataset, full_run, tmp_path):
+    out = tmp_path / "killed"
+    proc = run(dataset, out, "hang")
+    try:
+        assert proc.stdout.readline().strip() == "hanging"
+        assert (out / CHECKPOINT).is_file()
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert [r["step"] for r in rows(out / "log.csv")] == ["1", "2", "3"]
+    assert torch.load(out / CHECKPOINT, weights_only=True)["step"] == 2
+    assert run(dataset, out).wait() == 0
+    a = torch.load(out / CHECKPOINT, weights_only=True)
+    b = torch.load(full_run / CHECKPOINT, weights_only=True)
+    assert a["step"] == b["step"] == preset("tiny").total_steps
+    for key in ("model", "ema"):
+        assert a[key].keys() == b[key].keys()
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key])
+    assert rows(out / "log.csv") == rows(full_run / "log.csv")
+
+
+def test_paper_preset_is_table_3():
+    assert PAPER.batch_size == 64 and PAPER.cond_dropout == 0.1 and len(PAPER.stages) == 3
+    s1, s2, s3 = PAPER.stages
+    assert (s1.iterations, s1.lr, s1.p_given_views, s1.p_given_frames) == (30_000, 1e-4, 0.0, 0.0)
+    assert s1.resolutions == ((1, 49, 256), (2, 29, 256), (4, 9, 256), (12, 1, 256))
+    assert (s2.iterations, s2.lr, s2.p_given_views, s2.p_given_frames) == (40_000, 5e-5, 0.25, 0.25)
+    assert s2.resolutions == ((1, 49, 512), (2, 29, 512), (4, 9, 512), (12, 1, 512), (8, 29, 512), (16, 9, 512),
+                              (4, 49, 256), (8, 29, 256))
+    assert (s3.iterations, s3.lr, s3.p_given_views, s3.p_given_frames) == (5_000, 2e-5, 0.25, 0.25)
+    assert s3.resolutions == ((1, 49, 512), (4, 49, 512), (16, 1, 512))
+    assert PAPER.total_steps == 75_000 and PAPER.model == "paper"
+
+
+def test_mode_frequencies():
+    g = torch.Generator().manual_seed(0)
+    s1, s2 = PAPER.stages[:2]
+    counts = torch.bincount(torch.tensor([sample_mode(s2, 4, 13, g) for _ in range(4000)]), minlength=5)[1:]
+    assert torch.allclose(counts / 4000, torch.tensor([0.5625, 0.1875, 0.1875, 0.0625]), atol=0.025)
+    assert {sample_mode(s1, 4, 13, g) for _ in range(500)} == {1}
+    assert {sample_mode(s2, 1, 13, g) for _ in range(500)} == {1, 3}      # V = 1: never views given
+    assert {sample_mode(s2, 4, 3, g) for _ in range(500)} == {1, 2}       # 3 latent frames: never frames given
+    assert given_mask(4, 4, 13).sum() == 2 * 13 + 2 * 3
+
+
+def test_conditioning_dropout_rate():
+    drop = sample_dropout(0.1, 20_000, torch.Generator().manual_seed(1))
+    assert abs(drop.float().mean().item() - 0.1) < 0.01
+
+
+def test_training_step_inputs(dataset):
+    """Given latents enter clean with b = 1; dropped items see zero conditioning and reference."""
+    data = TrainData([dataset], (), [(2, 5, 32)])
+    stage = Stage(1, 1e-3, ((2, 5, 32),), p_given_views=1.0)
+    (V, F, D), batch = data.batch(stage, 3, 0, torch.Generator().manual_seed(0))
+    vae, diffusion, seen = load_vae(preset("tiny"), "cpu"), Diffusion(), {}
+
+    def model(x, cond, ref, ref_cond, t):
+        seen.update(x=x, cond=cond, ref=ref, ref_cond=ref_cond)
+        return torch.zeros_like(x)
+
+    b = ConditioningLayout.from_config().reference_mask
+    for dropout in (0.0, 1.0):
+        _, modes = training_step(model, vae, diffusion, batch, stage, dropout, torch.Generator().manual_seed(0), "cpu")
+        assert modes == [2, 2, 2]
+        x0 = vae.encode(batch["images"])
+        assert torch.equal(seen["x"][:, 0], x0[:, 0]) and not torch.allclose(seen["x"][:, 1], x0[:, 1])
+        if dropout == 0.0:
+            assert torch.all(seen["cond"][:, 0, :, b] == 1) and torch.all(seen["cond"][:, 1, :, b] == 0)
+            assert seen["ref"].abs().sum() > 0
+        else:
+            assert all(seen[k].abs().sum() == 0 for k in ("cond", "ref", "ref_cond"))
+
+
+def test_loss_ignores_given_latents():
+    g = torch.Generator().manual_seed(0)
+    diffusion = Diffusion()
+    x0, noise, out = (torch.randn(2, 4, 5, 16, 2, 2, generator=g) for _ in range(3))
+    t = torch.tensor([10, 900])
+    generate = ~torch.stack([given_mask(4, 4, 5), given_mask(1, 4, 5)])
+    perturbed = out.clone()
+    perturbed[~generate] += 100.0
+    assert torch.equal(diffusion.loss(out, x0, noise, t, generate), diffusion.loss(perturbed, x0, noise, t, generate))
+    perturbed[generate] += 1.0
+    assert diffusion.loss(perturbed, x0, noise, t, generate) > diffusion.loss(out, x0, noise, t, generate)
+
+
+def test_vae_training_reduces_reconstruction(dataset, tmp_path):
+    cfg = vae_preset("tiny", datasets=(str(dataset),), iterations=24, frames=1, checkpoint_every=12)
+    train_vae(cfg, tmp_path, log=lambda *_: None)
+    with (tmp_path / "log.csv").open() as f:
+        l1 = [float(r["l1"]) for r in csv.DictReader(f)]
+    assert sum(l1[-4:]) / 4 < 0.8 * sum(l1[:4]) / 4
+    vae = CausalVideoAutoencoder.from_pretrained(tmp_path / "vae")
+    assert vae.scaling_factor != 1.0 and vae.config.channels == (8, 8, 16)
+
+
+def test_cli_errors_before_any_work(dataset, full_run, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases = [
+        (["train", "--preset", "tiny", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "a")], "no such"),
+        (["train", "--preset", "tiny", "--data", str(empty), "--out", str(tmp_path / "b")], "dataset.json"),
+        (["train-vae", "--preset", "tiny", "--data", str(empty), "--out", str(tmp_path / "c")], "dataset.json"),
+        (["train", "--preset", "paper", "--data", str(dataset), "--out", str(tmp_path / "d")], "--vae"),
+        (["train", "--preset", "paper", "--data", str(dataset), "--vae", str(full_run / "ema"), "--out",
+          str(tmp_path / "d")], "fits no dataset"),
+        (["train", "--preset", "tiny", "--data", str(dataset), "--weights", "1", "2", "--out", str(tmp_path / "e")],
+         "weight"),
+        (["train", "--preset", "tiny", "--data", str(dataset), "--weights", "2", "--out", str(full_run)],
+         "another training config"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and message in err, err
+    assert not any((tmp_path / n).exists() for n in "abcde")
+    assert main(["train", "--preset", "tiny", "--data", str(dataset), "--out", str(tmp_path / "f"),
+                 "--max-steps", "1"]) == 0
+    assert [r["step"] for r in rows(tmp_path / "f" / "log.csv")] == ["1"]
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(dataset):
+    data = TrainData([dataset], (), [(2, 5, 32)])
+    stage = Stage(1, 1e-3, ((2, 5, 32),), p_given_views=0.5)
+    _, batch = data.batch(stage, 2, 0, torch.Generator().manual_seed(0))
+    vae, diffusion, grads = load_vae(preset("tiny"), "cpu"), Diffusion(), []
+    for checkpointing in (False, True):
+        model = MMVDM(MMVDMConfig.preset("tiny"), generator=torch.Generator().manual_seed(0))
+        model.gradient_checkpointing = checkpointing
+        loss, _ = training_step(model, vae, diffusion, batch, stage, 0.1, torch.Generator().manual_seed(3), "cpu")
+        loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
