@@ -62,6 +62,14 @@ def _distributed():
     return dist.get_rank(), dist.get_world_size(), dist.barrier
 
 
+def _cmd_reference(args) -> None:
+    from morph4d.reference import reference_from_sequence
+    if not args.out.endswith(".npz"):
+        raise ValueError(f"the output must be an .npz file, got '{args.out}'")
+    reference_from_sequence(args.sequence, args.view, args.frame, args.res).save(args.out)
+    print(f"wrote {args.out}")
+
+
 def _cmd_model_init(args) -> None:
     from morph4d.generate import init_models
     out = init_models(args.out, args.mmvdm, args.vae, args.seed, args.cogvideox)
@@ -141,6 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="out/generate", help="output folder; a killed run resumes there")
     _add_head_args(p)
     p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("reference", help="a tracked reference .npz from one view and frame of a dataset sequence")
+    p.add_argument("--sequence", required=True, help="a sequence folder of a morph4d dataset (docs/DATA.md)")
+    p.add_argument("--view", type=int, default=0)
+    p.add_argument("--frame", type=int, default=0)
+    p.add_argument("--res", type=int, default=64, help="size of the square head crop in pixels (default 64)")
+    p.add_argument("--out", required=True, help="output .npz")
+    p.set_defaults(func=_cmd_reference)
 
     p = sub.add_parser("model", help="model folders")
     ms = p.add_subparsers(dest="model_command", required=True, metavar="SUBCOMMAND")

@@ -55,7 +55,7 @@ def load_reference(path: str | Path, model: HeadModel) -> Reference:
     if path.suffix.lower() != ".npz":
         raise ValueError(f"{path} is a plain image without tracking; the reference must be a tracked .npz "
                          f"(image + head parameters + camera, see morph4d/reference.py), e.g. one written by "
-                         f"`morph4d data reference`")
+                         f"`morph4d reference --sequence DATASET/SEQUENCE --view V --frame F --out REF.npz`")
     try:
         data = np.load(path, allow_pickle=False)
         files = set(data.files)
@@ -104,3 +104,30 @@ def view_angles(camera: Cameras) -> tuple[float, float]:
     c = camera.centers[0].double()
     d = c / c.norm()
     return float(torch.rad2deg(torch.atan2(d[0], d[2]))), float(torch.rad2deg(torch.asin(d[1].clamp(-1, 1))))
+
+
+def reference_from_sequence(sequence: str | Path, view: int, frame: int, resolution: int) -> Reference:
+    """A tracked reference from one view and frame of a dataset sequence (format v1, docs/DATA.md): the
+    image cropped to the sequence's head box (MVP4D S2.1: 1.25x the projected head, smoothed) and resized
+    to ``resolution`` px, its camera cropped alike, the frame's head parameters, and the outcropping mask."""
+    import torch.nn.functional as F
+
+    from morph4d.cameras import outcrop_mask
+    from morph4d.data.format import read_sequence, select_frames
+    seq = read_sequence(sequence)
+    if not (0 <= view < seq.num_views and 0 <= frame < seq.num_frames):
+        raise ValueError(f"sequence '{seq.name}' has {seq.num_views} views and {seq.num_frames} frames; got view "
+                         f"{view}, frame {frame}")
+    rgb, _ = seq.read_images([view], [frame])
+    image = rgb[0, 0].permute(2, 0, 1)  # (3, H, W)
+    H, W = image.shape[1:]
+    box = seq.boxes[view, frame][None].float()  # (1, 4) = (u0, v0, size, size)
+    # crop pixel centre j + 0.5 samples u0 + (j + 0.5) size / R (CONVENTIONS.md), as grid_sample(align_corners=False)
+    c = (torch.arange(resolution) + 0.5) / resolution
+    u, v = box[0, 0] + c * box[0, 2], box[0, 1] + c * box[0, 3]
+    grid = torch.stack(torch.meshgrid(2 * v / H - 1, 2 * u / W - 1, indexing="ij")[::-1], -1)[None]
+    crop = F.grid_sample(image[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+    outcrop = outcrop_mask(box, W, H, resolution)[0]
+    crop = torch.where(outcrop.bool(), torch.ones_like(crop), crop)  # outside the photo: white background
+    return Reference(crop.clamp(0, 1), select_frames(seq.params, frame), seq.cameras[[view]].cropped(box, resolution),
+                     seq.meta["head_model"], outcrop if outcrop.any() else None)

@@ -56,3 +56,29 @@ def test_bad_references(head, tmp_path):
     ref.save(tmp_path / "flame.npz")
     with pytest.raises(ValueError, match="'flame' head model"):
         load_reference(tmp_path / "flame.npz", head)
+
+
+def test_reference_from_a_synthetic_sequence_drives_generate(head, tmp_path, capsys):
+    """A dataset frame becomes a tracked reference (head crop + cropped camera); the head model projects
+    onto the head in the crop, and `morph4d generate` accepts it."""
+    from morph4d.cli import main
+    from morph4d.data.synth import SynthConfig, synthesize
+    names = synthesize(SynthConfig(out=str(tmp_path / "ds"), identities=1, views=2, frames=5, resolution=48,
+                                   progress=False), head, log=lambda *_: None)
+    seq = tmp_path / "ds" / names[0]
+    assert main(["reference", "--sequence", str(seq), "--view", "1", "--frame", "2", "--res", "32",
+                 "--out", str(tmp_path / "ref.npz")]) == 0
+    ref = load_reference(tmp_path / "ref.npz", head)
+    assert ref.image.shape == (3, 32, 32) and ref.camera.width == 32
+    uv = ref.camera.project(head(ref.params)[None])[0, :, :2]
+    centre = uv.mean(0)
+    assert ((centre > 8) & (centre < 24)).all()  # the head sits in the middle of its crop
+    dark = ref.image.mean(0) < 0.9  # non-white pixels (the person) around the projected head centre
+    ys, xs = torch.nonzero(dark, as_tuple=True)
+    assert abs(xs.float().mean() - centre[0]) < 4 and abs(ys.float().mean() - centre[1]) < 6
+    assert main(["model", "init", "--out", str(tmp_path / "m"), "--mmvdm", "tiny", "--vae", "tiny"]) == 0
+    assert main(["generate", "--reference", str(tmp_path / "ref.npz"), "--model", str(tmp_path / "m"),
+                 "--key-steps", "1", "--other-steps", "1", "--out", str(tmp_path / "gen")]) == 0
+    assert (tmp_path / "gen" / "manifest.json").is_file()
+    assert main(["reference", "--sequence", str(seq), "--view", "5", "--out", str(tmp_path / "r.npz")]) == 2
+    assert "2 views" in capsys.readouterr().err
