@@ -345,3 +345,29 @@ def test_gsplat_backend_matches_ours_on_cuda():
     # Same model; gsplat's tile test and radius differ slightly from 3DGS's at the 3-sigma edge.
     assert (theirs.image.cpu() - ours.image).abs().mean() < 1e-2
     assert (theirs.alpha.cpu() - ours.alpha).abs().mean() < 1e-2
+
+
+def test_standard_ply_round_trip_and_header(tmp_path):
+    """One frame of bound Gaussians written as a standard 3DGS .ply reads back to the same Gaussians."""
+    from morph4d.gaussians import BoundGaussians
+    from morph4d.gaussians.export import read_ply, write_ply
+    from morph4d.heads.builtin import load_builtin_head
+    head = load_builtin_head()
+    bound = BoundGaussians.one_per_triangle(head.faces.shape[0], sh_degree=3)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        bound.sh.add_(0.1 * torch.randn(bound.sh.shape, generator=g))
+    world = bound.to_world(head.template, head.faces)
+    write_ply(tmp_path / "frame.ply", world)
+    text = (tmp_path / "frame.ply").read_bytes()[:2000].decode("ascii", "ignore")
+    assert f"element vertex {head.faces.shape[0]}" in text and "property float f_rest_44" in text
+    back = read_ply(tmp_path / "frame.ply")
+    torch.testing.assert_close(back.means, world.means.detach(), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(back.scales, world.scales.detach(), atol=1e-9, rtol=1e-5)
+    torch.testing.assert_close(back.opacities, world.opacities.detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(back.sh, world.sh.detach(), atol=1e-6, rtol=1e-6)
+    q = torch.nn.functional.normalize(world.quats.detach(), dim=-1)
+    torch.testing.assert_close(back.quats, q, atol=1e-6, rtol=1e-6)
+    (tmp_path / "bad.ply").write_bytes(b"not a ply")
+    with pytest.raises(ValueError, match="not a .ply"):
+        read_ply(tmp_path / "bad.ply")
