@@ -70,6 +70,14 @@ def _cmd_reference(args) -> None:
     print(f"wrote {args.out}")
 
 
+def _cmd_fit(args) -> None:
+    from morph4d.fit import FitConfig, evaluate, fit_sequence
+    cfg = FitConfig(iterations=args.iterations, resolution=args.res, seed=args.seed)
+    fit_sequence(args.sequence, args.out, cfg, flame_path=args.flame_path)
+    print(f"done: {args.out}/avatar.safetensors, mean PSNR over the sequence's views and frames "
+          f"{evaluate(args.sequence, args.out, resolution=args.res, flame_path=args.flame_path):.2f} dB")
+
+
 def _cmd_model_init(args) -> None:
     from morph4d.generate import init_models
     out = init_models(args.out, args.mmvdm, args.vae, args.seed, args.cogvideox)
@@ -157,6 +165,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--res", type=int, default=64, help="size of the square head crop in pixels (default 64)")
     p.add_argument("--out", required=True, help="output .npz")
     p.set_defaults(func=_cmd_reference)
+
+    p = sub.add_parser("fit", help="fit Gaussians bound to the head mesh to a multi-view dataset sequence "
+                       "(resumable)")
+    p.add_argument("sequence", help="a sequence folder of a morph4d dataset (docs/DATA.md)")
+    p.add_argument("--out", required=True, help="avatar folder; a stopped fit resumes there")
+    p.add_argument("--iterations", type=int, default=2000)
+    p.add_argument("--res", type=int, default=None, help="fit at this square resolution (default: the images')")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--flame-path", default=None, help="FLAME file, for sequences tracked with FLAME")
+    p.set_defaults(func=_cmd_fit)
 
     p = sub.add_parser("model", help="model folders")
     ms = p.add_subparsers(dest="model_command", required=True, metavar="SUBCOMMAND")

@@ -17,8 +17,8 @@ def test_help_lists_the_commands(capsys):
         main(["--help"])
     assert e.value.code == 0
     text = capsys.readouterr().out
-    commands = {"demo", "conditioning", "generate", "reference", "model", "data", "train", "train-vae", "head",
-                "flame", "animation"}
+    commands = {"demo", "conditioning", "generate", "reference", "fit", "model", "data", "train", "train-vae",
+                "head", "flame", "animation"}
     for cmd in commands:
         assert cmd in text
     assert set(build_parser()._subparsers._group_actions[0].choices) == commands
