@@ -166,9 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .npz")
     p.set_defaults(func=_cmd_reference)
 
-    p = sub.add_parser("fit", help="fit Gaussians bound to the head mesh to a multi-view dataset sequence "
-                       "(resumable)")
-    p.add_argument("sequence", help="a sequence folder of a morph4d dataset (docs/DATA.md)")
+    p = sub.add_parser("fit", help="fit Gaussians bound to the head mesh to multi-view videos (resumable)")
+    p.add_argument("sequence", help="a dataset sequence folder (docs/DATA.md) or a `morph4d generate` output folder")
     p.add_argument("--out", required=True, help="avatar folder; a stopped fit resumes there")
     p.add_argument("--iterations", type=int, default=2000)
     p.add_argument("--res", type=int, default=None, help="fit at this square resolution (default: the images')")

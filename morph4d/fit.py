@@ -1,7 +1,7 @@
 """Fitting Gaussians bound to the head mesh to multi-view videos (MVP4D §4, S2.4; GaussianAvatars).
 
 The first part of issue 8's `morph4d fit`: reads a dataset sequence (format v1, synthetic ground truth or
-imported; the generated-video manifest is not read yet), optimises ``BoundGaussians`` (one per triangle,
+imported) or the output of `morph4d generate` (its manifest.json), optimises ``BoundGaussians`` (one per triangle,
 GaussianAvatars' initialisation) with MVP4D's photometric + regulariser losses (``gaussians/losses.py``),
 one (view, frame) per iteration, Adam with one group per raw tensor; checkpoints atomically and resumes a
 killed run at the same iteration with the same random state. Not yet here: the UV deformation U-Net in the
@@ -20,10 +20,11 @@ from pathlib import Path
 
 import torch
 
+from morph4d.cameras import Cameras
 from morph4d.data.format import read_sequence, select_frames
 from morph4d.gaussians import BoundGaussians, render_gaussians
 from morph4d.gaussians.losses import LossWeights, total_loss
-from morph4d.heads import load_head_model
+from morph4d.heads import HeadParams, load_head_model
 from morph4d.io import atomic_path, write_json
 
 CHECKPOINT = "fit_checkpoint.pt"
@@ -48,14 +49,64 @@ class FitConfig:
             raise ValueError(f"invalid fit configuration: {self}")
 
 
-def _load_images(seq, size: int) -> torch.Tensor:
-    """All images (V, F, 3, size, size) in [0, 1] (resized with area averaging when smaller)."""
-    rgb, _ = seq.read_images(range(seq.num_views), range(seq.num_frames))
-    imgs = rgb.permute(0, 1, 4, 2, 3)  # (V, F, 3, H, W)
-    if imgs.shape[-1] != size:
-        V, F = imgs.shape[:2]
-        imgs = torch.nn.functional.interpolate(imgs.flatten(0, 1), size=(size, size), mode="area").unflatten(0, (V, F))
-    return imgs
+@dataclass
+class FitData:
+    """What a fit reads: images (V, F, 3, S, S) in [0, 1], V cameras at S px, per-frame params, head model."""
+    name: str
+    images: torch.Tensor
+    cameras: Cameras
+    params: HeadParams
+    head_model: str
+
+    @property
+    def num_views(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def num_frames(self) -> int:
+        return self.images.shape[1]
+
+
+def _resize(imgs: torch.Tensor, size: int) -> torch.Tensor:
+    """(V, F, 3, H, W) -> (V, F, 3, size, size) with area averaging."""
+    if imgs.shape[-1] == size and imgs.shape[-2] == size:
+        return imgs
+    V, F = imgs.shape[:2]
+    return torch.nn.functional.interpolate(imgs.flatten(0, 1), size=(size, size), mode="area").unflatten(0, (V, F))
+
+
+def load_fit_data(path: str | Path, resolution: int | None = None) -> FitData:
+    """A dataset sequence folder (format v1) or a `morph4d generate` output folder (``manifest.json``)."""
+    path = Path(path)
+    if (path / "manifest.json").is_file():
+        from morph4d.generate import read_manifest
+        from morph4d.video import read_png
+        m = read_manifest(path / "manifest.json")
+        views = m["views"]
+        W, H = views[0]["width"], views[0]["height"]
+        if W != H:
+            raise ValueError(f"{path}: fitting expects square images, got {W}x{H}")
+        missing = [f"views/{v['index']:02d}/{f:04d}.png" for v in views for f in range(m["frames"])
+                   if not (path / "views" / f"{v['index']:02d}" / f"{f:04d}.png").is_file()]
+        if missing:
+            raise ValueError(f"{path}: the manifest lists frames that are missing, e.g. {missing[:3]}")
+        imgs = torch.stack([torch.stack([read_png(path / "views" / f"{v['index']:02d}" / f"{f:04d}.png")
+                                         for f in range(m["frames"])]) for v in views]).permute(0, 1, 4, 2, 3)
+        t = lambda key: torch.tensor([v[key] for v in views], dtype=torch.float32)  # noqa: E731
+        cams = Cameras(t("R"), t("t"), t("K"), W, H)
+        p = {k: torch.tensor(v, dtype=torch.float32) for k, v in m["params"].items()}
+        params = HeadParams(**p)
+        name, head_model = path.name, m["head_model"]
+    else:
+        seq = read_sequence(path)
+        if int(seq.meta["width"]) != int(seq.meta["height"]):
+            raise ValueError(f"sequence '{seq.name}': fitting expects square images, got "
+                             f"{seq.meta['width']}x{seq.meta['height']}")
+        rgb, _ = seq.read_images(range(seq.num_views), range(seq.num_frames))
+        imgs, cams, params = rgb.permute(0, 1, 4, 2, 3), seq.cameras, seq.params
+        name, head_model = seq.name, seq.meta["head_model"]
+    size = resolution or cams.width
+    return FitData(name, _resize(imgs, size), cams.resized(size, size), params, head_model)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -64,18 +115,14 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def fit_sequence(sequence: str | Path, out: str | Path, cfg: FitConfig = FitConfig(), flame_path=None,
                  log=print, stop_after: int | None = None) -> dict:
-    """Fit (or resume fitting) an avatar to one dataset sequence; writes ``out/avatar.safetensors``."""
+    """Fit (or resume fitting) an avatar to a dataset sequence or generated videos (``load_fit_data``);
+    writes ``out/avatar.safetensors``."""
     from safetensors.torch import save_file
     cfg.check()
-    seq = read_sequence(sequence)
+    seq = load_fit_data(sequence, cfg.resolution)
     out = Path(out)
-    head = load_head_model(seq.meta["head_model"], flame_path=flame_path)
-    size = cfg.resolution or int(seq.meta["width"])
-    if int(seq.meta["width"]) != int(seq.meta["height"]):
-        raise ValueError(f"sequence '{seq.name}': fitting expects square images, got "
-                         f"{seq.meta['width']}x{seq.meta['height']}")
-    cameras = seq.cameras.resized(size, size)
-    images = _load_images(seq, size)
+    head = load_head_model(seq.head_model, flame_path=flame_path)
+    cameras, images = seq.cameras, seq.images
     identity = {"sequence": str(Path(sequence).resolve()), "config": asdict(cfg)}
     ckpt_path = out / CHECKPOINT
     if ckpt_path.exists():
@@ -97,7 +144,7 @@ def fit_sequence(sequence: str | Path, out: str | Path, cfg: FitConfig = FitConf
         g.set_state(state["generator"])
     write_json(out / "fit_config.json", {"fit": asdict(cfg), "sequence": identity["sequence"]})
     with torch.no_grad():
-        vertices = head(seq.params.expand_shape() if seq.params.shape.dim() > 1 else seq.params)  # (F, N, 3)
+        vertices = head(seq.params)  # (F, N, 3)
     weights = LossWeights()
     last = {}
 
@@ -138,12 +185,10 @@ def evaluate(sequence: str | Path, out: str | Path, views=None, frames=None, res
              flame_path=None) -> float:
     """Mean PSNR of the fitted avatar against the sequence's images (all or the given views/frames)."""
     from safetensors.torch import load_file
-    seq = read_sequence(sequence)
-    head = load_head_model(seq.meta["head_model"], flame_path=flame_path)
+    seq = load_fit_data(sequence, resolution)
+    head = load_head_model(seq.head_model, flame_path=flame_path)
     bound = BoundGaussians.from_state_dict(load_file(str(Path(out) / "avatar.safetensors")))
-    size = resolution or int(seq.meta["width"])
-    cameras = seq.cameras.resized(size, size)
-    images = _load_images(seq, size)
+    cameras, images = seq.cameras, seq.images
     views = range(seq.num_views) if views is None else views
     frames = range(seq.num_frames) if frames is None else frames
     scores = []

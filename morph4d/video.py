@@ -60,3 +60,9 @@ def grid(images: torch.Tensor, cols: int, pad: int = 4, background: float = 1.0)
         y, x = pad + r * (H + pad), pad + c * (W + pad)
         sheet[y: y + H, x: x + W] = images[k]
     return sheet
+
+
+def read_png(path: str | Path) -> torch.Tensor:
+    """A PNG as a float image (H, W, 3) in [0, 1]."""
+    with Image.open(path) as im:
+        return torch.from_numpy(np.asarray(im.convert("RGB")).copy()).float() / 255.0

@@ -42,3 +42,21 @@ def test_fit_command(sequence, tmp_path, capsys):
     assert main(["fit", str(sequence), "--out", str(tmp_path / "cli"), "--iterations", "3"]) == 0
     assert "PSNR" in capsys.readouterr().out and (tmp_path / "cli" / "avatar.safetensors").is_file()
     assert main(["fit", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_fit_reads_generated_videos(tmp_path, sequence):
+    """`morph4d generate` output (manifest + PNG frames) is a fit input: generate -> fit runs end to end."""
+    from morph4d.cli import main
+    from morph4d.fit import load_fit_data
+    from morph4d.reference import reference_from_sequence
+    reference_from_sequence(sequence, 0, 0, 32).save(tmp_path / "ref.npz")
+    assert main(["model", "init", "--out", str(tmp_path / "m"), "--mmvdm", "tiny", "--vae", "tiny"]) == 0
+    assert main(["generate", "--reference", str(tmp_path / "ref.npz"), "--model", str(tmp_path / "m"),
+                 "--key-steps", "1", "--other-steps", "1", "--out", str(tmp_path / "gen")]) == 0
+    data = load_fit_data(tmp_path / "gen")
+    assert data.images.shape == (8, 25, 3, 32, 32) and data.params.jaw.shape == (25, 3)
+    fit_sequence(tmp_path / "gen", tmp_path / "avatar", FitConfig(iterations=2), log=lambda *_: None)
+    assert (tmp_path / "avatar" / "avatar.safetensors").is_file()
+    (tmp_path / "gen" / "views" / "03" / "0007.png").unlink()
+    with pytest.raises(ValueError, match="missing"):
+        load_fit_data(tmp_path / "gen")
