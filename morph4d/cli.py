@@ -13,7 +13,7 @@ import sys
 def _cmd_demo(args) -> None:
     from morph4d.demo import DemoConfig, run_demo
     cfg = DemoConfig(out=args.out, head=args.head, flame_path=args.flame_path, animation=args.animation,
-                     frames=args.frames, resolution=args.resolution)
+                     frames=args.frames, resolution=args.resolution, avatar=not args.no_avatar)
     paths = run_demo(cfg)
     print(f"done: video {paths['video']}, contact sheet {paths['contact_sheet']}")
 
@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"built-in animation ({', '.join(BUILTIN_ANIMATIONS)}) or an animation .npz")
     p.add_argument("--frames", type=int, default=49, help="frames for a built-in animation (default 49)")
     p.add_argument("--resolution", type=int, default=256, help="video resolution in pixels (default 256)")
+    p.add_argument("--no-avatar", action="store_true",
+                   help="skip the synthetic person -> fitted Gaussian avatar -> re-animated video stage (~1.5 min)")
     _add_head_args(p)
     p.set_defaults(func=_cmd_demo)
 

@@ -200,3 +200,24 @@ def evaluate(sequence: str | Path, out: str | Path, views=None, frames=None, res
             for k, v in enumerate(views):
                 scores.append(psnr(r.image[k].permute(2, 0, 1), images[v, f]))
     return sum(scores) / len(scores) if scores else math.nan
+
+
+def render_avatar(out: str | Path, params: HeadParams, cameras: Cameras, head_model: str = "builtin",
+                  flame_path=None) -> torch.Tensor:
+    """Re-animate a fitted avatar: frame f of ``params`` (F frames) seen by camera f -> (F, H, W, 3).
+
+    The Gaussians are bound to the mesh, so any expression/pose sequence drives them, including
+    animations the avatar was never fitted on."""
+    from safetensors.torch import load_file
+    path = Path(out) / "avatar.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"no fitted avatar at {path}; run `morph4d fit` first")
+    head = load_head_model(head_model, flame_path=flame_path)
+    bound = BoundGaussians.from_state_dict(load_file(str(path)))
+    frames = []
+    with torch.no_grad():
+        verts = head(params)
+        for f in range(verts.shape[0]):
+            w = bound.to_world(verts[f], head.faces)
+            frames.append(render_gaussians(w.means, w.quats, w.scales, w.opacities, w.sh, cameras[[f]]).image[0])
+    return torch.stack(frames)

@@ -26,7 +26,8 @@ def test_help_lists_the_commands(capsys):
 
 def test_demo_writes_video_contact_sheet_and_config(tmp_path):
     cfg = DemoConfig(out=str(tmp_path / "demo"), frames=5, resolution=64, sheet_views=2, sheet_frames=2,
-                     sheet_resolution=48, conditioning_resolution=64)
+                     sheet_resolution=48, conditioning_resolution=64, avatar_views=2, avatar_frames=1,
+                     avatar_resolution=32, avatar_iterations=3)
     paths = run_demo(cfg, log=lambda *_: None)
     frames = read_mp4(paths["video"])
     assert frames.shape == (5, 64, 64, 3)
@@ -36,6 +37,7 @@ def test_demo_writes_video_contact_sheet_and_config(tmp_path):
     sheet = np.asarray(Image.open(paths["contact_sheet"]))
     assert sheet.shape == (2 * 52 + 4, 2 * 52 + 4, 3)
     assert (tmp_path / "demo" / "conditioning" / "channels.png").is_file()
+    assert read_mp4(paths["avatar_video"]).shape == (5, 64, 64, 3)
     config = json.loads(open(paths["config"]).read())
     assert config["demo"]["frames"] == 5 and "builtin" in config["head_model"]
 
@@ -43,7 +45,9 @@ def test_demo_writes_video_contact_sheet_and_config(tmp_path):
 def test_demo_plays_an_animation_file(tmp_path):
     anim = tmp_path / "surprise.npz"
     assert main(["animation", "export", "surprise", str(anim), "--frames", "5"]) == 0
-    assert main(["demo", "--out", str(tmp_path / "d"), "--animation", str(anim), "--resolution", "32"]) == 0
+    assert main(["demo", "--out", str(tmp_path / "d"), "--animation", str(anim), "--resolution", "32",
+                 "--no-avatar"]) == 0
+    assert not (tmp_path / "d" / "avatar.mp4").exists()
     assert read_mp4(tmp_path / "d" / "orbit.mp4").shape[0] == 5
 
 
