@@ -15,7 +15,7 @@ def _cmd_demo(args) -> None:
     cfg = DemoConfig(out=args.out, head=args.head, flame_path=args.flame_path, animation=args.animation,
                      frames=args.frames, resolution=args.resolution, avatar=not args.no_avatar)
     paths = run_demo(cfg)
-    print(f"done: video {paths['video']}, contact sheet {paths['contact_sheet']}")
+    print("done: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in paths.items()))
 
 
 def _cmd_conditioning(args) -> None:
