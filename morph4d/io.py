@@ -30,3 +30,28 @@ def atomic_path(path: str | Path):
 def write_json(path: str | Path, obj) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+WEIGHTS_CONFIG = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def save_weights(path: str | Path, model_name: str, config: dict, state: dict) -> None:
+    """Write a weights folder: ``config.json`` ({"model": name, **config}) + ``model.safetensors``, atomically."""
+    from safetensors.torch import save_file
+    path = Path(path)
+    write_json(path / WEIGHTS_CONFIG, {"model": model_name, **config})
+    with atomic_path(path / WEIGHTS_FILE) as tmp:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
+
+
+def load_weights(path: str | Path, model_name: str, config_fields: set[str]) -> tuple[dict, dict]:
+    """Read a ``save_weights`` folder of ``model_name``: (config fields, state dict); ValueError otherwise."""
+    from safetensors.torch import load_file
+    path = Path(path)
+    if not (path / WEIGHTS_CONFIG).is_file() or not (path / WEIGHTS_FILE).is_file():
+        raise ValueError(f"expected {path / WEIGHTS_CONFIG} and {path / WEIGHTS_FILE} ({model_name}.save_pretrained)")
+    raw = json.loads((path / WEIGHTS_CONFIG).read_text())
+    if raw.pop("model", None) != model_name or set(raw) - config_fields:
+        raise ValueError(f"{path / WEIGHTS_CONFIG} is not a {model_name} config")
+    return raw, load_file(path / WEIGHTS_FILE)

@@ -39,12 +39,12 @@ from diffusers.models.attention_processor import Attention
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps, get_3d_sincos_pos_embed
 from diffusers.models.normalization import AdaLayerNorm
 from diffusers.models.transformers.cogvideox_transformer_3d import CogVideoXBlock, CogVideoXTransformer3DModel
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from morph4d.conditioning import NUM_CONDITIONING_CHANNELS
-from morph4d.io import atomic_path, write_json
+from morph4d.io import load_weights, save_weights
 
 COGVIDEOX_TOKENS = 13 * 32 * 32  # N_t: CogVideoX's default 49 frames (13 latent) at 512 px (MVP4D §3.3)
 CONFIG_NAME = "config.json"
@@ -275,22 +275,14 @@ class MMVDM(nn.Module):
 
     # -- weights: config.json + model.safetensors ---------------------------------------------------------
     def save_pretrained(self, path: str | Path) -> None:
-        path = Path(path)
-        write_json(path / CONFIG_NAME, {"model": "MMVDM", **asdict(self.config)})
-        with atomic_path(path / WEIGHTS_NAME) as tmp:
-            save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(tmp))
+        save_weights(path, "MMVDM", asdict(self.config), self.state_dict())
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu",
                         dtype: torch.dtype = torch.float32) -> "MMVDM":
         """Rebuild from ``save_pretrained``'s folder and load strictly."""
-        path = Path(path)
-        if not (path / CONFIG_NAME).is_file() or not (path / WEIGHTS_NAME).is_file():
-            raise ValueError(f"expected {path / CONFIG_NAME} and {path / WEIGHTS_NAME} (MMVDM.save_pretrained)")
-        raw = json.loads((path / CONFIG_NAME).read_text())
-        if raw.pop("model", None) != "MMVDM" or set(raw) - {f.name for f in fields(MMVDMConfig)}:
-            raise ValueError(f"{path / CONFIG_NAME} is not an MMVDM config")
-        return cls._from_state_dict(MMVDMConfig(**raw), load_file(path / WEIGHTS_NAME), device, dtype, path)
+        raw, state = load_weights(path, "MMVDM", {f.name for f in fields(MMVDMConfig)})
+        return cls._from_state_dict(MMVDMConfig(**raw), state, device, dtype, Path(path))
 
     @classmethod
     def _from_state_dict(cls, config, state, device, dtype, source) -> "MMVDM":

@@ -27,8 +27,6 @@ Two implementations of ``VideoAutoencoder``:
 from __future__ import annotations
 
 import abc
-
-import json
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -36,11 +34,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from diffusers.models.autoencoders.autoencoder_kl_cogvideox import AutoencoderKLCogVideoX
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from morph4d.conditioning import LATENT_FACTOR, TEMPORAL_FACTOR, check_frame_count, latent_frames
-from morph4d.io import atomic_path, write_json
+from morph4d.io import load_weights, save_weights
 
 LATENT_CHANNELS = 16          # CogVideoX's latent channels
 CONFIG_NAME = "config.json"
@@ -319,25 +316,17 @@ class CausalVideoAutoencoder(VideoAutoencoder):
 
     # -- weights: config.json + model.safetensors ---------------------------------------------------------
     def save_pretrained(self, path: str | Path) -> None:
-        path = Path(path)
-        write_json(path / CONFIG_NAME, {"model": "CausalVideoAutoencoder", **asdict(self.config)})
-        with atomic_path(path / WEIGHTS_NAME) as tmp:
-            save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(tmp))
+        save_weights(path, "CausalVideoAutoencoder", asdict(self.config), self.state_dict())
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> "CausalVideoAutoencoder":
         path = Path(path)
-        if not (path / CONFIG_NAME).is_file() or not (path / WEIGHTS_NAME).is_file():
-            raise ValueError(f"expected {path / CONFIG_NAME} and {path / WEIGHTS_NAME} (CausalVideoAutoencoder."
-                             f"save_pretrained)")
-        raw = json.loads((path / CONFIG_NAME).read_text())
-        if raw.pop("model", None) != "CausalVideoAutoencoder" or set(raw) - {f.name for f in fields(CausalVAEConfig)}:
-            raise ValueError(f"{path / CONFIG_NAME} is not a CausalVideoAutoencoder config")
+        raw, state = load_weights(path, "CausalVideoAutoencoder", {f.name for f in fields(CausalVAEConfig)})
         config = CausalVAEConfig(**{**raw, "channels": tuple(raw["channels"])})
         with torch.device("meta"):
             model = cls(config)
         try:
-            model.load_state_dict(load_file(path / WEIGHTS_NAME, device=str(device)), strict=True, assign=True)
+            model.load_state_dict({k: v.to(device) for k, v in state.items()}, strict=True, assign=True)
         except RuntimeError as e:
             raise ValueError(f"{path / WEIGHTS_NAME} does not match {path / CONFIG_NAME}: {e}") from None
         return model.eval()
