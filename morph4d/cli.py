@@ -7,6 +7,8 @@ failure (unwritable output folder) exits 1; never a traceback.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 
 
@@ -25,8 +27,6 @@ def _cmd_conditioning(args) -> None:
 
 
 def _cmd_generate(args) -> None:
-    import os
-
     from morph4d.generate import GenerateConfig, load_models, run_generate
     from morph4d.heads import load_head_model
     from morph4d.heads.animation import get_animation
@@ -42,7 +42,7 @@ def _cmd_generate(args) -> None:
     cfg = GenerateConfig(preset=args.views, guidance=args.guidance, seed=args.seed, key_steps=args.key_steps,
                          other_steps=args.other_steps)
     identity = {"reference": os.path.abspath(args.reference), "animation": args.animation, "model":
-                os.path.abspath(args.model), "head": head.name}
+                os.path.abspath(args.model) if args.model else "embedded-default", "head": head.name}
     rank, world, barrier = _distributed()
     paths = run_generate(args.out, model, vae, head, reference, animation, cfg, identity, rank, world, barrier)
     if paths:
@@ -51,7 +51,6 @@ def _cmd_generate(args) -> None:
 
 def _distributed():
     """(rank, world size, barrier) under torchrun / accelerate launch (WORLD_SIZE > 1), else (0, 1, no-op)."""
-    import os
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1, (lambda: None)
@@ -82,6 +81,20 @@ def _cmd_model_init(args) -> None:
     from morph4d.generate import init_models
     out = init_models(args.out, args.mmvdm, args.vae, args.seed, args.cogvideox)
     print(f"wrote {out / 'mmvdm'} and {out / 'vae'} (untrained unless from CogVideoX)")
+
+
+def _cmd_model_pack(args) -> None:
+    from morph4d.generate import pack_models
+    for flag, folder in (("--mmvdm", args.mmvdm), ("--vae", args.vae)):
+        if not os.path.isdir(folder):
+            raise ValueError(f"{flag} {folder}: no such weights folder")
+    prov = {"mmvdm": os.path.abspath(args.mmvdm), "vae": os.path.abspath(args.vae), "note": args.note}
+    for name in ("mmvdm", "vae"):   # the training runs' resolved configs travel with the weights
+        cfg = os.path.join(os.path.dirname(os.path.abspath(getattr(args, name))), "config.json")
+        if os.path.isfile(cfg):
+            prov[f"{name}_training_config"] = json.load(open(cfg))
+    out = pack_models(args.mmvdm, args.vae, args.out, prov)
+    print(f"wrote {out / 'mmvdm'}, {out / 'vae'} and {out / 'provenance.json'}")
 
 
 def _cmd_head_info(args) -> None:
@@ -150,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"built-in animation ({', '.join(BUILTIN_ANIMATIONS)}) or an animation .npz")
     p.add_argument("--views", default="small", help="preset: 120 (32 views x 89 frames), 360 (48 x 89) or small "
                    "(8 x 25, for the CPU)")
-    p.add_argument("--model", required=True, help="model folder with mmvdm/ and vae/ (see `morph4d model init`)")
+    p.add_argument("--model", default=None, help="model folder with mmvdm/ and vae/ (default: the embedded "
+                   "default trained on synthetic heads, README 'Embedded default')")
     p.add_argument("--cogvideox", default=None, help="local CogVideoX-2B folder for the paper-scale autoencoder")
     p.add_argument("--guidance", default="multiview", choices=["multiview", "cfg", "none"])
     p.add_argument("--seed", type=int, default=0)
@@ -186,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--cogvideox", default=None, help="local diffusers CogVideoX-2B folder to initialise from")
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=_cmd_model_init)
+    q = ms.add_parser("pack", help="trained MMVDM + autoencoder weights -> one model folder (MMVDM in bfloat16)")
+    q.add_argument("--mmvdm", required=True, help="MMVDM weights folder (e.g. RUN/ema of `morph4d train`)")
+    q.add_argument("--vae", required=True, help="autoencoder weights folder (e.g. RUN/vae of `morph4d train-vae`)")
+    q.add_argument("--out", required=True)
+    q.add_argument("--note", default=None, help="free text stored in provenance.json (e.g. the command used)")
+    q.set_defaults(func=_cmd_model_pack)
 
     from morph4d.data.cli import register as register_data
     from morph4d.train_cli import register as register_train

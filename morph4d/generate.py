@@ -194,11 +194,26 @@ def init_models(out: str | Path, mmvdm_preset: str = "small", vae_preset: str = 
     return out
 
 
-def load_models(path: str | Path, cogvideox: str | None = None):
+DEFAULT_MODEL = Path(__file__).parent / "assets" / "default"   # the embedded default (README: reproduce it)
+
+
+def pack_models(mmvdm: str | Path, vae: str | Path, out: str | Path, provenance: dict | None = None) -> Path:
+    """Write a model folder ``out/mmvdm`` (bfloat16 storage: half the bytes) + ``out/vae`` (float32: the
+    decoder's precision shows directly in the pixels) from trained weights folders, plus ``provenance.json``."""
+    from morph4d.models import MMVDM, CausalVideoAutoencoder
+    out = Path(out)
+    MMVDM.from_pretrained(mmvdm).save_pretrained(out / "mmvdm", dtype=torch.bfloat16)
+    CausalVideoAutoencoder.from_pretrained(vae).save_pretrained(out / "vae")
+    if provenance is not None:
+        write_json(out / "provenance.json", provenance)
+    return out
+
+
+def load_models(path: str | Path | None = None, cogvideox: str | None = None):
     """The MMVDM from ``path/mmvdm`` and the autoencoder from ``path/vae`` or, at paper scale, from the
-    user's local CogVideoX-2B folder (``cogvideox``)."""
+    user's local CogVideoX-2B folder (``cogvideox``). ``path`` None: the embedded default."""
     from morph4d.models import MMVDM, CausalVideoAutoencoder, CogVideoXAutoencoder
-    path = Path(path)
+    path = DEFAULT_MODEL if path is None else Path(path)
     if not (path / "mmvdm").is_dir():
         raise ValueError(f"{path} is not a model folder: expected {path / 'mmvdm'} (and {path / 'vae'} or "
                          f"--cogvideox); create one with `morph4d model init` or train one")

@@ -36,13 +36,17 @@ WEIGHTS_CONFIG = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
 
-def save_weights(path: str | Path, model_name: str, config: dict, state: dict) -> None:
-    """Write a weights folder: ``config.json`` ({"model": name, **config}) + ``model.safetensors``, atomically."""
+def save_weights(path: str | Path, model_name: str, config: dict, state: dict, dtype=None) -> None:
+    """Write a weights folder: ``config.json`` ({"model": name, **config}) + ``model.safetensors``, atomically.
+
+    ``dtype`` (e.g. ``torch.bfloat16``) stores floating-point tensors at that precision (half the bytes of
+    float32; ``load_weights`` always returns float32)."""
     from safetensors.torch import save_file
     path = Path(path)
     write_json(path / WEIGHTS_CONFIG, {"model": model_name, **config})
     with atomic_path(path / WEIGHTS_FILE) as tmp:
-        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
+        save_file({k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
+                   for k, v in state.items()}, str(tmp))
 
 
 def load_weights(path: str | Path, model_name: str, config_fields: set[str]) -> tuple[dict, dict]:
@@ -54,4 +58,4 @@ def load_weights(path: str | Path, model_name: str, config_fields: set[str]) -> 
     raw = json.loads((path / WEIGHTS_CONFIG).read_text())
     if raw.pop("model", None) != model_name or set(raw) - config_fields:
         raise ValueError(f"{path / WEIGHTS_CONFIG} is not a {model_name} config")
-    return raw, load_file(path / WEIGHTS_FILE)
+    return raw, {k: v.float() if v.is_floating_point() else v for k, v in load_file(path / WEIGHTS_FILE).items()}

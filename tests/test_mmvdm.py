@@ -51,7 +51,7 @@ def test_presets_parameter_counts():
     for name in ("tiny", "small"):
         with torch.device("meta"):
             counts[name] = sum(p.numel() for p in MMVDM(MMVDMConfig.preset(name)).parameters())
-    assert counts == {"tiny": 20_212, "small": 31_965_120}
+    assert counts == {"tiny": 20_212, "small": 10_629_840}
     assert MMVDMConfig() == MMVDMConfig.preset("small")
     with pytest.raises(ValueError, match="unknown MMVDM preset"):
         MMVDMConfig.preset("huge")

@@ -315,8 +315,9 @@ class CausalVideoAutoencoder(VideoAutoencoder):
         return self.decoder(z)
 
     # -- weights: config.json + model.safetensors ---------------------------------------------------------
-    def save_pretrained(self, path: str | Path) -> None:
-        save_weights(path, "CausalVideoAutoencoder", asdict(self.config), self.state_dict())
+    def save_pretrained(self, path: str | Path, dtype: torch.dtype | None = None) -> None:
+        """``config.json`` + ``model.safetensors``; ``dtype`` stores the weights at that precision."""
+        save_weights(path, "CausalVideoAutoencoder", asdict(self.config), self.state_dict(), dtype)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> "CausalVideoAutoencoder":
