@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= out/demo
 
-.PHONY: venv demo test bench clean
+.PHONY: venv browser demo test bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -21,7 +21,14 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/morph4d demo --out $(OUT)
 
-test: $(STAMP)
+# tests/test_viewer.py drives Debian's chromium headless; as root, install it when missing (quietly). Elsewhere
+# the test skips and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
+	  { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    chromium) >/dev/null 2>&1 || echo "note: could not install chromium; tests/test_viewer.py will skip"; }
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

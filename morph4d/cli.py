@@ -77,6 +77,22 @@ def _cmd_fit(args) -> None:
           f"{evaluate(args.sequence, args.out, resolution=args.res, flame_path=args.flame_path):.2f} dB")
 
 
+def _cmd_export(args) -> None:
+    from morph4d.viewer import export
+    out = export(args.avatar, args.out, args.format, args.animation, args.frames, args.frame, args.fps,
+                 args.flame_path)
+    print(f"wrote {out}")
+
+
+def _cmd_view(args) -> None:
+    from morph4d.viewer import cache_folder, export, serve
+    if not os.path.isdir(args.avatar):
+        raise FileNotFoundError(f"no avatar folder {args.avatar}; run `morph4d fit` first")
+    folder = cache_folder(args.avatar, args.animation)
+    export(args.avatar, folder, "html", args.animation, args.frames, fps=args.fps, flame_path=args.flame_path)
+    serve(folder, args.port, open_browser=not args.no_browser)
+
+
 def _cmd_model_init(args) -> None:
     from morph4d.generate import init_models
     out = init_models(args.out, args.mmvdm, args.vae, args.seed, args.cogvideox)
@@ -190,6 +206,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--flame-path", default=None, help="FLAME file, for sequences tracked with FLAME")
     p.set_defaults(func=_cmd_fit)
+
+    anim_help = (f"built-in animation ({', '.join(BUILTIN_ANIMATIONS)}), an animation .npz, or 'fitted' (the fitted "
+                 "sequence itself, with the avatar's per-frame deformation)")
+    p = sub.add_parser("export", help="a fitted avatar -> one frame as a 3DGS .ply, an animated .m4da file "
+                       "(docs/AVATAR_FORMAT.md) or a standalone viewer folder")
+    p.add_argument("avatar", help="avatar folder written by `morph4d fit`")
+    p.add_argument("--out", required=True, help="ply: a .ply file; animated: a .m4da file or a folder (gets "
+                   "avatar.m4da); html: a folder (index.html + avatar.m4da, serve it over http)")
+    p.add_argument("--format", default="ply", choices=["ply", "animated", "html"])
+    p.add_argument("--animation", default="talk", help=anim_help)
+    p.add_argument("--frame", type=int, default=0, help="the frame to write (ply; default 0)")
+    p.add_argument("--frames", type=int, default=49, help="frames of a built-in animation (default 49)")
+    p.add_argument("--fps", type=float, default=25.0, help="fps of a built-in animation (default 25)")
+    p.add_argument("--flame-path", default=None, help="FLAME file, for avatars fitted with FLAME")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("view", help="play a fitted avatar in the browser (WebGL2 viewer served on localhost)")
+    p.add_argument("avatar", help="avatar folder written by `morph4d fit`")
+    p.add_argument("--animation", default="talk", help=anim_help)
+    p.add_argument("--frames", type=int, default=49, help="frames of a built-in animation (default 49)")
+    p.add_argument("--fps", type=float, default=25.0, help="fps of a built-in animation (default 25)")
+    p.add_argument("--port", type=int, default=8000, help="localhost port (default 8000; 0: any free port)")
+    p.add_argument("--no-browser", action="store_true", help="only print the URL")
+    p.add_argument("--flame-path", default=None, help="FLAME file, for avatars fitted with FLAME")
+    p.set_defaults(func=_cmd_view)
 
     p = sub.add_parser("model", help="model folders")
     ms = p.add_subparsers(dest="model_command", required=True, metavar="SUBCOMMAND")

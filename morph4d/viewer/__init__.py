@@ -1,0 +1,155 @@
+"""Export a fitted avatar (`morph4d export`) and view it in the browser (`morph4d view`).
+
+* ``ply``: one frame as a standard 3DGS .ply (``gaussians/export.py``), for any 3DGS viewer;
+* ``animated``: the whole animation as one ``.m4da`` file (``avatar_format.py``, docs/AVATAR_FORMAT.md);
+* ``html``: a viewer folder, ``index.html`` (the self-contained WebGL2 page beside this file) + ``avatar.m4da``;
+  `morph4d view` writes one into a cache folder and serves it on localhost.
+
+Animations: a built-in name or an animation .npz drives the mesh (re-animation, no per-frame deformation);
+``fitted`` replays the fitted sequence's own parameters (read from the sequence named in ``fit_config.json``),
+so ``Avatar.world(v, frame)`` adds its per-frame deformation. The fitted identity's shape replaces the
+animation's whenever the fitted sequence can be read (the mesh must be the fitted person's).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+from morph4d.io import atomic_path
+
+PAGE = Path(__file__).with_name("index.html")
+DATA_FILE = "avatar.m4da"
+FORMATS = ("ply", "animated", "html")
+FITTED = "fitted"
+
+
+def _fitted_params(avatar_dir: Path):
+    """(HeadParams, fps) of the sequence the avatar was fitted on, or None if it cannot be read any more."""
+    from morph4d.heads import HeadParams
+    try:
+        seq_path = Path(json.loads((avatar_dir / "fit_config.json").read_text())["sequence"])
+        if (seq_path / "manifest.json").is_file():
+            from morph4d.generate import read_manifest
+            m = read_manifest(seq_path / "manifest.json")
+            return HeadParams(**{k: torch.tensor(v, dtype=torch.float32) for k, v in m["params"].items()}), \
+                float(m.get("fps", 25.0))
+        from morph4d.data.format import read_sequence
+        seq = read_sequence(seq_path)
+        return seq.params, float(seq.meta["fps"])
+    except (OSError, KeyError, ValueError, json.JSONDecodeError):
+        return None
+
+
+def animation_vertices(avatar, avatar_dir: str | Path, animation: str, frames: int = 49, fps: float = 25.0,
+                       log=print) -> tuple[torch.Tensor, bool, float]:
+    """Posed vertices (F, N, 3) of ``animation`` on the avatar's mesh, whether they are the fitted
+    sequence's frames, and the fps. ValueError for an animation of another head model."""
+    from morph4d.heads.animation import get_animation
+    fitted = _fitted_params(Path(avatar_dir))
+    if animation == FITTED:
+        if fitted is None:
+            raise ValueError(f"--animation {FITTED}: the sequence named in {Path(avatar_dir) / 'fit_config.json'} "
+                             f"cannot be read; use a built-in animation or an animation .npz")
+        params, fps = fitted
+    else:
+        anim = get_animation(animation, avatar.head, frames, fps)
+        anim.check_model(avatar.head)
+        params, fps = anim.params, anim.fps
+        if fitted is not None:
+            params = params.replace(shape=fitted[0].shape)
+        else:
+            log("note: the fitted sequence cannot be read; the animation's own head shape is used")
+    with torch.no_grad():
+        return avatar.vertices(params), animation == FITTED, fps
+
+
+def write_viewer(folder: str | Path, anim) -> Path:
+    """A viewer folder: the page as ``index.html`` and ``anim`` (AnimatedAvatar) as ``avatar.m4da``."""
+    from morph4d.avatar_format import write_animated
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder} exists and is not a folder")
+    write_animated(folder / DATA_FILE, anim)
+    with atomic_path(folder / "index.html") as tmp:
+        shutil.copyfile(PAGE, tmp)
+    return folder / "index.html"
+
+
+def export(avatar_dir: str | Path, out: str | Path, fmt: str = "ply", animation: str = "talk", frames: int = 49,
+           frame: int = 0, fps: float = 25.0, flame_path: str | None = None, log=print) -> Path:
+    """`morph4d export`: validate everything, then write ``out`` atomically; returns the written path."""
+    from morph4d.avatar import load_avatar
+    from morph4d.avatar_format import bake, write_animated
+    out = Path(out)
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format '{fmt}'; expected one of {', '.join(FORMATS)}")
+    if fmt == "ply" and out.suffix != ".ply":
+        raise ValueError(f"--format ply writes a .ply file, got '{out}'")
+    if fmt == "animated" and not (out.suffix == ".m4da" or out.is_dir() or not out.suffix):
+        raise ValueError(f"--format animated writes a .m4da file or into a folder, got '{out}'")
+    if fmt == "animated" and out.suffix != ".m4da":
+        out = out / DATA_FILE
+    if out.is_dir() and fmt == "ply":
+        raise ValueError(f"{out} is a folder; give the .ply file to write")
+    if fmt == "html" and out.exists() and not out.is_dir():
+        raise ValueError(f"{out} exists and is not a folder")
+    if frames < 1:
+        raise ValueError(f"--frames must be >= 1, got {frames}")
+    avatar = load_avatar(avatar_dir, flame_path=flame_path)
+    vertices, fitted, fps = animation_vertices(avatar, avatar_dir, animation, frames, fps, log)
+    if fmt == "ply":
+        from morph4d.gaussians.export import write_ply
+        if not 0 <= frame < vertices.shape[0]:
+            raise ValueError(f"--frame {frame} is outside the animation's {vertices.shape[0]} frames")
+        with torch.no_grad():
+            write_ply(out, avatar.world(vertices[frame], frame if fitted else None))
+        return out
+    anim = bake(avatar, vertices, fitted, fps, {"animation": animation, "head_model": avatar.head.name,
+                                                "avatar": str(Path(avatar_dir).resolve())})
+    if fmt == "animated":
+        write_animated(out, anim)
+        return out
+    return write_viewer(out, anim)
+
+
+def cache_folder(avatar_dir: str | Path, animation: str) -> Path:
+    """Where `morph4d view` writes its viewer folder: ``$XDG_CACHE_HOME/morph4d/view/<hash>``."""
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "morph4d" / "view"
+    key = hashlib.sha1(f"{Path(avatar_dir).resolve()}\0{animation}".encode()).hexdigest()[:16]
+    return root / key
+
+
+def serve(folder: str | Path, port: int = 8000, open_browser: bool = True, log=print) -> None:
+    """Serve ``folder`` on http://127.0.0.1:PORT/ (port 0: a free one) until Ctrl-C, then stop cleanly."""
+    import functools
+    import webbrowser
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:  # one line per request would drown the URL
+            pass
+
+    if not 0 <= port <= 65535:
+        raise ValueError(f"--port must be in [0, 65535], got {port}")
+    server = ThreadingHTTPServer(("127.0.0.1", port), functools.partial(Quiet, directory=str(folder)))
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    log(f"serving {url} (Ctrl-C stops)")
+    sys.stdout.flush()  # the URL must reach a reading process (tests, scripts) before the server blocks
+    if open_browser:
+        webbrowser.open(url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        log("stopped")
+    finally:
+        server.server_close()
+
+
+__all__ = ["animation_vertices", "cache_folder", "export", "serve", "write_viewer", "FORMATS", "FITTED"]

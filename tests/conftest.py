@@ -1,0 +1,17 @@
+"""Fixtures shared by several test files."""
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def fitted_avatar(tmp_path_factory):
+    """A real avatar folder: `morph4d fit` (3 iterations, with the deformation U-Net) on a tiny synthetic
+    sequence (4 views x 3 frames at 32 px). For export and viewer tests, not for quality."""
+    from morph4d.data.synth import SynthConfig, synthesize
+    from morph4d.fit import FitConfig, fit_sequence
+    root = tmp_path_factory.mktemp("avatar")
+    names = synthesize(SynthConfig(out=str(root / "ds"), identities=1, views=4, frames=3, resolution=32,
+                                   progress=False), log=lambda *_: None)
+    fit_sequence(root / "ds" / names[0], root / "avatar", FitConfig(iterations=3, resolution=32, offmesh=None,
+                                                                     densify=None), log=lambda *_: None)
+    return root / "avatar"
