@@ -53,8 +53,9 @@ def start_view(avatar: Path, cache: Path, *extra: str) -> tuple[subprocess.Popen
     raise AssertionError("morph4d view printed no URL:\n" + "".join(lines))
 
 
-def drive(url: str, screenshot: Path) -> dict:
-    """Load the page headless; returns console errors, two consecutive frames, the frame count and ms/frame."""
+def drive(url: str, screenshot: Path, twin: str | None = None) -> dict:
+    """Load the page headless; returns console errors, two consecutive frames, the frame count, ms/frame and,
+    with ``twin`` (a .m4da file name beside the page), the page's own placement of that file's frame 1."""
     from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
@@ -70,9 +71,14 @@ def drive(url: str, screenshot: Path) -> dict:
             a, b = _png(page.evaluate(f"viewer.snapshot({k})")), _png(page.evaluate(f"viewer.snapshot({k + 1})"))
             ms = page.evaluate("viewer.benchmark(3)")
             page.screenshot(path=str(screenshot))
+            placed = None if twin is None else page.evaluate(
+                """src => fetch(src).then(r => r.arrayBuffer()).then(buf => {
+                       const p = makePlacer(parseAvatar(buf))(1);
+                       return {means: Array.from(p.means), covs: Array.from(p.covs)};
+                   })""", twin)
         finally:
             browser.close()
-    return {"errors": errors, "a": a, "b": b, "frames": frames, "ms": ms}
+    return {"errors": errors, "a": a, "b": b, "frames": frames, "ms": ms, "placed": placed}
 
 
 def _need_browser() -> None:
@@ -84,9 +90,16 @@ def _need_browser() -> None:
 
 def test_viewer_plays_the_avatar_in_headless_chromium(fitted_avatar, tmp_path):
     _need_browser()
+    from morph4d.avatar_format import place, read_animated
+    from morph4d.cli import main
+    from morph4d.viewer import cache_folder
     proc, url = start_view(fitted_avatar, tmp_path / "cache", "--animation", "talk", "--frames", "9")
     try:
-        r = drive(url, tmp_path / "viewer.png")
+        # the fitted sequence (with the deformation U-Net's offsets) beside the page, for the placement twin
+        twin = cache_folder(fitted_avatar, "talk", tmp_path / "cache") / "fitted.m4da"
+        assert main(["export", str(fitted_avatar), "--format", "animated", "--animation", "fitted",
+                     "--out", str(twin)]) == 0
+        r = drive(url, tmp_path / "viewer.png", twin.name)
     finally:
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         out, _ = proc.communicate(timeout=30)
@@ -100,6 +113,12 @@ def test_viewer_plays_the_avatar_in_headless_chromium(fitted_avatar, tmp_path):
     # two consecutive animation frames differ (talk: the jaw moves every frame)
     assert (np.abs(r["a"].astype(int) - r["b"].astype(int)).max(-1) > 8).sum() > 20
     assert (tmp_path / "viewer.png").stat().st_size > 1000 and r["ms"] > 0
+    # the JavaScript placement equals the documented numpy placement (deformation included)
+    ref = place(read_animated(twin), 1)
+    np.testing.assert_allclose(np.reshape(r["placed"]["means"], (-1, 3)), ref["means"], atol=1e-6)
+    covs = np.reshape(r["placed"]["covs"], (-1, 6))
+    upper = ref["covariances"][:, [0, 0, 0, 1, 1, 2], [0, 1, 2, 1, 2, 2]]
+    assert (np.abs(covs - upper).max(1) <= 1e-4 * ref["scales"].max(1) ** 2).all()
     print(f"viewer: {r['ms']:.0f} ms per frame at {SIZE} px in headless chromium (SwiftShader)")
 
 

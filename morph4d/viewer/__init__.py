@@ -119,9 +119,10 @@ def export(avatar_dir: str | Path, out: str | Path, fmt: str = "ply", animation:
     return write_viewer(out, anim)
 
 
-def cache_folder(avatar_dir: str | Path, animation: str) -> Path:
-    """Where `morph4d view` writes its viewer folder: ``$XDG_CACHE_HOME/morph4d/view/<hash>``."""
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "morph4d" / "view"
+def cache_folder(avatar_dir: str | Path, animation: str, cache: str | Path | None = None) -> Path:
+    """Where `morph4d view` writes its viewer folder: ``CACHE/morph4d/view/<hash>``, CACHE = ``cache`` or
+    ``$XDG_CACHE_HOME`` or ``~/.cache``."""
+    root = Path(cache or os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "morph4d" / "view"
     key = hashlib.sha1(f"{Path(avatar_dir).resolve()}\0{animation}".encode()).hexdigest()[:16]
     return root / key
 
@@ -138,7 +139,11 @@ def serve(folder: str | Path, port: int = 8000, open_browser: bool = True, log=p
 
     if not 0 <= port <= 65535:
         raise ValueError(f"--port must be in [0, 65535], got {port}")
-    server = ThreadingHTTPServer(("127.0.0.1", port), functools.partial(Quiet, directory=str(folder)))
+    try:
+        server = ThreadingHTTPServer(("127.0.0.1", port), functools.partial(Quiet, directory=str(folder)))
+    except OSError as e:
+        raise ValueError(f"cannot serve on port {port} ({e.strerror}); pick another with --port (0: any free "
+                         f"port)") from e
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     log(f"serving {url} (Ctrl-C stops)")
     sys.stdout.flush()  # the URL must reach a reading process (tests, scripts) before the server blocks
