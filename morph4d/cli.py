@@ -93,6 +93,12 @@ def _cmd_view(args) -> None:
     serve(folder, args.port, open_browser=not args.no_browser)
 
 
+def _cmd_render(args) -> None:
+    from morph4d.fit import render_video
+    out = render_video(args.avatar, args.out, args.animation, args.frames, args.res, args.orbit, args.flame_path)
+    print(f"wrote {out}")
+
+
 def _cmd_model_init(args) -> None:
     from morph4d.generate import init_models
     out = init_models(args.out, args.mmvdm, args.vae, args.seed, args.cogvideox)
@@ -231,6 +237,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-browser", action="store_true", help="only print the URL")
     p.add_argument("--flame-path", default=None, help="FLAME file, for avatars fitted with FLAME")
     p.set_defaults(func=_cmd_view)
+
+    p = sub.add_parser("render", help="a fitted avatar driven by an animation (any, also new ones) -> MP4")
+    p.add_argument("avatar", help="avatar folder written by `morph4d fit`")
+    p.add_argument("--out", required=True, help="output .mp4 (written atomically)")
+    p.add_argument("--animation", default="talk", help=f"built-in animation ({', '.join(BUILTIN_ANIMATIONS)}) or an "
+                   "animation .npz for the avatar's head model")
+    p.add_argument("--frames", type=int, default=49, help="frames of a built-in animation (default 49)")
+    p.add_argument("--res", type=int, default=256, help="square video size in pixels (default 256)")
+    p.add_argument("--orbit", action="store_true", help="camera sweeps +-60 degrees around the head")
+    p.add_argument("--flame-path", default=None, help="FLAME file, for avatars fitted with FLAME")
+    p.set_defaults(func=_cmd_render)
 
     p = sub.add_parser("model", help="model folders")
     ms = p.add_subparsers(dest="model_command", required=True, metavar="SUBCOMMAND")

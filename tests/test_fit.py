@@ -1,11 +1,23 @@
-"""Fitting bound Gaussians to a synthetic multi-view sequence: it learns, and a stopped fit resumes exactly."""
+"""Fitting a 4D avatar to a synthetic multi-view sequence: it learns, the U-Net deformation, back-face culling
+and density control run inside the loop, a stopped fit resumes exactly, and the avatar file round-trips."""
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
+from morph4d.avatar import load_avatar
 from morph4d.data.synth import SynthConfig, synthesize
-from morph4d.fit import FitConfig, evaluate, fit_sequence
+from morph4d.fit import FitConfig, evaluate, fit_sequence, load_fit_data
+from morph4d.gaussians.deform import DeformationUNetConfig
+from morph4d.gaussians.densify import DensifyConfig
+from morph4d.gaussians.losses import never_facing
+from morph4d.heads import load_head_model
+
+QUIET = dict(log=lambda *_: None)
+TINY_DEFORM = DeformationUNetConfig(size=16, base_channels=8, max_channels=16, depth=2, out_channels=6)
+# every part on, at test size; densification forced (threshold 0) within a budget
+CFG = FitConfig(iterations=30, checkpoint_every=10, log_every=30, deformation=TINY_DEFORM, offmesh=None,
+                densify=DensifyConfig(every=10, start=10, stop=25, grad_threshold=0.0, max_gaussians=60_000))
 
 
 @pytest.fixture(scope="module")
@@ -16,25 +28,81 @@ def sequence(tmp_path_factory):
     return root / "ds" / names[0]
 
 
-CFG = FitConfig(iterations=40, checkpoint_every=10, log_every=40)
+@pytest.fixture(scope="module")
+def fitted(sequence, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fitted") / "avatar"
+    fit_sequence(sequence, out, CFG, **QUIET)
+    return out
 
 
-def test_fit_learns_the_sequence(sequence, tmp_path):
-    first = fit_sequence(sequence, tmp_path / "a", FitConfig(iterations=1, log_every=1), log=lambda *_: None)
-    fit_sequence(sequence, tmp_path / "b", CFG, log=lambda *_: None)
-    assert (tmp_path / "b" / "avatar.safetensors").is_file()
-    assert evaluate(sequence, tmp_path / "b") > first["psnr"] + 3  # > 3 dB better than the initial avatar
+def test_fit_learns_the_sequence(sequence, fitted, tmp_path):
+    first = fit_sequence(sequence, tmp_path / "a", FitConfig(iterations=1, log_every=1, deformation=TINY_DEFORM,
+                                                             offmesh=None), **QUIET)
+    assert evaluate(sequence, fitted) > first["psnr"] + 3  # > 3 dB better than the initial avatar
 
 
-def test_stopped_fit_resumes_to_the_same_avatar(sequence, tmp_path):
-    fit_sequence(sequence, tmp_path / "full", CFG, log=lambda *_: None)
-    fit_sequence(sequence, tmp_path / "resumed", CFG, log=lambda *_: None, stop_after=20)
+def test_backfaces_culled_and_one_gaussian_per_triangle_kept(sequence, fitted):
+    data = load_fit_data(sequence)
+    head = load_head_model("builtin")
+    facing = (~never_facing(head(data.params).detach(), head.faces, data.cameras)).nonzero()[:, 0]
+    assert 0 < len(facing) < head.faces.shape[0]  # the 4 frontal cameras never see the back of the head
+    binding = load_avatar(fitted).gaussians.binding
+    assert set(binding.tolist()) == set(facing.tolist())  # culled triangles have none, the others >= 1
+    assert len(binding) > len(facing)  # densification added Gaussians
+
+
+def test_stopped_fit_resumes_to_the_same_avatar(sequence, fitted, tmp_path):
+    fit_sequence(sequence, tmp_path / "resumed", CFG, stop_after=15, **QUIET)  # stops between two densifications
     assert not (tmp_path / "resumed" / "avatar.safetensors").exists()
-    fit_sequence(sequence, tmp_path / "resumed", CFG, log=lambda *_: None)
-    a, b = load_file(str(tmp_path / "full" / "avatar.safetensors")), load_file(str(tmp_path / "resumed" / "avatar.safetensors"))
+    fit_sequence(sequence, tmp_path / "resumed", CFG, **QUIET)
+    a, b = load_file(str(fitted / "avatar.safetensors")), load_file(str(tmp_path / "resumed" / "avatar.safetensors"))
+    assert any(k.startswith("deform.") for k in a)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ValueError, match="another sequence or configuration"):
-        fit_sequence(sequence, tmp_path / "full", FitConfig(iterations=41), log=lambda *_: None)
+        fit_sequence(sequence, fitted, FitConfig(iterations=41), **QUIET)
+
+
+def test_avatar_applies_the_fitted_deformation_only_to_fitted_frames(sequence, fitted, tmp_path):
+    avatar = load_avatar(fitted)
+    assert avatar.num_frames == 2 and avatar.deformation is not None and avatar.fitted_params is not None
+    v = avatar.vertices(load_fit_data(sequence).params)
+    with torch.no_grad():
+        a, b, none = avatar.world(v[0], 0), avatar.world(v[0], 1), avatar.world(v[0])
+        assert not torch.allclose(a.means, none.means) and not torch.allclose(a.means, b.means)
+        assert torch.equal(none.means, avatar.gaussians.to_world(v[0], avatar.head.faces).means)
+    with pytest.raises(ValueError, match="outside the fitted sequence"):
+        avatar.world(v[0], 2)
+    # another format version is refused
+    tensors = load_file(str(fitted / "avatar.safetensors"))
+    (tmp_path / "old").mkdir()
+    save_file(tensors, str(tmp_path / "old" / "avatar.safetensors"), metadata={"format_version": "1"})
+    with pytest.raises(ValueError, match="format version 1"):
+        load_avatar(tmp_path / "old")
+
+
+def test_render_command(fitted, tmp_path, capsys):
+    from morph4d.cli import main
+    from morph4d.heads.animation import builtin_animation
+    from morph4d.video import read_mp4
+    video = tmp_path / "v.mp4"
+    assert main(["render", str(fitted), "--out", str(video), "--animation", "surprise", "--frames", "3",
+                 "--res", "32", "--orbit"]) == 0
+    assert read_mp4(video).shape[:3] == (3, 32, 32)
+    before = video.read_bytes()
+    anim = builtin_animation("talk", load_head_model("builtin"), 3)
+    anim.head_model = "flame"
+    anim.save(tmp_path / "flame.npz")
+    tensors = load_file(str(fitted / "avatar.safetensors"))
+    (tmp_path / "old").mkdir()
+    save_file(tensors, str(tmp_path / "old" / "avatar.safetensors"), metadata={"format_version": "1"})
+    capsys.readouterr()
+    for argv in (["render", str(tmp_path / "none"), "--out", str(video)],
+                 ["render", str(tmp_path / "old"), "--out", str(video)],
+                 ["render", str(fitted), "--out", str(video), "--animation", str(tmp_path / "flame.npz")]):
+        assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "no fitted avatar" in err and "version" in err and "flame" in err
+    assert video.read_bytes() == before  # nothing overwritten
 
 
 def test_fit_command(sequence, tmp_path, capsys):
@@ -47,7 +115,6 @@ def test_fit_command(sequence, tmp_path, capsys):
 def test_fit_reads_generated_videos(tmp_path, sequence):
     """`morph4d generate` output (manifest + PNG frames) is a fit input: generate -> fit runs end to end."""
     from morph4d.cli import main
-    from morph4d.fit import load_fit_data
     from morph4d.reference import reference_from_sequence
     reference_from_sequence(sequence, 0, 0, 32).save(tmp_path / "ref.npz")
     assert main(["model", "init", "--out", str(tmp_path / "m"), "--mmvdm", "tiny", "--vae", "tiny"]) == 0
@@ -55,7 +122,7 @@ def test_fit_reads_generated_videos(tmp_path, sequence):
                  "--key-steps", "1", "--other-steps", "1", "--out", str(tmp_path / "gen")]) == 0
     data = load_fit_data(tmp_path / "gen")
     assert data.images.shape == (8, 25, 3, 32, 32) and data.params.jaw.shape == (25, 3)
-    fit_sequence(tmp_path / "gen", tmp_path / "avatar", FitConfig(iterations=2), log=lambda *_: None)
+    fit_sequence(tmp_path / "gen", tmp_path / "avatar", FitConfig(iterations=2, deformation=TINY_DEFORM), **QUIET)
     assert (tmp_path / "avatar" / "avatar.safetensors").is_file()
     (tmp_path / "gen" / "views" / "03" / "0007.png").unlink()
     with pytest.raises(ValueError, match="missing"):

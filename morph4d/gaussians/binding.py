@@ -153,9 +153,15 @@ class BoundGaussians:
             raise ValueError("faces must be a (T, 3) int64 tensor")
         if len(self) and int(self.binding.max()) >= faces.shape[0]:
             raise ValueError(f"binding indexes triangle {int(self.binding.max())} but faces has {faces.shape[0]}")
-        R, k, centroid = (x[self.binding] for x in triangle_frames(vertices, faces))
+        R, k, centroid = triangle_frames(vertices, faces)
+        return self.place(R, k, centroid, matrix_to_quaternion(R))
+
+    def place(self, R: torch.Tensor, k: torch.Tensor, centroid: torch.Tensor, q_R: torch.Tensor) -> WorldGaussians:
+        """``to_world`` from per-triangle frames (``triangle_frames`` output plus ``q_R = matrix_to_quaternion(R)``,
+        all indexed by triangle): lets a caller whose mesh is fixed (a fit) compute them once per frame."""
+        R, k, centroid, q_R = R[self.binding], k[self.binding], centroid[self.binding], q_R[self.binding]
         means = k[:, None] * (R @ self.local_means[:, :, None])[..., 0] + centroid
-        quats = quaternion_multiply(matrix_to_quaternion(R), F.normalize(self.quats, dim=-1))
+        quats = quaternion_multiply(q_R, F.normalize(self.quats, dim=-1))
         return WorldGaussians(means=means, quats=quats, scales=k[:, None] * self.log_scales.exp(),
                               opacities=torch.sigmoid(self.opacity_logits), sh=self.sh)
 

@@ -74,6 +74,8 @@ class GaussianRenderResult:
     depth:   (B, H, W) expected camera-space z of the drawn Gaussians (0 where alpha = 0)
     radii:   (B, G) int32 screen radius in pixels (3 sigma of the dilated 2D Gaussian), 0 where culled
     visible: (B, G) bool, radii > 0
+    means2d: (B, G, 2) projected means in pixels, a node of the autograd graph (call ``retain_grad()``
+             before ``backward`` to read the view-space gradient 3DGS densifies by); None for gsplat
     """
 
     image: torch.Tensor
@@ -81,6 +83,7 @@ class GaussianRenderResult:
     depth: torch.Tensor
     radii: torch.Tensor
     visible: torch.Tensor
+    means2d: torch.Tensor | None = None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -137,11 +140,13 @@ X, Y, CONIC_A, CONIC_B, CONIC_C, OPACITY, RED, GREEN, BLUE, DEPTH = range(10)
 class _Projected:
     """params: (10, B, G), rows X, Y (2D mean, pixels), CONIC_A, CONIC_B, CONIC_C (the inverse 2D
     covariance [[a, b], [b, c]]), OPACITY, RED, GREEN, BLUE, DEPTH (z_cam); radii: (B, G) int32;
-    rects: (4, B, G) int64 tile ranges x0, x1, y0, y1, end-exclusive (empty where culled)."""
+    rects: (4, B, G) int64 tile ranges x0, x1, y0, y1, end-exclusive (empty where culled);
+    means2d: (B, G, 2) the 2D means that rows X, Y are computed from (for view-space gradients)."""
 
     params: torch.Tensor
     radii: torch.Tensor
     rects: torch.Tensor
+    means2d: torch.Tensor
 
 
 def _project(means, quats, scales, opacities, colors, cameras: Cameras, sh_degree: int | None,
@@ -175,7 +180,8 @@ def _project(means, quats, scales, opacities, colors, cameras: Cameras, sh_degre
     valid = in_front & (det > 0) & torch.isfinite(mx) & torch.isfinite(my) & torch.isfinite(det)
     det = torch.where(valid, det, 1.0)
     conic = [torch.where(valid, c / det, 1.0), torch.where(valid, -b / det, 0.0), torch.where(valid, a / det, 1.0)]
-    mx, my = torch.where(valid, mx, 0.0), torch.where(valid, my, 0.0)
+    means2d = torch.stack([torch.where(valid, mx, 0.0), torch.where(valid, my, 0.0)], -1)  # (B, G, 2)
+    mx, my = means2d.unbind(-1)  # downstream of means2d, so its .grad is the view-space gradient
 
     # 4. Screen radius and tile rectangle (integers, no gradient).
     with torch.no_grad():
@@ -200,7 +206,7 @@ def _project(means, quats, scales, opacities, colors, cameras: Cameras, sh_degre
         basis = torch.stack(_sh_terms(*d.unbind(1), degree))  # (K, B, G)
         rgb = torch.clamp_min(torch.einsum("kbg,gkc->cbg", basis, colors[:, :len(basis)]) + 0.5, 0.0)
     params = torch.stack([mx, my, *conic, opacities.expand(B, G), *rgb, z])  # (10, B, G)
-    return _Projected(params, radii, rects)
+    return _Projected(params, radii, rects, means2d)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -388,4 +394,4 @@ def render_gaussians(means: torch.Tensor, quats: torch.Tensor, scales: torch.Ten
     alpha = 1 - T
     return GaussianRenderResult(image=features[..., :3] + T[..., None] * background, alpha=alpha,
                                 depth=features[..., 3] / alpha.clamp(min=1e-10), radii=p.radii.to(device),
-                                visible=p.radii.to(device) > 0)
+                                visible=p.radii.to(device) > 0, means2d=p.means2d)
