@@ -50,6 +50,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     shutil.rmtree(out / "avatar", ignore_errors=True)
+    shutil.rmtree(out / "data", ignore_errors=True)  # synthesize skips existing sequences: start clean
     names = synthesize(SynthConfig(out=str(out / "data"), identities=1, views=args.views, frames=args.frames,
                                    resolution=args.res, split="eval", first_seed=EVAL_SEEDS.start, progress=False),
                        log=lambda *_: None)
