@@ -40,7 +40,7 @@ def test_animated_file_reproduces_avatar_world(fitted_avatar, tmp_path):
     assert main(["export", str(fitted_avatar), "--format", "animated", "--animation", "fitted",
                  "--out", str(tmp_path / "fitted.m4da")]) == 0
     anim = read_animated(tmp_path / "fitted.m4da")
-    vertices, fitted, _ = animation_vertices(avatar, fitted_avatar, "fitted")
+    vertices, fitted, _ = animation_vertices(avatar, "fitted")
     assert fitted and anim.num_frames == vertices.shape[0] == avatar.num_frames == 3
     assert (anim.deformation is not None) == (avatar.deformation is not None)
     if anim.deformation is not None:
@@ -52,7 +52,7 @@ def test_animated_file_reproduces_avatar_world(fitted_avatar, tmp_path):
     assert main(["export", str(fitted_avatar), "--format", "animated", "--animation", "smile", "--frames", "4",
                  "--out", str(tmp_path / "dir")]) == 0
     anim = read_animated(tmp_path / "dir" / "avatar.m4da")
-    vertices, fitted, fps = animation_vertices(avatar, fitted_avatar, "smile", 4)
+    vertices, fitted, fps = animation_vertices(avatar, "smile", 4)
     assert not fitted and anim.deformation is None and anim.num_frames == 4 and anim.fps == fps == 25.0
     _compare(place(anim, 3), avatar.world(vertices[3], None))
     assert anim.meta["animation"] == "smile" and set(anim.camera) == {"target", "position", "up", "fov_deg"}
@@ -86,7 +86,7 @@ def test_ply_frame_equals_avatar_world(fitted_avatar, tmp_path):
     avatar = load_avatar(fitted_avatar)
     assert main(["export", str(fitted_avatar), "--animation", "fitted", "--frame", "2",
                  "--out", str(tmp_path / "f2.ply")]) == 0
-    g, w = read_ply(tmp_path / "f2.ply"), avatar.world(animation_vertices(avatar, fitted_avatar, "fitted")[0][2], 2)
+    g, w = read_ply(tmp_path / "f2.ply"), avatar.world(animation_vertices(avatar, "fitted")[0][2], 2)
     torch.testing.assert_close(g.means, w.means)
     torch.testing.assert_close(g.scales, w.scales, rtol=1e-4, atol=1e-9)
     torch.testing.assert_close(g.sh, w.sh)

@@ -6,15 +6,13 @@
   `morph4d view` writes one into a cache folder and serves it on localhost.
 
 Animations: a built-in name or an animation .npz drives the mesh (re-animation, no per-frame deformation);
-``fitted`` replays the fitted sequence's own parameters (read from the sequence named in ``fit_config.json``),
-so ``Avatar.world(v, frame)`` adds its per-frame deformation. The fitted identity's shape replaces the
-animation's whenever the fitted sequence can be read (the mesh must be the fitted person's).
+``fitted`` replays the fitted sequence's own parameters (``Avatar.fitted_params``), so ``Avatar.world(v, frame)``
+adds its per-frame deformation. Other animations get the fitted person's shape (``Avatar.animate``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import sys
@@ -30,42 +28,20 @@ FORMATS = ("ply", "animated", "html")
 FITTED = "fitted"
 
 
-def _fitted_params(avatar_dir: Path):
-    """(HeadParams, fps) of the sequence the avatar was fitted on, or None if it cannot be read any more."""
-    from morph4d.heads import HeadParams
-    try:
-        seq_path = Path(json.loads((avatar_dir / "fit_config.json").read_text())["sequence"])
-        if (seq_path / "manifest.json").is_file():
-            from morph4d.generate import read_manifest
-            m = read_manifest(seq_path / "manifest.json")
-            return HeadParams(**{k: torch.tensor(v, dtype=torch.float32) for k, v in m["params"].items()}), \
-                float(m.get("fps", 25.0))
-        from morph4d.data.format import read_sequence
-        seq = read_sequence(seq_path)
-        return seq.params, float(seq.meta["fps"])
-    except (OSError, KeyError, ValueError, json.JSONDecodeError):
-        return None
-
-
-def animation_vertices(avatar, avatar_dir: str | Path, animation: str, frames: int = 49, fps: float = 25.0,
-                       log=print) -> tuple[torch.Tensor, bool, float]:
-    """Posed vertices (F, N, 3) of ``animation`` on the avatar's mesh, whether they are the fitted
-    sequence's frames, and the fps. ValueError for an animation of another head model."""
+def animation_vertices(avatar, animation: str, frames: int = 49, fps: float = 25.0) -> tuple[torch.Tensor, bool, float]:
+    """Posed vertices (F, N, 3) of ``animation`` on the avatar's mesh (with the fitted person's shape,
+    ``Avatar.animate``), whether they are the fitted sequence's frames, and the fps. ValueError for an
+    animation of another head model."""
     from morph4d.heads.animation import get_animation
-    fitted = _fitted_params(Path(avatar_dir))
     if animation == FITTED:
-        if fitted is None:
-            raise ValueError(f"--animation {FITTED}: the sequence named in {Path(avatar_dir) / 'fit_config.json'} "
-                             f"cannot be read; use a built-in animation or an animation .npz")
-        params, fps = fitted
+        if avatar.fitted_params is None:
+            raise ValueError(f"--animation {FITTED}: this avatar does not store its fitted sequence's parameters; "
+                             "use a built-in animation or an animation .npz")
+        params = avatar.fitted_params
     else:
         anim = get_animation(animation, avatar.head, frames, fps)
         anim.check_model(avatar.head)
-        params, fps = anim.params, anim.fps
-        if fitted is not None:
-            params = params.replace(shape=fitted[0].shape)
-        else:
-            log("note: the fitted sequence cannot be read; the animation's own head shape is used")
+        params, fps = avatar.animate(anim.params), anim.fps
     with torch.no_grad():
         return avatar.vertices(params), animation == FITTED, fps
 
@@ -83,7 +59,7 @@ def write_viewer(folder: str | Path, anim) -> Path:
 
 
 def export(avatar_dir: str | Path, out: str | Path, fmt: str = "ply", animation: str = "talk", frames: int = 49,
-           frame: int = 0, fps: float = 25.0, flame_path: str | None = None, log=print) -> Path:
+           frame: int = 0, fps: float = 25.0, flame_path: str | None = None) -> Path:
     """`morph4d export`: validate everything, then write ``out`` atomically; returns the written path."""
     from morph4d.avatar import load_avatar
     from morph4d.avatar_format import bake, write_animated
@@ -103,7 +79,7 @@ def export(avatar_dir: str | Path, out: str | Path, fmt: str = "ply", animation:
     if frames < 1:
         raise ValueError(f"--frames must be >= 1, got {frames}")
     avatar = load_avatar(avatar_dir, flame_path=flame_path)
-    vertices, fitted, fps = animation_vertices(avatar, avatar_dir, animation, frames, fps, log)
+    vertices, fitted, fps = animation_vertices(avatar, animation, frames, fps)
     if fmt == "ply":
         from morph4d.gaussians.export import write_ply
         if not 0 <= frame < vertices.shape[0]:
