@@ -81,6 +81,25 @@ def drive(url: str, screenshot: Path, twin: str | None = None) -> dict:
     return {"errors": errors, "a": a, "b": b, "frames": frames, "ms": ms, "placed": placed}
 
 
+def _reference_render(avatar_dir: Path, folder: Path, frame: int) -> np.ndarray:
+    """Frame ``frame`` of the served .m4da rendered by ``render_gaussians`` (degree-0 colour) from the
+    file's camera hint at SIZE x SIZE: what the page shows before any orbiting. (H, W, 3) in [0, 1]."""
+    import torch
+    from morph4d.avatar import load_avatar
+    from morph4d.avatar_format import read_animated
+    from morph4d.cameras import orbit_cameras
+    from morph4d.gaussians import render_gaussians
+    anim = read_animated(folder / "avatar.m4da")
+    cam = anim.camera
+    distance = float(np.linalg.norm(np.subtract(cam["position"], cam["target"])))
+    cameras = orbit_cameras(torch.zeros(1), torch.zeros(1), distance, cam["fov_deg"], SIZE, SIZE,
+                            target=tuple(cam["target"]))
+    with torch.no_grad():
+        w = load_avatar(avatar_dir).world(torch.from_numpy(anim.vertices[frame]), None)
+        image = render_gaussians(w.means, w.quats, w.scales, w.opacities, w.sh[:, :1], cameras).image[0]
+    return image.numpy()
+
+
 def _need_browser() -> None:
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
     if CHROMIUM is None:
@@ -113,6 +132,12 @@ def test_viewer_plays_the_avatar_in_headless_chromium(fitted_avatar, tmp_path):
     # two consecutive animation frames differ (talk: the jaw moves every frame)
     assert (np.abs(r["a"].astype(int) - r["b"].astype(int)).max(-1) > 8).sum() > 20
     assert (tmp_path / "viewer.png").stat().st_size > 1000 and r["ms"] > 0
+    # the same frame drawn by our CPU 3DGS rasterizer from the camera hint (the page's initial view)
+    ref_image = _reference_render(fitted_avatar, cache_folder(fitted_avatar, "talk", tmp_path / "cache"), 9 // 2)
+    diff = np.abs(r["a"] / 255.0 - ref_image)
+    print(f"viewer vs render_gaussians: mean abs difference {diff.mean():.4f}, 99th percentile "
+          f"{np.percentile(diff, 99):.3f}")
+    assert diff.mean() < 0.02
     # the JavaScript placement equals the documented numpy placement (deformation included)
     ref = place(read_animated(twin), 1)
     np.testing.assert_allclose(np.reshape(r["placed"]["means"], (-1, 3)), ref["means"], atol=1e-6)
