@@ -6,9 +6,10 @@ One little-endian file: ``b"M4DA"``, uint32 format version, uint32 byte length J
 header (space-padded so the binary section starts on an 8-byte boundary), then the binary section. The
 header's ``buffers`` name each array's dtype, shape and byte offset (8-byte aligned, relative to the binary
 section). Arrays: the bound Gaussians' raw parameters (``binding``, ``local_means``, ``log_scales``, ``quats``,
-``opacity_logits``, ``sh``), the mesh (``faces`` and per-frame posed ``vertices``), and, when ``Avatar.world`` adds a per-frame deformation, what it adds: ``deformation`` (F, G, 3)
-world offsets of the means (metres) and ``deformation_rotation`` (F, G, 3), the x, y, z of the world rotation
-(unit quaternion, w >= 0) applied on the left of each Gaussian's rotation.
+``opacity_logits``, ``sh``), the mesh (``faces`` and per-frame posed ``vertices``), and, when ``Avatar.world``
+adds a per-frame deformation, what it adds: ``deformation`` (F, G, 3) world offsets of the means (metres) and
+``deformation_rotation`` (F, G, 3), the x, y, z of the world rotation (unit quaternion, w >= 0) applied on the
+left of each Gaussian's rotation.
 
 ``place(anim, frame)`` is the numpy reference of the placement the viewer re-implements in JavaScript; a test
 compares it with ``Avatar.world``.
@@ -114,8 +115,8 @@ def bake(avatar, vertices: torch.Tensor, fitted: bool, fps: float, meta: dict | 
     return AnimatedAvatar(faces=avatar.head.faces.cpu().numpy().astype(np.int64), vertices=verts,
                           binding=g.binding.cpu().numpy().astype(np.int64), local_means=a(g.local_means),
                           log_scales=a(g.log_scales), quats=a(g.quats), opacity_logits=a(g.opacity_logits),
-                          sh=a(g.sh), deformation=deformation, deformation_rotation=rotation, fps=float(fps), camera=camera_hint(verts),
-                          meta=dict(meta or {}))
+                          sh=a(g.sh), deformation=deformation, deformation_rotation=rotation, fps=float(fps),
+                          camera=camera_hint(verts), meta=dict(meta or {}))
 
 
 def write_animated(path: str | Path, anim: AnimatedAvatar) -> None:

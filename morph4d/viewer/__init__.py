@@ -28,7 +28,8 @@ FORMATS = ("ply", "animated", "html")
 FITTED = "fitted"
 
 
-def animation_vertices(avatar, animation: str, frames: int = 49, fps: float = 25.0) -> tuple[torch.Tensor, bool, float]:
+def animation_vertices(avatar, animation: str, frames: int = 49, fps: float = 25.0
+                       ) -> tuple[torch.Tensor, bool, float]:
     """Posed vertices (F, N, 3) of ``animation`` on the avatar's mesh (with the fitted person's shape,
     ``Avatar.animate``), whether they are the fitted sequence's frames, and the fps. ValueError for an
     animation of another head model."""
@@ -72,8 +73,8 @@ def export(avatar_dir: str | Path, out: str | Path, fmt: str = "ply", animation:
         raise ValueError(f"--format animated writes a .m4da file or into a folder, got '{out}'")
     if fmt == "animated" and out.suffix != ".m4da":
         out = out / DATA_FILE
-    if out.is_dir() and fmt == "ply":
-        raise ValueError(f"{out} is a folder; give the .ply file to write")
+    if out.is_dir() and fmt != "html":
+        raise ValueError(f"{out} is a folder; give the {out.suffix} file to write")
     if fmt == "html" and out.exists() and not out.is_dir():
         raise ValueError(f"{out} exists and is not a folder")
     if frames < 1:
