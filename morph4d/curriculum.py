@@ -117,9 +117,9 @@ SMALL = TrainConfig(
     name="small", batch_size=4, model="small", vae="small", ema_decay=0.995, checkpoint_every=100,
     sample_every=500, log_every=1,
     stages=(
-        Stage(1500, 2e-4, ((1, 17, 64), (2, 9, 64), (4, 5, 64), (8, 1, 64))),
-        Stage(1500, 1e-4, **_with_modes((1, 17, 64), (4, 9, 64), (4, 17, 64), (8, 5, 64), (8, 1, 64))),
-        Stage(300, 4e-5, **_with_modes((4, 17, 64), (8, 9, 64))),
+        Stage(1000, 2e-4, ((1, 17, 64), (2, 9, 64), (4, 5, 64), (8, 1, 64))),
+        Stage(1000, 1e-4, **_with_modes((1, 17, 64), (4, 9, 64), (4, 17, 64), (8, 5, 64), (8, 1, 64))),
+        Stage(200, 4e-5, **_with_modes((4, 17, 64), (8, 9, 64))),
     ))
 
 # tests: a handful of steps per stage at 32 px with the tiny networks

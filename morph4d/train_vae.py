@@ -63,7 +63,7 @@ class VAETrainConfig:
 VAE_TRAIN_PRESETS = {
     "tiny": VAETrainConfig("tiny", iterations=30, lr=2e-3, batch_size=2, frames=5, resolution=32, vae="tiny",
                            checkpoint_every=10, scale_batches=2),
-    "small": VAETrainConfig("small", iterations=1000, lr=5e-4, batch_size=4, frames=9, resolution=64,  # ~2 s/step here
+    "small": VAETrainConfig("small", iterations=600, lr=5e-4, batch_size=4, frames=9, resolution=64,  # ~2 s/step here
                             vae="small", checkpoint_every=100),
 }
 

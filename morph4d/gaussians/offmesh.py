@@ -47,9 +47,8 @@ def _cv2():
     try:
         import cv2
     except ImportError as e:
-        raise ValueError("off-mesh Gaussians need OpenCV's SIFT: install it with `pip install --no-deps "
-                         "opencv-python-headless==4.14.0.94` (see pyproject.toml), or disable them "
-                         "(FitConfig.offmesh=False)") from e
+        raise ValueError("off-mesh Gaussians need OpenCV's SIFT (opencv-python-headless, a dependency of "
+                         "morph4d: reinstall with `pip install -e .`), or disable them (FitConfig.offmesh=None)") from e
     return cv2
 
 
