@@ -99,6 +99,26 @@ def _cmd_render(args) -> None:
     print(f"wrote {out}")
 
 
+def _cmd_avatar(args) -> None:
+    from morph4d.fit import FitConfig
+    from morph4d.pipeline import AvatarConfig, run_avatar
+    cfg = AvatarConfig(reference=args.reference, out=args.out, model=args.model, animation=args.animation,
+                       views=args.views, guidance=args.guidance, seed=args.seed, key_steps=args.key_steps,
+                       other_steps=args.other_steps, fit=FitConfig(iterations=args.fit_iterations, seed=args.seed),
+                       reanimate=args.reanimate)
+    paths = run_avatar(cfg)
+    print(f"avatar video: {paths['video']}\nre-animated ({args.reanimate}): {paths['reanimated']}\n"
+          f"3DGS frame: {paths['ply']}\nviewer: {paths['viewer']} (serve it: morph4d view {args.out}/avatar)")
+
+
+def _cmd_quality(args) -> None:
+    from morph4d.quality import QualityConfig, run_quality
+    cfg = QualityConfig(identities=args.identities, ablation_identities=args.ablation_identities,
+                        resolution=args.res, key_steps=args.key_steps, other_steps=args.other_steps)
+    run_quality(args.out, args.model, cfg)
+    print(f"wrote {args.out}/report.md and {args.out}/report.json")
+
+
 def _cmd_model_init(args) -> None:
     from morph4d.generate import init_models
     out = init_models(args.out, args.mmvdm, args.vae, args.seed, args.cogvideox)
@@ -241,13 +261,39 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("render", help="a fitted avatar driven by an animation (any, also new ones) -> MP4")
     p.add_argument("avatar", help="avatar folder written by `morph4d fit`")
     p.add_argument("--out", required=True, help="output .mp4 (written atomically)")
-    p.add_argument("--animation", default="talk", help=f"built-in animation ({', '.join(BUILTIN_ANIMATIONS)}) or an "
-                   "animation .npz for the avatar's head model")
+    p.add_argument("--animation", default="talk", help=f"built-in animation ({', '.join(BUILTIN_ANIMATIONS)}), an "
+                   "animation .npz for the avatar's head model, or 'fitted' (the fitted sequence, with its deformation)")
     p.add_argument("--frames", type=int, default=49, help="frames of a built-in animation (default 49)")
     p.add_argument("--res", type=int, default=256, help="square video size in pixels (default 256)")
     p.add_argument("--orbit", action="store_true", help="camera sweeps +-60 degrees around the head")
     p.add_argument("--flame-path", default=None, help="FLAME file, for avatars fitted with FLAME")
     p.set_defaults(func=_cmd_render)
+
+    p = sub.add_parser("avatar", help="tracked portrait -> generated multi-view videos -> fitted 4D avatar -> MP4, "
+                       ".ply, viewer (one resumable command)")
+    p.add_argument("--reference", required=True, help="tracked reference .npz (image + head parameters + camera)")
+    p.add_argument("--out", required=True, help="run folder; a killed run resumes there")
+    p.add_argument("--model", default=None, help="model folder (default: the embedded default)")
+    p.add_argument("--animation", default="talk", help="animation of the generated videos (the fitted sequence)")
+    p.add_argument("--reanimate", default="surprise", help="animation the avatar is re-animated with afterwards")
+    p.add_argument("--views", default="small", help="sampling-plan preset: small (8 x 25, CPU), 120, 360")
+    p.add_argument("--guidance", default="multiview", choices=["multiview", "cfg", "none"])
+    p.add_argument("--key-steps", type=int, default=None)
+    p.add_argument("--other-steps", type=int, default=None)
+    p.add_argument("--fit-iterations", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_avatar)
+
+    p = sub.add_parser("quality", help="quality report of a model on held-out synthetic identities (autoencoder "
+                       "PSNR, generated views vs ground truth and a reference-projection baseline, Table 7 ablation)")
+    p.add_argument("--model", default=None, help="model folder (default: the embedded default)")
+    p.add_argument("--out", default="out/quality", help="report folder (default out/quality)")
+    p.add_argument("--identities", type=int, default=6, help="held-out identities (seeds 900000 + k)")
+    p.add_argument("--ablation-identities", type=int, default=4, help="of those, how many run the ablation")
+    p.add_argument("--res", type=int, default=64, help="resolution (the model's; default 64)")
+    p.add_argument("--key-steps", type=int, default=None)
+    p.add_argument("--other-steps", type=int, default=None)
+    p.set_defaults(func=_cmd_quality)
 
     p = sub.add_parser("model", help="model folders")
     ms = p.add_subparsers(dest="model_command", required=True, metavar="SUBCOMMAND")

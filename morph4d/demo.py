@@ -1,8 +1,7 @@
-"""The demo job: the head model, animated, rendered from an orbit of cameras -> MP4 + contact sheet,
-and the MVP4D conditioning maps of the same animation as channel grids.
-
-This is the most complete pipeline that exists so far; later stages (generation, 4D fitting) extend it
-until it runs photo -> avatar.
+"""The demo job (`make demo`): the head model, animated, rendered from an orbit of cameras -> MP4 + contact
+sheet; the MVP4D conditioning maps of the same animation as channel grids; and MVP4D end to end on the
+embedded default: a held-out synthetic person's portrait -> multi-view videos -> fitted 4D Gaussian avatar
+-> orbit and re-animated MP4s, a 3DGS .ply and the WebGL viewer (``morph4d.pipeline``).
 """
 
 from __future__ import annotations
@@ -39,11 +38,12 @@ class DemoConfig:
     sheet_resolution: int = 160
     conditioning: bool = True     # also write the MVP4D conditioning grids (needs frames = 1 + 4k)
     conditioning_resolution: int = 256
-    avatar: bool = True           # synthetic person -> fitted Gaussian avatar -> re-animated orbit video
-    avatar_views: int = 8
-    avatar_frames: int = 5
-    avatar_resolution: int = 64
+    avatar: bool = True           # held-out synthetic portrait -> `morph4d avatar` (generate, fit, render, view)
+    avatar_resolution: int = 64   # the embedded default's resolution
     avatar_iterations: int = 800
+    avatar_model: str | None = None         # model folder (None: the embedded default)
+    avatar_key_steps: int | None = None     # DDIM steps (None: the small plan's)
+    avatar_other_steps: int | None = None
 
     def check(self) -> None:
         for name in ("frames", "resolution", "sheet_views", "sheet_frames", "sheet_resolution"):
@@ -102,40 +102,42 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
                       log=lambda *_: None)
         paths["conditioning"] = Path(viz["overview"])
         log(f"wrote {viz['overview']} and {viz['channels']}")
-    # 4. a synthetic person (held-out seed) -> Gaussian avatar fitted to 8 views -> re-animated video
+    # 4. MVP4D end to end: a held-out synthetic person's portrait -> 4D avatar (morph4d avatar)
     if cfg.avatar and cfg.head == "builtin":
-        paths["avatar_video"] = _avatar_stage(cfg, anim, out, log)
+        avatar = _avatar_stage(cfg, out, log)
+        paths.update(avatar_video=Path(avatar["video"]), avatar_reanimated=Path(avatar["reanimated"]),
+                     avatar_viewer=Path(avatar["viewer"]), generated=Path(avatar["generated"]).parent / "grid.mp4")
     write_json(paths["config"], {"demo": asdict(cfg), "head_model": model.describe(),
                                  "seconds": round(time.perf_counter() - start, 2)})
     return {k: str(p) for k, p in paths.items()}
 
 
-def _avatar_stage(cfg: DemoConfig, anim, out: Path, log) -> Path:
-    """Render a held-out synthetic identity (ground truth, 8 frontal views), fit bound Gaussians to it, and
-    play the demo's animation on the fitted avatar (re-animation: the avatar never saw this animation)."""
-    from morph4d.data.identity import EVAL_SEEDS
-    from morph4d.data.synth import SynthConfig, synthesize
-    from morph4d.fit import FitConfig, evaluate, fit_sequence, render_avatar
-    data = out / "avatar_data"
-    names = synthesize(SynthConfig(out=str(data), identities=1, modality="multiview_video", views=cfg.avatar_views,
-                                   frames=cfg.avatar_frames, resolution=cfg.avatar_resolution, split="eval",
-                                   first_seed=EVAL_SEEDS.start, progress=False), log=lambda *_: None)
-    seq = data / names[0]
-    fit_sequence(seq, out / "avatar", FitConfig(iterations=cfg.avatar_iterations, log_every=100), log=log)
-    log(f"fitted avatar: mean PSNR {evaluate(seq, out / 'avatar'):.2f} dB over its {cfg.avatar_views} views")
-    from morph4d.data.format import read_sequence
-    shape = read_sequence(seq).params.shape
-    params = anim.params.replace(shape=shape)
-    F = anim.num_frames
-    phase = torch.arange(F, dtype=torch.float64) / F
-    # sweep the frontal range the avatar was fitted on (+-50 deg azimuth, as MVP4D's evaluation trajectory)
-    cams = orbit_cameras(50.0 * torch.sin(2 * torch.pi * phase), 10.0 * torch.sin(4 * torch.pi * phase), cfg.radius, cfg.fov,
-                         cfg.avatar_resolution * 2, cfg.avatar_resolution * 2, target=HEAD_CENTRE)
-    frames = render_avatar(out / "avatar", params, cams)
-    path = out / "avatar.mp4"
-    write_mp4(path, frames, fps=anim.fps)
-    log(f"wrote {path}")
-    return path
+def _avatar_stage(cfg: DemoConfig, out: Path, log) -> dict:
+    """MVP4D end to end on a held-out synthetic person (seed 900000: never trained on): its render from a
+    reference camera is the portrait -> ``morph4d avatar`` (multi-view videos from the embedded default,
+    fitted Gaussian avatar, renders, .ply, viewer)."""
+    from morph4d.fit import FitConfig
+    from morph4d.generate import GenerateConfig
+    from morph4d.heads import load_head_model
+    from morph4d.pipeline import AvatarConfig, run_avatar
+    from morph4d.plan import PRESETS
+    from morph4d.quality import held_out_identity
+    from morph4d.reference import Reference
+    head = load_head_model("builtin")
+    ref_path = out / "avatar" / "reference.npz"
+    if not ref_path.is_file():
+        g = GenerateConfig()
+        h = held_out_identity(head, 0, PRESETS["small"].total_frames, cfg.avatar_resolution, g.radius, g.fov)
+        first = h.params.replace(**{f: getattr(h.params, f)[0] for f in ("expression", "jaw", "neck", "eyes",
+                                                                         "rotation", "translation")})
+        Reference(h.reference_image, first, h.reference_camera, head.name).save(ref_path)
+        write_png(out / "avatar" / "reference.png", h.reference_image.permute(1, 2, 0))
+    log(f"reference portrait (held-out synthetic person): {out / 'avatar' / 'reference.png'}")
+    paths = run_avatar(AvatarConfig(reference=str(ref_path), out=str(out / "avatar"), animation=cfg.animation,
+                                    model=cfg.avatar_model, key_steps=cfg.avatar_key_steps,
+                                    other_steps=cfg.avatar_other_steps,
+                                    fit=FitConfig(iterations=cfg.avatar_iterations, log_every=100)), log=log)
+    return paths
 
 
 def _colors(model) -> torch.Tensor:

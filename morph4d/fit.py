@@ -90,12 +90,15 @@ class FitConfig:
 
 @dataclass
 class FitData:
-    """What a fit reads: images (V, F, 3, S, S) in [0, 1], V cameras at S px, per-frame params, head model."""
+    """What a fit reads: images (V, F, 3, S, S) in [0, 1], V cameras at S px, per-frame params, head model,
+    foreground masks (V, F, S, S) in [0, 1] (a dataset's alpha; for generated videos, pixels that differ
+    from the white background by more than ``WHITE_TOLERANCE``)."""
     name: str
     images: torch.Tensor
     cameras: Cameras
     params: HeadParams
     head_model: str
+    masks: torch.Tensor
 
     @property
     def num_views(self) -> int:
@@ -112,6 +115,9 @@ def _resize(imgs: torch.Tensor, size: int) -> torch.Tensor:
         return imgs
     V, F = imgs.shape[:2]
     return torch.nn.functional.interpolate(imgs.flatten(0, 1), size=(size, size), mode="area").unflatten(0, (V, F))
+
+
+WHITE_TOLERANCE = 0.06  # generated videos have a white background; darker than 1 - this in any channel = head
 
 
 def load_fit_data(path: str | Path, resolution: int | None = None) -> FitData:
@@ -136,16 +142,18 @@ def load_fit_data(path: str | Path, resolution: int | None = None) -> FitData:
         p = {k: torch.tensor(v, dtype=torch.float32) for k, v in m["params"].items()}
         params = HeadParams(**p)
         name, head_model = path.name, m["head_model"]
+        masks = ((1 - imgs).amax(2) > WHITE_TOLERANCE).float()  # (V, F, H, W)
     else:
         seq = read_sequence(path)
         if int(seq.meta["width"]) != int(seq.meta["height"]):
             raise ValueError(f"sequence '{seq.name}': fitting expects square images, got "
                              f"{seq.meta['width']}x{seq.meta['height']}")
-        rgb, _ = seq.read_images(range(seq.num_views), range(seq.num_frames))
+        rgb, masks = seq.read_images(range(seq.num_views), range(seq.num_frames))
         imgs, cams, params = rgb.permute(0, 1, 4, 2, 3), seq.cameras, seq.params
         name, head_model = seq.name, seq.meta["head_model"]
     size = resolution or cams.width
-    return FitData(name, _resize(imgs, size), cams.resized(size, size), params, head_model)
+    return FitData(name, _resize(imgs, size), cams.resized(size, size), params, head_model,
+                   _resize(masks[:, :, None], size)[:, :, 0])
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -165,7 +173,7 @@ def initial_gaussians(seq: FitData, head, vertices: torch.Tensor, cfg: FitConfig
     bound = BoundGaussians.one_per_triangle(triangles, sh_degree=cfg.sh_degree)
     if cfg.offmesh is not None:
         extra = offmesh_gaussians(seq.images[views, 0], seq.cameras[views], vertices[0], head.faces, cfg.offmesh,
-                                  sh_degree=cfg.sh_degree)
+                                  sh_degree=cfg.sh_degree, masks=seq.masks[views, 0] > 0.5)
         bound = BoundGaussians(**{k: torch.cat([a, b]) for (k, a), b in
                                   zip(bound.state_dict().items(), extra.state_dict().values())})
         log(f"init: {len(triangles)} of {head.faces.shape[0]} triangles face a training camera; "
@@ -308,11 +316,12 @@ def evaluate(sequence: str | Path, out: str | Path, views=None, frames=None, res
 
 
 def render_avatar(out: str | Path, params: HeadParams, cameras: Cameras, head_model: str | None = None,
-                  flame_path=None) -> torch.Tensor:
+                  flame_path=None, fitted: bool = False) -> torch.Tensor:
     """Re-animate a fitted avatar: frame f of ``params`` (F frames) seen by camera f -> (F, H, W, 3).
 
     The Gaussians are bound to the mesh, so any expression/pose sequence drives them, including
-    animations the avatar was never fitted on (no per-frame deformation: ``Avatar.world(frame=None)``)."""
+    animations the avatar was never fitted on (no per-frame deformation: ``Avatar.world(frame=None)``).
+    ``fitted``: ``params`` are the fitted sequence's frames, each rendered with its fitted deformation."""
     avatar = load_avatar(out, flame_path=flame_path)
     if head_model is not None and head_model != avatar.head.name:
         raise ValueError(f"the avatar in {out} is driven by the '{avatar.head.name}' head model, not '{head_model}'")
@@ -320,7 +329,7 @@ def render_avatar(out: str | Path, params: HeadParams, cameras: Cameras, head_mo
     with torch.no_grad():
         verts = avatar.vertices(params)
         for f in range(verts.shape[0]):
-            w = avatar.world(verts[f])
+            w = avatar.world(verts[f], f if fitted else None)
             frames.append(render_gaussians(w.means, w.quats, w.scales, w.opacities, w.sh, cameras[[f]]).image[0])
     return torch.stack(frames)
 
@@ -345,14 +354,20 @@ def render_video(avatar_dir: str | Path, out: str | Path, animation: str = "talk
     if frames < 1 or not 16 <= res <= 2048:
         raise ValueError(f"need --frames >= 1 and --res in [16, 2048], got {frames} and {res}")
     avatar = load_avatar(avatar_dir, flame_path=flame_path)
-    anim = get_animation(animation, avatar.head, frames)
-    anim.check_model(avatar.head)
-    params = avatar.animate(anim.params)
-    F = anim.num_frames
+    fitted = animation == "fitted"   # replay the fitted sequence, with its per-frame deformation
+    if fitted:
+        if avatar.fitted_params is None:
+            raise ValueError("--animation fitted: this avatar does not store its fitted sequence")
+        params, fps = avatar.fitted_params, 25.0
+    else:
+        anim = get_animation(animation, avatar.head, frames)
+        anim.check_model(avatar.head)
+        params, fps = avatar.animate(anim.params), anim.fps
+    F = params.jaw.shape[0]
     phase = torch.arange(F, dtype=torch.float64) / F
     azimuth = ORBIT_AZIMUTH * torch.sin(2 * torch.pi * phase) if orbit else torch.zeros(F, dtype=torch.float64)
     elevation = ORBIT_ELEVATION * torch.sin(4 * torch.pi * phase) if orbit else torch.zeros(F, dtype=torch.float64)
     cams = orbit_cameras(azimuth, elevation, RENDER_RADIUS, RENDER_FOV, res, res, target=RENDER_TARGET)
-    video = render_avatar(avatar_dir, params, cams, flame_path=flame_path)
-    write_mp4(out, video, fps=anim.fps)
+    video = render_avatar(avatar_dir, params, cams, flame_path=flame_path, fitted=fitted)
+    write_mp4(out, video, fps=fps)
     return out

@@ -58,6 +58,11 @@ class TrainData:
     def __init__(self, roots, weights, resolutions, seed: int = 0):
         if not roots:
             raise ValueError("training needs at least one dataset folder")
+        for root in roots:   # the held-out identities (data.identity.EVAL_SEEDS) never enter training
+            info = json.loads((Path(root) / "dataset.json").read_text()) if (Path(root) / "dataset.json").is_file() else {}
+            if info.get("synth", {}).get("split") == "eval":
+                raise ValueError(f"{root} holds the held-out evaluation identities (synthesized with --split eval); "
+                                 f"they are never trained on")
         self.roots, self.seed = [str(r) for r in roots], seed
         self.weights = list(weights) if weights else [1.0] * len(self.roots)
         self.windows: dict[tuple[int, int, int, int], MultiViewWindows] = {}

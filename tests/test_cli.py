@@ -18,16 +18,18 @@ def test_help_lists_the_commands(capsys):
     assert e.value.code == 0
     text = capsys.readouterr().out
     commands = {"demo", "conditioning", "generate", "reference", "fit", "model", "data", "train", "train-vae",
-                "head", "flame", "animation", "export", "view", "render"}
+                "head", "flame", "animation", "export", "view", "render", "avatar", "quality"}
     for cmd in commands:
         assert cmd in text
     assert set(build_parser()._subparsers._group_actions[0].choices) == commands
 
 
 def test_demo_writes_video_contact_sheet_and_config(tmp_path):
+    from morph4d.generate import init_models
+    model = init_models(tmp_path / "model", "tiny", "tiny")   # untrained: the stage's plumbing, not its quality
     cfg = DemoConfig(out=str(tmp_path / "demo"), frames=5, resolution=64, sheet_views=2, sheet_frames=2,
-                     sheet_resolution=48, conditioning_resolution=64, avatar_views=2, avatar_frames=1,
-                     avatar_resolution=32, avatar_iterations=3)
+                     sheet_resolution=48, conditioning_resolution=64, avatar_resolution=32, avatar_iterations=3,
+                     avatar_model=str(model), avatar_key_steps=1, avatar_other_steps=1)
     paths = run_demo(cfg, log=lambda *_: None)
     frames = read_mp4(paths["video"])
     assert frames.shape == (5, 64, 64, 3)
@@ -37,7 +39,9 @@ def test_demo_writes_video_contact_sheet_and_config(tmp_path):
     sheet = np.asarray(Image.open(paths["contact_sheet"]))
     assert sheet.shape == (2 * 52 + 4, 2 * 52 + 4, 3)
     assert (tmp_path / "demo" / "conditioning" / "channels.png").is_file()
-    assert read_mp4(paths["avatar_video"]).shape == (5, 64, 64, 3)
+    assert read_mp4(paths["avatar_video"]).shape[0] == 25            # the fitted (generated) sequence
+    assert read_mp4(paths["avatar_reanimated"]).shape[0] == 49       # a new animation
+    assert paths["avatar_viewer"].endswith("index.html") and (tmp_path / "demo" / "avatar" / "avatar.ply").is_file()
     config = json.loads(open(paths["config"]).read())
     assert config["demo"]["frames"] == 5 and "builtin" in config["head_model"]
 

@@ -3,6 +3,7 @@ the paper preset is MVP4D's Table 3, mode / dropout frequencies, given latents (
 loss), autoencoder training, and CLI errors before any work."""
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -186,7 +187,14 @@ def test_vae_training_reduces_reconstruction(dataset, tmp_path):
 def test_cli_errors_before_any_work(dataset, full_run, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
+    held_out = tmp_path / "held_out"   # a dataset of the evaluation identities
+    held_out.mkdir()
+    info = json.loads((dataset / "dataset.json").read_text())
+    info["synth"]["split"] = "eval"
+    (held_out / "dataset.json").write_text(json.dumps(info))
     cases = [
+        (["train", "--preset", "tiny", "--data", str(held_out), "--out", str(tmp_path / "a")], "never trained on"),
+        (["train-vae", "--preset", "tiny", "--data", str(held_out), "--out", str(tmp_path / "a")], "never trained on"),
         (["train", "--preset", "tiny", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "a")], "no such"),
         (["train", "--preset", "tiny", "--data", str(empty), "--out", str(tmp_path / "b")], "dataset.json"),
         (["train-vae", "--preset", "tiny", "--data", str(empty), "--out", str(tmp_path / "c")], "dataset.json"),

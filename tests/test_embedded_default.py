@@ -1,0 +1,60 @@
+"""The embedded default shipped in morph4d/assets/default: it loads, stays under the size cap, and is trained
+(it denoises held-out data far better than the same network untrained)."""
+
+import json
+from pathlib import Path
+
+import torch
+
+from morph4d.data.identity import EVAL_SEEDS
+from morph4d.data.loader import MultiViewWindows, WindowConfig
+from morph4d.data.synth import SynthConfig, synthesize
+from morph4d.diffusion import Diffusion
+from morph4d.generate import DEFAULT_MODEL, load_models
+from morph4d.io import load_weights, save_weights
+from morph4d.models import MMVDM
+
+
+def test_weights_are_in_the_repo_under_50_mb_and_load():
+    files = [p for p in DEFAULT_MODEL.rglob("*") if p.is_file()]
+    assert {p.relative_to(DEFAULT_MODEL).as_posix() for p in files} >= {
+        "mmvdm/config.json", "mmvdm/model.safetensors", "vae/config.json", "vae/model.safetensors", "provenance.json"}
+    assert sum(p.stat().st_size for p in files) < 50e6
+    model, vae = load_models()          # no --model: the embedded default
+    assert next(model.parameters()).dtype == torch.float32
+    assert sum(p.numel() for p in model.parameters()) == 10_629_840
+    prov = json.loads((DEFAULT_MODEL / "provenance.json").read_text())
+    assert prov["mmvdm_training_config"]["name"] == "small" and prov["vae_training_config"]["name"] == "small"
+
+
+def test_bfloat16_storage_round_trip(tmp_path):
+    state = {"w": torch.randn(4, 3), "i": torch.arange(3)}
+    save_weights(tmp_path / "m", "X", {}, state, dtype=torch.bfloat16)
+    _, back = load_weights(tmp_path / "m", "X", set())
+    assert back["w"].dtype == torch.float32 and back["i"].dtype == torch.int64
+    assert torch.equal(back["w"], state["w"].bfloat16().float()) and torch.equal(back["i"], state["i"])
+
+
+def test_trained_default_denoises_held_out_windows(tmp_path):
+    synthesize(SynthConfig(out=str(tmp_path / "ds"), identities=2, views=4, frames=9, resolution=96, split="eval",
+                           first_seed=EVAL_SEEDS.start + 50, progress=False), log=lambda *a: None)
+    ds = MultiViewWindows(tmp_path / "ds", WindowConfig(views=4, frames=9, resolution=64, seed=0))
+    model, vae = load_models()
+    untrained = MMVDM(model.config, generator=torch.Generator().manual_seed(0)).eval()
+    diffusion = Diffusion()
+    g = torch.Generator().manual_seed(0)
+    losses = {"trained": [], "untrained": []}
+    with torch.no_grad():
+        for i in range(len(ds)):
+            item = ds[i]
+            x0 = vae.encode(item["images"][None])
+            ref = vae.encode_image(item["reference"][None])
+            t = torch.tensor([400])
+            noise = torch.randn(x0.shape, generator=g)
+            xt = diffusion.add_noise(x0, noise, t)
+            for name, net in (("trained", model), ("untrained", untrained)):
+                out = net(xt, item["conditioning"][None], ref, item["reference_conditioning"][None], t)
+                losses[name].append(float(diffusion.loss(out, x0, noise, t, generate=torch.ones(x0.shape[:3],
+                                                                                              dtype=torch.bool))))
+    trained, untrained = (sum(v) / len(v) for v in (losses["trained"], losses["untrained"]))
+    assert trained < 0.6 * untrained, losses
