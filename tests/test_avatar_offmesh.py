@@ -1,12 +1,14 @@
 """Off-mesh Gaussians: DLT triangulation of synthetic projections of known points, the reprojection filter,
-the epipolar constraint, binding to the nearest triangle off the surface, and SIFT tracks on real renders."""
+the epipolar constraint, binding to the nearest triangle off the surface, the visual hull of a ball's
+silhouettes, and SIFT tracks on real renders."""
 
 import pytest
 import torch
 
 from morph4d.cameras import orbit_cameras
 from morph4d.gaussians import BoundGaussians
-from morph4d.gaussians.offmesh import bind_points, fundamental, reprojection_error, triangulate
+from morph4d.gaussians.offmesh import (OffMeshConfig, bind_points, fundamental, hull_points, reprojection_error,
+                                       triangulate)
 
 
 def _scene(n=50, views=6, seed=0):
@@ -61,6 +63,28 @@ def test_points_bind_to_their_nearest_triangle_off_the_surface():
     g.local_means = local
     assert torch.allclose(g.to_world(verts, head.faces).means, points, atol=1e-6)  # the world point is kept
     assert (local.norm(dim=-1) > 1.0).all()  # farther than one triangle size: off the mesh
+
+
+def test_visual_hull_shell_of_a_ball():
+    """Silhouettes of a ball (radius 5 cm) seen from all round: the hull's shell hugs the ball (the hull
+    contains the object, so no shell voxel lies inside it) and the shell is observed in the views."""
+    radius, D, fov, size = 0.05, 0.75, 26.0, 64
+    az, el = torch.meshgrid(torch.arange(0.0, 360.0, 30.0), torch.tensor([-60.0, 0.0, 60.0]), indexing="ij")
+    cams = orbit_cameras(az.flatten(), el.flatten(), D, fov, size, size)
+    f = float(cams.K[0, 0, 0])
+    px = torch.arange(size) + 0.5
+    d2 = (px[None, :] - size / 2) ** 2 + (px[:, None] - size / 2) ** 2
+    # A centred ball's silhouette: a disc of radius f r / sqrt(D^2 - r^2) around the principal point.
+    masks = (d2 < (f * radius / (D * D - radius * radius) ** 0.5) ** 2)[None].expand(len(cams), -1, -1)
+    voxel = 0.004
+    box = torch.tensor([[-0.06, -0.06, -0.06], [0.06, 0.06, 0.06]])  # "mesh" vertices: only their bounding box
+    points, observed, pixels = hull_points(masks, cams, box, OffMeshConfig(hull_voxel=voxel, hull_margin=0.02))
+    dist = points.norm(dim=-1)
+    assert len(points) > 500
+    assert dist.min() > radius - 1.5 * voxel  # nothing inside the ball is carved: no shell deep inside it
+    assert dist.median() < radius + 2 * voxel  # 36 views carve the hull close to the ball
+    assert observed.shape == (len(points), len(cams)) and observed.float().mean() > 0.9
+    assert torch.allclose(pixels, cams.project(points)[..., :2].transpose(0, 1))
 
 
 def test_sift_tracks_on_rendered_views(tmp_path):

@@ -13,6 +13,12 @@ than 3 views triangulated with the known cameras, each new Gaussian bound to its
    Gaussians), thinned to one per ``voxel`` cube, become Gaussians bound to the triangle with the nearest
    centroid; their local mean ``R^T (X - centroid) / k`` keeps them off the surface, and they move
    rigidly with that triangle when the head is re-animated.
+4. ``hull_points`` (our addition; SIFT finds few stable keypoints on hair strands at 64-128 px): the
+   visual hull of the foreground masks (voxels of the mesh's padded bounding box that project inside the
+   mask in every view that sees them, Laurentini 1994), reduced to its shell (voxels with a carved
+   6-neighbour). Shell voxels are seeded like triangulated points (observed = inside image and mask);
+   those near the mesh are dropped by the same ``min_offset`` test, so what remains is hair, beard or
+   glasses outside the head model.
 
 Pixel coordinates follow CONVENTIONS.md (pixel centres at +0.5); OpenCV's keypoints have centres at
 integers and get +0.5 at this boundary (``_detect``).
@@ -41,6 +47,9 @@ class OffMeshConfig:
     voxel: float = 0.002           # metres: one new Gaussian per cube of this side
     scale: float = 0.002           # metres: initial world standard deviation of a new Gaussian
     opacity: float = 0.1           # GaussianAvatars' initial opacity
+    hull_voxel: float | None = 0.004  # metres: voxel side of the visual-hull seeds (None: SIFT tracks only)
+    hull_margin: float = 0.08      # metres: the hull is searched in the mesh's bounding box grown by this
+    mask_dilate: int = 1           # pixels: masks are dilated so that one missed pixel carves nothing
 
 
 def _cv2():
@@ -158,16 +167,65 @@ def bind_points(points: torch.Tensor, vertices: torch.Tensor, faces: torch.Tenso
     return binding, local, offset.norm(dim=-1)
 
 
+def _lookup(masks: torch.Tensor, proj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which of the projected points ``proj (V, N, 3)`` (u, v, z) fall inside the image, and of those, inside
+    ``masks (V, H, W)`` bool (nearest pixel): two ``(V, N)`` bool tensors."""
+    V, H, W = masks.shape
+    u, v, z = proj.unbind(-1)
+    in_image = (z > 0) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
+    col, row = u.clamp(0, W - 1).long(), v.clamp(0, H - 1).long()  # floor for u, v >= 0
+    return in_image, in_image & masks[torch.arange(V)[:, None], row, col]
+
+
+def hull_points(masks: torch.Tensor, cameras: Cameras, vertices: torch.Tensor, cfg: OffMeshConfig = OffMeshConfig()):
+    """Shell voxels of the visual hull (module docstring, step 4): ``points (M, 3)``, ``observed (M, V)``
+    (inside image and mask) and ``pixels (M, V, 2)``.
+
+    masks: ``(V, H, W)`` bool foreground of the V cameras; vertices: ``(N, 3)`` the mesh of the same frame
+    (its bounding box, grown by ``cfg.hull_margin``, is carved).
+    """
+    if cfg.hull_voxel is None or cfg.hull_voxel <= 0:
+        raise ValueError(f"hull_voxel must be a positive size in metres, got {cfg.hull_voxel}")
+    if masks.dim() != 3 or masks.shape[0] != len(cameras):
+        raise ValueError(f"masks must be (V, H, W) for the {len(cameras)} cameras, got {tuple(masks.shape)}")
+    if cfg.mask_dilate > 0:
+        k = 2 * cfg.mask_dilate + 1
+        masks = torch.nn.functional.max_pool2d(masks[:, None].float(), k, 1, cfg.mask_dilate)[:, 0] > 0.5
+    lo, hi = vertices.amin(0) - cfg.hull_margin, vertices.amax(0) + cfg.hull_margin
+    axes = [torch.arange(float(a), float(b), cfg.hull_voxel) + cfg.hull_voxel / 2 for a, b in zip(lo, hi)]
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1)  # (X, Y, Z, 3) voxel centres
+    inside = torch.ones(grid.shape[:3], dtype=torch.bool)
+    flat = grid.reshape(-1, 3).to(cameras.R)
+    for v in range(len(cameras)):  # carve: in view v's image but outside its mask
+        in_image, in_mask = _lookup(masks[v:v + 1], cameras[[v]].project(flat))
+        inside &= ~(in_image & ~in_mask)[0].reshape(inside.shape)
+    # Shell: inside voxels with a carved 6-neighbour (outside the grid counts as inside, so the bounding
+    # box's faces, which no view carved, are not a shell).
+    p = torch.nn.functional.pad(inside[None, None].float(), (1, 1, 1, 1, 1, 1), value=1.0)[0, 0] > 0.5
+    all_inside = inside & p[2:, 1:-1, 1:-1] & p[:-2, 1:-1, 1:-1] & p[1:-1, 2:, 1:-1] & p[1:-1, :-2, 1:-1] \
+        & p[1:-1, 1:-1, 2:] & p[1:-1, 1:-1, :-2]
+    points = grid[inside & ~all_inside].to(cameras.R)  # (M, 3)
+    proj = cameras.project(points)  # (V, M, 3)
+    _, observed = _lookup(masks, proj)
+    return points, observed.T.contiguous(), proj[..., :2].transpose(0, 1).contiguous()
+
+
 def offmesh_gaussians(images: torch.Tensor, cameras: Cameras, vertices: torch.Tensor, faces: torch.Tensor,
-                      cfg: OffMeshConfig = OffMeshConfig(), sh_degree: int = 3) -> BoundGaussians:
+                      cfg: OffMeshConfig = OffMeshConfig(), sh_degree: int = 3,
+                      masks: torch.Tensor | None = None) -> BoundGaussians:
     """Off-mesh Gaussians (module docstring) from first frames ``images (V, 3, H, W)``, bound to the mesh
-    ``vertices (N, 3)`` of that frame."""
+    ``vertices (N, 3)`` of that frame; with foreground ``masks (V, H, W)`` bool and ``cfg.hull_voxel``,
+    also the visual hull's shell (step 4)."""
     observed, pixels = match_tracks(images, cameras, cfg)
     enough = observed.sum(-1) >= cfg.min_views
     observed, pixels = observed[enough], pixels[enough]
     points = triangulate(cameras, observed, pixels) if len(observed) else torch.zeros(0, 3)
     good = reprojection_error(cameras, points, observed, pixels) < cfg.max_error_px if len(points) else enough[:0]
     points, observed, pixels = points[good], observed[good], pixels[good]
+    if masks is not None and cfg.hull_voxel is not None:
+        hull, hull_observed, hull_pixels = hull_points(masks, cameras, vertices, cfg)
+        points, observed, pixels = (torch.cat([a, b.to(a)]) for a, b in
+                                    ((points, hull), (observed, hull_observed), (pixels, hull_pixels)))
     binding, local, dist = bind_points(points, vertices, faces)
     off = dist > cfg.min_offset
     points, observed, pixels, binding, local = points[off], observed[off], pixels[off], binding[off], local[off]
@@ -191,5 +249,5 @@ def offmesh_gaussians(images: torch.Tensor, cameras: Cameras, vertices: torch.Te
     return g
 
 
-__all__ = ["OffMeshConfig", "match_tracks", "triangulate", "reprojection_error", "bind_points",
+__all__ = ["OffMeshConfig", "hull_points", "match_tracks", "triangulate", "reprojection_error", "bind_points",
            "offmesh_gaussians", "fundamental"]
