@@ -160,7 +160,8 @@ class BoundGaussians:
         """``to_world`` from per-triangle frames (``triangle_frames`` output plus ``q_R = matrix_to_quaternion(R)``,
         all indexed by triangle): lets a caller whose mesh is fixed (a fit) compute them once per frame."""
         R, k, centroid, q_R = R[self.binding], k[self.binding], centroid[self.binding], q_R[self.binding]
-        means = k[:, None] * (R @ self.local_means[:, :, None])[..., 0] + centroid
+        # R mu as a broadcast product: batched 3 x 3 matmuls (bmm) are several times slower on the CPU
+        means = k[:, None] * (R * self.local_means[:, None, :]).sum(-1) + centroid
         quats = quaternion_multiply(q_R, F.normalize(self.quats, dim=-1))
         return WorldGaussians(means=means, quats=quats, scales=k[:, None] * self.log_scales.exp(),
                               opacities=torch.sigmoid(self.opacity_logits), sh=self.sh)

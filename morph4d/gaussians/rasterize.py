@@ -18,9 +18,12 @@ The rules (3DGS ``forward.cu``; the numba and torch backends follow them exactly
    the perspective projection at the mean, with x/z and y/z clamped to 1.3x the field of view (gsplat's
    form of 3DGS's limit, which also holds for an off-centre principal point).
 3. 2D mean ``(fx x/z + cx, fy y/z + cy)``; pixel (row i, column j) is sampled at ``(j + 0.5, i + 0.5)``.
-4. Radius ``ceil(3 sqrt(lambda_max))`` with ``lambda_max = mid + sqrt(max(0.1, mid^2 - det))``; the
-   Gaussian is listed in the 16 x 16 tiles ``[floor((u - r) / 16), ceil((u + r) / 16))`` (same in v),
-   clipped to the image, and culled if that is empty or ``det <= 0``.
+4. Radius ``r = ceil(3 sqrt(lambda_max))`` with ``lambda_max = mid + sqrt(max(0.1, mid^2 - det))``; the
+   Gaussian is listed in the 16 x 16 tiles ``[floor((u - r_u) / 16), ceil((u + r_u) / 16))`` (same in v),
+   clipped to the image, and culled if that is empty or ``det <= 0``. 3DGS takes ``r_u = r_v = r``; we
+   shrink each to ``floor(sqrt(2 ln(255 opacity) Sigma_uu)) + 1`` where smaller: outside the ellipse
+   ``d^T Sigma^-1 d = 2 ln(255 opacity)`` alpha < 1/255, so the tiles left out hold no pixel that rule
+   6 draws (the image is the same; low-opacity Gaussians enter fewer tiles).
 5. Colour: RGB as given, or spherical harmonics (degree 0..3, 3DGS basis and signs) evaluated at the unit
    direction camera centre -> mean, plus 0.5, clamped at 0.
 6. Each pixel takes the Gaussians of its tile in increasing ``z_cam`` (stable: ties by index) with
@@ -187,11 +190,14 @@ def _project(means, quats, scales, opacities, colors, cameras: Cameras, sh_degre
     with torch.no_grad():
         mid = 0.5 * (a + c)
         radius = torch.ceil(3 * torch.sqrt(mid + torch.sqrt(torch.clamp(mid * mid - det, min=0.1))))
+        level = 2 * torch.log(torch.clamp(opacities * (1 / ALPHA_MIN), min=1.0))  # (G,) alpha >= 1/255 inside
+        rx = torch.minimum(radius, torch.floor(torch.sqrt(level * a)) + 1)  # (B, G) pixels
+        ry = torch.minimum(radius, torch.floor(torch.sqrt(level * c)) + 1)
         tiles_x, tiles_y = -(-W // TILE), -(-H // TILE)
-        rects = torch.stack([torch.floor((mx - radius) / TILE).clamp(0, tiles_x),
-                             torch.ceil((mx + radius) / TILE).clamp(0, tiles_x),
-                             torch.floor((my - radius) / TILE).clamp(0, tiles_y),
-                             torch.ceil((my + radius) / TILE).clamp(0, tiles_y)])  # (4, B, G)
+        rects = torch.stack([torch.floor((mx - rx) / TILE).clamp(0, tiles_x),
+                             torch.ceil((mx + rx) / TILE).clamp(0, tiles_x),
+                             torch.floor((my - ry) / TILE).clamp(0, tiles_y),
+                             torch.ceil((my + ry) / TILE).clamp(0, tiles_y)])  # (4, B, G)
         visible = valid & (rects[1] > rects[0]) & (rects[3] > rects[2]) & torch.isfinite(radius)
         radii = torch.where(visible, radius, 0).to(torch.int32)
         rects = torch.where(visible, rects, 0).to(torch.int64)
