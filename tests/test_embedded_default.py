@@ -36,7 +36,7 @@ def test_bfloat16_storage_round_trip(tmp_path):
 
 
 def test_trained_default_denoises_held_out_windows(tmp_path):
-    synthesize(SynthConfig(out=str(tmp_path / "ds"), identities=2, views=4, frames=9, resolution=96, split="eval",
+    synthesize(SynthConfig(out=str(tmp_path / "ds"), identities=2, views=5, frames=9, resolution=96, split="eval",
                            first_seed=EVAL_SEEDS.start + 50, progress=False), log=lambda *a: None)
     ds = MultiViewWindows(tmp_path / "ds", WindowConfig(views=4, frames=9, resolution=64, seed=0))
     model, vae = load_models()
