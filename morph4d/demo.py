@@ -122,15 +122,12 @@ def _avatar_stage(cfg: DemoConfig, out: Path, log) -> dict:
     from morph4d.pipeline import AvatarConfig, run_avatar
     from morph4d.plan import PRESETS
     from morph4d.quality import held_out_identity
-    from morph4d.reference import Reference
     head = load_head_model("builtin")
     ref_path = out / "avatar" / "reference.npz"
     if not ref_path.is_file():
         g = GenerateConfig()
         h = held_out_identity(head, 0, PRESETS["small"].total_frames, cfg.avatar_resolution, g.radius, g.fov)
-        first = h.params.replace(**{f: getattr(h.params, f)[0] for f in ("expression", "jaw", "neck", "eyes",
-                                                                         "rotation", "translation")})
-        Reference(h.reference_image, first, h.reference_camera, head.name).save(ref_path)
+        h.reference(head.name).save(ref_path)
         write_png(out / "avatar" / "reference.png", h.reference_image.permute(1, 2, 0))
     log(f"reference portrait (held-out synthetic person): {out / 'avatar' / 'reference.png'}")
     paths = run_avatar(AvatarConfig(reference=str(ref_path), out=str(out / "avatar"), animation=cfg.animation,

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from morph4d.cameras import angular_distance, orbit_cameras, view_set
-from morph4d.data.format import mix_seed
+from morph4d.data.format import mix_seed, select_frames
 from morph4d.data.identity import EVAL_SEEDS
 from morph4d.heads import HeadParams
 from morph4d.heads.animation import Animation
@@ -75,6 +75,11 @@ class HeldOut:
     reference_image: torch.Tensor  # (3, H, W)
     reference_azimuth: float
 
+    def reference(self, head_model: str):
+        """The tracked reference (``morph4d.reference.Reference``): the image with frame 0's parameters."""
+        from morph4d.reference import Reference
+        return Reference(self.reference_image, select_frames(self.params, 0), self.reference_camera, head_model)
+
 
 def held_out_identity(head, k: int, frames: int, res: int, radius: float, fov: float) -> HeldOut:
     from morph4d.data.identity import sample_identity
@@ -89,19 +94,15 @@ def held_out_identity(head, k: int, frames: int, res: int, radius: float, fov: f
     scene = make_scene(head, identity, res)
     az = REFERENCE_AZIMUTHS[k % len(REFERENCE_AZIMUTHS)]
     cam = orbit_cameras(torch.tensor([az]), torch.tensor([0.0]), radius, fov, res, res)
-    first = params.replace(**{f: getattr(params, f)[:1] for f in ("expression", "jaw", "neck", "eyes", "rotation",
-                                                                   "translation")})
-    image, _ = render_sequence(scene, first, cam, lighting, RenderConfig())
+    image, _ = render_sequence(scene, select_frames(params, [0]), cam, lighting, RenderConfig())
     return HeldOut(seed, scene, lighting, params, cam, image[0, 0].permute(2, 0, 1), az)
 
 
 def ground_truth(h: HeldOut, cameras, frames: int) -> torch.Tensor:
     """(V, F, 3, H, W) renders of the held-out identity from ``cameras``."""
     from morph4d.data.render import RenderConfig, render_sequence
-    p = h.params
-    sub = p.replace(**{f: getattr(p, f)[:frames] for f in ("expression", "jaw", "neck", "eyes", "rotation",
-                                                           "translation")})
-    images, _ = render_sequence(h.scene, sub, cameras, h.lighting, RenderConfig())
+    images, _ = render_sequence(h.scene, select_frames(h.params, list(range(frames))), cameras, h.lighting,
+                                RenderConfig())
     return images.permute(0, 1, 4, 2, 3)
 
 
@@ -202,11 +203,8 @@ def generate_plan(model, vae, head, h: HeldOut, cfg: QualityConfig, run_dir: Pat
     """The full ``small`` sampling plan from the reference: (V, F, 3, H, W) frames and the view set."""
     from morph4d.generate import GenerateConfig, run_generate
     from morph4d.plan import PRESETS
-    from morph4d.reference import Reference
     frames = PRESETS["small"].total_frames
-    first = h.params.replace(**{f: getattr(h.params, f)[0] for f in ("expression", "jaw", "neck", "eyes",
-                                                                     "rotation", "translation")})
-    reference = Reference(h.reference_image, first, h.reference_camera, head.name)
+    reference = h.reference(head.name)
     animation = Animation(h.params, 25.0, head.name, f"heldout{h.seed}")
     gcfg = GenerateConfig(preset="small", guidance="multiview", seed=cfg.seed, key_steps=cfg.key_steps,
                           other_steps=cfg.other_steps)
@@ -224,11 +222,8 @@ def generate_window(model, vae, head, h: HeldOut, cameras, angles, guidance_kind
     """One 17-frame window of every view, generated ``group`` views at a time (mode 1): (V, 17, 3, H, W)."""
     from morph4d.generate import MultiViewGenerator
     from morph4d.plan import Job
-    from morph4d.reference import Reference
     Fw = 17
-    first = h.params.replace(**{f: getattr(h.params, f)[0] for f in ("expression", "jaw", "neck", "eyes",
-                                                                     "rotation", "translation")})
-    reference = Reference(h.reference_image, first, h.reference_camera, head.name)
+    reference = h.reference(head.name)
     gen = MultiViewGenerator(model, vae, head, reference, Animation(h.params, 25.0, head.name), cameras, angles,
                              Fw, guidance_kind)
     V = len(cameras)

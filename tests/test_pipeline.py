@@ -12,7 +12,6 @@ from morph4d.generate import GenerateConfig, init_models
 from morph4d.heads import load_head_model
 from morph4d.pipeline import AvatarConfig, run_avatar
 from morph4d.quality import binned, ground_truth, held_out_identity, psnr, reference_projection
-from morph4d.reference import Reference
 
 RES = 32
 
@@ -26,10 +25,8 @@ def head():
 def reference_file(tmp_path_factory, head):
     g = GenerateConfig()
     h = held_out_identity(head, 0, 25, RES, g.radius, g.fov)
-    first = h.params.replace(**{f: getattr(h.params, f)[0] for f in ("expression", "jaw", "neck", "eyes", "rotation",
-                                                                     "translation")})
     path = tmp_path_factory.mktemp("ref") / "reference.npz"
-    Reference(h.reference_image, first, h.reference_camera, head.name).save(path)
+    h.reference(head.name).save(path)
     return path
 
 
