@@ -10,7 +10,12 @@ views, fitting wall time, mean fwd + bwd time of one iteration of the fitted ava
 view, loss, backward), the Gaussian count. Writes ``docs/fit_heldout.png`` (rows: ground truth, render;
 columns: held-out views at frame 0) and ``out/bench_fit/results.json``.
 
-    python benchmarks/bench_fit.py [--iterations 600] [--threads 1]
+``--demo`` measures the demo-sized fit instead: ``FIT_PRESETS["demo"]`` on 8 views x 25 frames at 64 px
+(the size of ``morph4d generate``'s output that ``morph4d avatar`` fits), all views fitted, no PNG; the
+target is <= 5 minutes.
+
+    python benchmarks/bench_fit.py [--iterations 2000] [--threads 1]
+    python benchmarks/bench_fit.py --demo --threads 1
 """
 
 import argparse
@@ -18,36 +23,45 @@ import json
 import os
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench_gaussians.py: shared machines
 
+import numba  # noqa: E402
 import torch  # noqa: E402
 
 from morph4d.avatar import load_avatar  # noqa: E402
 from morph4d.data.identity import EVAL_SEEDS  # noqa: E402
 from morph4d.data.synth import SynthConfig, synthesize  # noqa: E402
-from morph4d.fit import FitConfig, evaluate, fit_sequence, load_fit_data  # noqa: E402
+from morph4d.fit import FIT_PRESETS, evaluate, fit_sequence, load_fit_data  # noqa: E402
 from morph4d.gaussians import render_gaussians  # noqa: E402
 from morph4d.gaussians.losses import total_loss  # noqa: E402
 from morph4d.io import write_json  # noqa: E402
 from morph4d.video import grid, write_png  # noqa: E402
 
 TARGET_PSNR = 28.0
+TARGET_DEMO_SECONDS = 300.0
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--iterations", type=int, default=600)
-    ap.add_argument("--views", type=int, default=20)
-    ap.add_argument("--frames", type=int, default=3)
-    ap.add_argument("--res", type=int, default=128)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (1 is steadiest on a shared machine)")
+    ap.add_argument("--iterations", type=int, default=None, help="default: the preset's")
+    ap.add_argument("--views", type=int, default=None, help="default 20 (--demo: 8)")
+    ap.add_argument("--frames", type=int, default=None, help="default 3 (--demo: 25)")
+    ap.add_argument("--res", type=int, default=None, help="default 128 (--demo: 64)")
+    ap.add_argument("--demo", action="store_true", help="FIT_PRESETS['demo'] on 8 views x 25 frames at 64 px")
+    ap.add_argument("--threads", type=int, default=None, help="torch and numba threads (1 is steadiest on a shared machine)")
     ap.add_argument("--out", default="out/bench_fit")
     ap.add_argument("--png", default="docs/fit_heldout.png")
     args = ap.parse_args()
+    views, frames, res = (8, 25, 64) if args.demo else (20, 3, 128)
+    args.views, args.frames, args.res = args.views or views, args.frames or frames, args.res or res
+    if args.demo and args.out == "out/bench_fit":
+        args.out = "out/bench_fit_demo"
     if args.threads:
         torch.set_num_threads(args.threads)
+        numba.set_num_threads(args.threads)
     out = Path(args.out)
     shutil.rmtree(out / "avatar", ignore_errors=True)
     shutil.rmtree(out / "data", ignore_errors=True)  # synthesize skips existing sequences: start clean
@@ -55,14 +69,26 @@ def main() -> None:
                                    resolution=args.res, split="eval", first_seed=EVAL_SEEDS.start, progress=False),
                        log=lambda *_: None)
     seq = out / "data" / names[0]
-    held_out = [v for v in range(args.views) if v % 5 == 1]
+    held_out = [] if args.demo else [v for v in range(args.views) if v % 5 == 1]
     train = tuple(v for v in range(args.views) if v not in held_out)
-    cfg = FitConfig(iterations=args.iterations, train_views=train, log_every=100, checkpoint_every=10 ** 9)
-    start = time.perf_counter()
+    preset = FIT_PRESETS["demo" if args.demo else "default"]
+    cfg = replace(preset, iterations=args.iterations or preset.iterations, train_views=train, log_every=100,
+                  checkpoint_every=10 ** 9)
+    start, start_cpu = time.perf_counter(), time.process_time()
     fit_sequence(seq, out / "avatar", cfg)
-    fit_s = time.perf_counter() - start
-    psnr_held = evaluate(seq, out / "avatar", views=held_out)
+    # CPU seconds of this process: with --threads 1 the wall time on a core no other job shares
+    fit_s, fit_cpu = time.perf_counter() - start, time.process_time() - start_cpu
     psnr_train = evaluate(seq, out / "avatar", views=list(train))
+    if args.demo:
+        results = {"preset": "demo", "fit_seconds": round(fit_s, 1), "fit_cpu_seconds": round(fit_cpu, 1),
+                   "target_seconds": TARGET_DEMO_SECONDS,
+                   "psnr_train_db": round(psnr_train, 2), "iterations": cfg.iterations, "views": args.views,
+                   "frames": args.frames, "resolution": args.res, "gaussians": len(load_avatar(out / "avatar").gaussians),
+                   "threads": torch.get_num_threads(), "load_average": os.getloadavg()}
+        write_json(out / "results.json", results)
+        print(json.dumps(results, indent=2))
+        return
+    psnr_held = evaluate(seq, out / "avatar", views=held_out)
 
     # fwd + bwd of one iteration of the fitted avatar (no deformation: the renderer + loss part)
     data, avatar = load_fit_data(seq), load_avatar(out / "avatar")
@@ -87,7 +113,8 @@ def main() -> None:
     gt = data.images[held_out, 0].permute(0, 2, 3, 1)
     write_png(args.png, grid(torch.cat([gt, renders.clamp(0, 1)]), cols=len(held_out)))
     results = {"psnr_heldout_db": round(psnr_held, 2), "psnr_train_db": round(psnr_train, 2),
-               "target_psnr_db": TARGET_PSNR, "fit_seconds": round(fit_s, 1), "iterations": args.iterations,
+               "target_psnr_db": TARGET_PSNR, "fit_seconds": round(fit_s, 1), "fit_cpu_seconds": round(fit_cpu, 1),
+               "iterations": cfg.iterations,
                "fwd_bwd_seconds": round(fwd_bwd, 3), "gaussians": len(avatar.gaussians),
                "held_out_views": held_out, "train_views": list(train), "frames": args.frames, "resolution": args.res,
                "threads": torch.get_num_threads(), "load_average": os.getloadavg()}

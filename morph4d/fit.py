@@ -44,6 +44,7 @@ CHECKPOINT = "fit_checkpoint.pt"
 # A CPU-sized U-Net: 64 x 64 UV map (CAP4D: 128), 4 levels, 16..64 channels, 6 output channels.
 FIT_DEFORM = DeformationUNetConfig(size=64, base_channels=16, max_channels=64, depth=4, out_channels=DEFORM_CHANNELS)
 GAUSSIAN_FIELDS = ("local_means", "log_scales", "quats", "opacity_logits", "sh")
+DEMO_ITERATIONS = 1200  # FIT_PRESETS["demo"]: measured in benchmarks/bench_fit.py --demo (README)
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,9 @@ class FitConfig:
     that part off (the first fit of issue 8 had none of them)."""
     iterations: int = 2000
     resolution: int | None = None     # render/compare at this size (default: the images' size)
-    sh_degree: int = 3
+    sh_degree: int = 1                # 1 generalised best to unseen views (README: 3 overfits the training views)
     lr_means: float = 5e-3            # local means are in units of the triangle scale k
+    lr_means_final: float | None = 5e-5  # 3DGS: the means' rate decays exponentially to this at the last step
     lr_scales: float = 1.7e-2         # GaussianAvatars' rates for log-scales, rotations, opacity, colour
     lr_quats: float = 1e-3
     lr_opacity: float = 5e-2
@@ -86,6 +88,14 @@ class FitConfig:
         if d.get("train_views") is not None:
             d["train_views"] = tuple(d["train_views"])
         return cls(**d)
+
+
+# Named configurations. "demo": the fit of `morph4d avatar` / `make demo` (8 generated views x 25 frames at
+# 64 px), sized to take at most 5 minutes on a 2-core CPU (README, "Avatar fit quality and speed").
+FIT_PRESETS = {
+    "default": FitConfig(),
+    "demo": FitConfig(iterations=DEMO_ITERATIONS),
+}
 
 
 @dataclass
@@ -270,7 +280,10 @@ def fit_sequence(sequence: str | Path, out: str | Path, cfg: FitConfig = FitConf
         if len(worlds) == 2:
             terms_in["world_quats"] = torch.stack([worlds[0].quats[keep], worlds[1].quats[keep]])
             terms_in["deform"] = offsets[:, keep, :3]
-        # 4. losses, backward, step
+        # 4. losses, backward, step (3DGS's exponential decay of the means' learning rate)
+        if cfg.lr_means_final is not None:
+            means_group = next(grp for grp in opt.param_groups if grp["name"] == "local_means")
+            means_group["lr"] = cfg.lr_means * (cfg.lr_means_final / cfg.lr_means) ** (step / cfg.iterations)
         loss, terms = total_loss(pred, images[v, f][None], local_means=bound.local_means[keep],
                                  log_scales=bound.log_scales[keep], weights=weights, **terms_in)
         opt.zero_grad(set_to_none=True)

@@ -15,8 +15,9 @@ from morph4d.heads import load_head_model
 
 QUIET = dict(log=lambda *_: None)
 TINY_DEFORM = DeformationUNetConfig(size=16, base_channels=8, max_channels=16, depth=2, out_channels=6)
-# every part on, at test size; densification forced (threshold 0) within a budget
-CFG = FitConfig(iterations=30, checkpoint_every=10, log_every=30, deformation=TINY_DEFORM, offmesh=None,
+# every part on, at test size, with SH degree 3 (the full colour path; the default is 1); densification forced
+# (threshold 0) within a budget
+CFG = FitConfig(iterations=30, checkpoint_every=10, log_every=30, sh_degree=3, deformation=TINY_DEFORM, offmesh=None,
                 densify=DensifyConfig(every=10, start=10, stop=25, grad_threshold=0.0, max_gaussians=60_000))
 
 
