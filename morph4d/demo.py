@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from morph4d.cameras import orbit_cameras
+from morph4d.fit import DEMO_ITERATIONS
 from morph4d.heads import load_head_model
 from morph4d.heads.animation import get_animation
 from morph4d.io import write_json
@@ -40,7 +41,7 @@ class DemoConfig:
     conditioning_resolution: int = 256
     avatar: bool = True           # held-out synthetic portrait -> `morph4d avatar` (generate, fit, render, view)
     avatar_resolution: int = 64   # the embedded default's resolution
-    avatar_iterations: int = 800
+    avatar_iterations: int = DEMO_ITERATIONS   # fit.FIT_PRESETS["demo"] (README: measured <= 5 min)
     avatar_model: str | None = None         # model folder (None: the embedded default)
     avatar_key_steps: int | None = None     # DDIM steps (None: the small plan's)
     avatar_other_steps: int | None = None
