@@ -140,5 +140,24 @@ def load_avatar(folder: str | Path, flame_path: str | None = None) -> Avatar:
     return Avatar(bound, head, int(meta.get("num_frames", 0)), net, fitted)
 
 
-__all__ = ["Avatar", "load_avatar", "save_avatar", "deform_gaussians", "deformation_offsets",
+FITTED = "fitted"   # the animation name that replays the fitted sequence (with its per-frame deformation)
+
+
+def animation_params(avatar: Avatar, animation: str, frames: int = 49, fps: float = 25.0
+                     ) -> tuple[HeadParams, bool, float]:
+    """Per-frame parameters of ``animation`` for the avatar (built-in name, .npz, or ``FITTED``), with the
+    fitted person's shape (``Avatar.animate``); whether they are the fitted sequence's frames; the fps.
+    ValueError for an animation of another head model or ``FITTED`` on an avatar without its sequence."""
+    from morph4d.heads.animation import get_animation
+    if animation == FITTED:
+        if avatar.fitted_params is None:
+            raise ValueError(f"--animation {FITTED}: this avatar does not store its fitted sequence's parameters; "
+                             "use a built-in animation or an animation .npz")
+        return avatar.fitted_params, True, fps
+    anim = get_animation(animation, avatar.head, frames, fps)
+    anim.check_model(avatar.head)
+    return avatar.animate(anim.params), False, anim.fps
+
+
+__all__ = ["Avatar", "load_avatar", "animation_params", "FITTED", "save_avatar", "deform_gaussians", "deformation_offsets",
            "axis_angle_to_quaternion", "AVATAR_FILE", "AVATAR_VERSION", "DEFORM_CHANNELS"]

@@ -134,7 +134,8 @@ def _cmd_model_pack(args) -> None:
     for name in ("mmvdm", "vae"):   # the training runs' resolved configs travel with the weights
         cfg = os.path.join(os.path.dirname(os.path.abspath(getattr(args, name))), "config.json")
         if os.path.isfile(cfg):
-            prov[f"{name}_training_config"] = json.load(open(cfg))
+            with open(cfg) as fh:
+                prov[f"{name}_training_config"] = json.load(fh)
     out = pack_models(args.mmvdm, args.vae, args.out, prov)
     print(f"wrote {out / 'mmvdm'}, {out / 'vae'} and {out / 'provenance.json'}")
 

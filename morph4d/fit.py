@@ -359,8 +359,8 @@ def render_video(avatar_dir: str | Path, out: str | Path, animation: str = "talk
     per-frame deformation), seen from the front or, with ``orbit``, from a camera sweeping +-60 degrees
     of azimuth (and +-10 of elevation) -> ``out`` (.mp4, written atomically). Bad input raises
     ``ValueError`` / ``FileNotFoundError`` before anything is written."""
+    from morph4d.avatar import animation_params
     from morph4d.cameras import orbit_cameras
-    from morph4d.heads.animation import get_animation
     from morph4d.video import write_mp4
     out = Path(out)
     if out.suffix.lower() != ".mp4":
@@ -368,15 +368,7 @@ def render_video(avatar_dir: str | Path, out: str | Path, animation: str = "talk
     if frames < 1 or not 16 <= res <= 2048:
         raise ValueError(f"need --frames >= 1 and --res in [16, 2048], got {frames} and {res}")
     avatar = load_avatar(avatar_dir, flame_path=flame_path)
-    fitted = animation == "fitted"   # replay the fitted sequence, with its per-frame deformation
-    if fitted:
-        if avatar.fitted_params is None:
-            raise ValueError("--animation fitted: this avatar does not store its fitted sequence")
-        params, fps = avatar.fitted_params, 25.0
-    else:
-        anim = get_animation(animation, avatar.head, frames)
-        anim.check_model(avatar.head)
-        params, fps = avatar.animate(anim.params), anim.fps
+    params, fitted, fps = animation_params(avatar, animation, frames)
     F = params.jaw.shape[0]
     phase = torch.arange(F, dtype=torch.float64) / F
     azimuth = ORBIT_AZIMUTH * torch.sin(2 * torch.pi * phase) if orbit else torch.zeros(F, dtype=torch.float64)

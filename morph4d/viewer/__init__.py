@@ -20,31 +20,19 @@ from pathlib import Path
 
 import torch
 
+from morph4d.avatar import FITTED, animation_params
 from morph4d.io import atomic_path
 
 PAGE = Path(__file__).with_name("index.html")
 DATA_FILE = "avatar.m4da"
 FORMATS = ("ply", "animated", "html")
-FITTED = "fitted"
-
-
 def animation_vertices(avatar, animation: str, frames: int = 49, fps: float = 25.0
                        ) -> tuple[torch.Tensor, bool, float]:
-    """Posed vertices (F, N, 3) of ``animation`` on the avatar's mesh (with the fitted person's shape,
-    ``Avatar.animate``), whether they are the fitted sequence's frames, and the fps. ValueError for an
-    animation of another head model."""
-    from morph4d.heads.animation import get_animation
-    if animation == FITTED:
-        if avatar.fitted_params is None:
-            raise ValueError(f"--animation {FITTED}: this avatar does not store its fitted sequence's parameters; "
-                             "use a built-in animation or an animation .npz")
-        params = avatar.fitted_params
-    else:
-        anim = get_animation(animation, avatar.head, frames, fps)
-        anim.check_model(avatar.head)
-        params, fps = avatar.animate(anim.params), anim.fps
+    """Posed vertices (F, N, 3) of ``animation`` on the avatar's mesh (``avatar.animation_params``), whether
+    they are the fitted sequence's frames, and the fps."""
+    params, fitted, fps = animation_params(avatar, animation, frames, fps)
     with torch.no_grad():
-        return avatar.vertices(params), animation == FITTED, fps
+        return avatar.vertices(params), fitted, fps
 
 
 def write_viewer(folder: str | Path, anim) -> Path:
