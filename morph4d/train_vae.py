@@ -13,6 +13,7 @@ torch's RNG state, so a killed run resumes to the same weights.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -37,24 +38,39 @@ class VAETrainConfig:
     views: int = 1                  # windows of V x F x D; the VAE sees every view as its own video
     frames: int = 9
     resolution: int = 64
+    image_fraction: float = 0.0     # share of steps that train on single frames (spatial detail, ~frames x
+    image_batch_size: int = 16      #   cheaper per item) with this batch size; frame 0 is encoded as an image
     vae: str = "small"              # VAE_PRESETS name
     kl_weight: float = 1e-6         # small: a near-deterministic autoencoder, as latent diffusion VAEs
     edge_weight: float = 1.0        # L1 of spatial finite differences
     grad_clip: float = 1.0
+    warmup: int = 0                 # linear learning-rate warm-up steps
+    cosine: bool = False            # cosine decay of the learning rate to 0 over the run (after the warm-up)
     seed: int = 0
     log_every: int = 1
     checkpoint_every: int = 100
     scale_batches: int = 4          # batches whose latent std sets scaling_factor
+    pca_batches: int = 8            # batches whose patches initialise a "patch" autoencoder (init_patch_pca)
     datasets: tuple[str, ...] = ()
     weights: tuple[float, ...] = ()
 
     def __post_init__(self):
-        if self.iterations < 1 or self.lr <= 0 or self.batch_size < 1 or self.kl_weight < 0:
+        if self.iterations < 1 or self.lr <= 0 or min(self.batch_size, self.image_batch_size) < 1 \
+                or self.kl_weight < 0 or not 0 <= self.image_fraction <= 1:
             raise ValueError(f"invalid VAE training config {self}")
 
     @property
     def total_steps(self) -> int:
         return self.iterations
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate of (0-based) ``step``: linear warm-up, then constant or cosine-decayed to 0."""
+        if step < self.warmup:
+            return self.lr * (step + 1) / self.warmup
+        if not self.cosine:
+            return self.lr
+        progress = (step - self.warmup) / max(1, self.iterations - self.warmup)
+        return self.lr * 0.5 * (1 + math.cos(math.pi * progress))
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -63,8 +79,9 @@ class VAETrainConfig:
 VAE_TRAIN_PRESETS = {
     "tiny": VAETrainConfig("tiny", iterations=30, lr=2e-3, batch_size=2, frames=5, resolution=32, vae="tiny",
                            checkpoint_every=10, scale_batches=2),
-    "small": VAETrainConfig("small", iterations=600, lr=5e-4, batch_size=4, frames=9, resolution=64,  # ~2 s/step here
-                            vae="small", checkpoint_every=100),
+    # the embedded default's: the patch autoencoder from its PCA initialisation (~27 dB at step 0), cosine-decayed
+    "small": VAETrainConfig("small", iterations=800, lr=5e-4, batch_size=8, frames=9, resolution=64,  # ~1.3 s/step
+                            vae="small", warmup=50, cosine=True, checkpoint_every=100),
 }
 
 
@@ -89,14 +106,18 @@ def vae_losses(vae: CausalVideoAutoencoder, video: torch.Tensor, cfg: VAETrainCo
 def train_vae(cfg: VAETrainConfig, out_dir, stop_after: int | None = None, log=print) -> Path:
     """Run (or resume) ``cfg`` in ``out_dir``; writes ``<out>/vae`` (``save_pretrained``) at the end."""
     out = Path(out_dir)
-    res = (cfg.views, cfg.frames, cfg.resolution)
-    data = TrainData(cfg.datasets, cfg.weights, [res], cfg.seed)
-    stage = Stage(cfg.iterations, cfg.lr, (res,))
+    res, image_res = (cfg.views, cfg.frames, cfg.resolution), (1, 1, cfg.resolution)
+    data = TrainData(cfg.datasets, cfg.weights, [res] + [image_res] * (cfg.image_fraction > 0), cfg.seed)
+    stage, image_stage = Stage(cfg.iterations, cfg.lr, (res,)), Stage(cfg.iterations, cfg.lr, (image_res,))
     state = load_checkpoint(out / CHECKPOINT, cfg)
     write_json(out / "config.json", cfg.to_json())
     vae = CausalVideoAutoencoder(VAE_PRESETS[cfg.vae], generator=torch.Generator().manual_seed(cfg.seed))
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr)
     step = 0
+    if state is None and vae.config.architecture == "patch":     # start from the patches' PCA (init_patch_pca)
+        g = torch.Generator().manual_seed(mix_seed("vae-pca", cfg.seed))
+        vae.init_patch_pca(torch.cat([data.batch(stage, cfg.batch_size, -100 - k, g)[1]["images"]
+                                      for k in range(cfg.pca_batches)]))
     if state is not None:
         vae.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -108,7 +129,11 @@ def train_vae(cfg: VAETrainConfig, out_dir, stop_after: int | None = None, log=p
     while step < last:
         start = time.perf_counter()
         g = torch.Generator().manual_seed(mix_seed("vae-step", cfg.seed, step))
-        _, batch = data.batch(stage, cfg.batch_size, step, g)                          # 1. data
+        images = bool(torch.rand((), generator=g) < cfg.image_fraction)                # 1. data
+        (V, F, D), batch = data.batch(image_stage if images else stage,
+                                      cfg.image_batch_size if images else cfg.batch_size, step, g)
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr_at(step)
         vae.train()
         loss, rec, kl = vae_losses(vae, batch["images"], cfg, g)                       # 2. forward + losses
         opt.zero_grad(set_to_none=True)
@@ -119,7 +144,7 @@ def train_vae(cfg: VAETrainConfig, out_dir, stop_after: int | None = None, log=p
         step += 1
         if step % cfg.log_every == 0 or step == cfg.total_steps:                       # 5. log / checkpoint
             logger.write({"step": step, "loss": repr(loss.item()), "l1": repr(rec.item()), "kl": repr(kl.item()),
-                          "lr": cfg.lr, "V": res[0], "F": res[1], "D": res[2],
+                          "lr": cfg.lr_at(step - 1), "V": V, "F": F, "D": D,
                           "seconds": f"{time.perf_counter() - start:.3f}"})
         if step % cfg.checkpoint_every == 0 or step == last:
             save_checkpoint(out / CHECKPOINT, {"config": config_text(cfg), "step": step, "data_position": step,

@@ -4,6 +4,7 @@ loss), autoencoder training, and CLI errors before any work."""
 
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -182,6 +183,28 @@ def test_vae_training_reduces_reconstruction(dataset, tmp_path):
     assert sum(l1[-4:]) / 4 < 0.8 * sum(l1[:4]) / 4
     vae = CausalVideoAutoencoder.from_pretrained(tmp_path / "vae")
     assert vae.scaling_factor != 1.0 and vae.config.channels == (8, 8, 16)
+
+
+def test_patch_vae_training_starts_from_pca_and_mixes_single_frames(dataset, tmp_path):
+    """The patch autoencoder starts from its data's PCA (step 1's loss far below a random start), some steps
+    train on single frames with their own batch size, and a resumed run matches an uninterrupted one."""
+    cfg = vae_preset("tiny", datasets=(str(dataset),), vae="tiny_patch", iterations=8, frames=5,
+                     checkpoint_every=4, image_fraction=0.5, image_batch_size=3, warmup=2, cosine=True)
+    train_vae(cfg, tmp_path / "a", log=lambda *_: None)
+    log = list(csv.DictReader((tmp_path / "a" / "log.csv").open()))
+    assert {r["F"] for r in log} == {"1", "5"}
+    first = {}
+    for name in ("tiny", "tiny_patch"):   # step 1 on the same batch: a random start vs the PCA start
+        train_vae(vae_preset("tiny", datasets=(str(dataset),), vae=name, iterations=1, frames=5), tmp_path / name,
+                  log=lambda *_: None)
+        first[name] = float(next(csv.DictReader((tmp_path / name / "log.csv").open()))["l1"])
+    assert first["tiny_patch"] < 0.5 * first["tiny"], first
+    assert [float(r["lr"]) for r in log][:4] == pytest.approx([cfg.lr / 2, cfg.lr, cfg.lr, cfg.lr * 0.5 * (1 + math.cos(math.pi / 6))], rel=1e-12)
+    train_vae(cfg, tmp_path / "b", stop_after=4, log=lambda *_: None)
+    train_vae(cfg, tmp_path / "b", log=lambda *_: None)
+    a, b = (CausalVideoAutoencoder.from_pretrained(tmp_path / k / "vae") for k in "ab")
+    for k, v in a.state_dict().items():
+        assert torch.equal(b.state_dict()[k], v), k
 
 
 def test_cli_errors_before_any_work(dataset, full_run, tmp_path, capsys):
