@@ -50,7 +50,10 @@ def _cmd_train(args) -> None:
 def _cmd_train_vae(args) -> None:
     from morph4d.train_vae import train_vae
     datasets = _folders(args.data)
-    cfg = vae_preset(args.preset, datasets=datasets, weights=_weights(args.weights, datasets))
+    if args.init and not (Path(args.init) / "config.json").is_file():
+        raise ValueError(f"--init {args.init}: expected an autoencoder save_pretrained folder with config.json")
+    cfg = vae_preset(args.preset, datasets=datasets, weights=_weights(args.weights, datasets),
+                     init=str(Path(args.init).resolve()) if args.init else None)
     train_vae(cfg, args.out, stop_after=args.max_steps)
 
 
@@ -71,6 +74,7 @@ def register(subparsers) -> None:
     q.add_argument("--data", action="append", required=True, metavar="DIR")
     q.add_argument("--weights", type=float, nargs="+")
     q.add_argument("--out", required=True, metavar="DIR", help="run folder; the autoencoder goes to DIR/vae")
+    q.add_argument("--init", metavar="DIR", help="start from this trained autoencoder (needed by small_decoder)")
     q.add_argument("--max-steps", type=int, help="stop after this step (resume later)")
     q.set_defaults(func=_cmd_train_vae)
 

@@ -51,13 +51,19 @@ class VAETrainConfig:
     checkpoint_every: int = 100
     scale_batches: int = 4          # batches whose latent std sets scaling_factor
     pca_batches: int = 8            # batches whose patches initialise a "patch" autoencoder (init_patch_pca)
+    init: str | None = None         # start from this trained autoencoder (save_pretrained folder)
+    decoder_only: bool = False      # with init: train the decoder only; encoder and scaling_factor stay, so
+    #                                 latents (and an MMVDM trained on them) stay valid
+    latent_noise: float = 0.0       # Gaussian noise on the scaled latents before decoding, std uniform in [0, this]
+    #                                 per video: a decoder that tolerates imperfect latents (as the MMVDM's are)
     datasets: tuple[str, ...] = ()
     weights: tuple[float, ...] = ()
 
     def __post_init__(self):
         if self.iterations < 1 or self.lr <= 0 or min(self.batch_size, self.image_batch_size) < 1 \
-                or self.kl_weight < 0 or not 0 <= self.image_fraction <= 1:
+                or self.kl_weight < 0 or not 0 <= self.image_fraction <= 1 or self.latent_noise < 0:
             raise ValueError(f"invalid VAE training config {self}")
+
 
     @property
     def total_steps(self) -> int:
@@ -82,6 +88,11 @@ VAE_TRAIN_PRESETS = {
     # the embedded default's: the patch autoencoder from its PCA initialisation (~27 dB at step 0), cosine-decayed
     "small": VAETrainConfig("small", iterations=800, lr=5e-4, batch_size=8, frames=9, resolution=64,  # ~1.3 s/step
                             vae="small", warmup=50, cosine=True, checkpoint_every=100),
+    # then its decoder alone, on latents with noise of std up to 0.3 (latents have unit std): fewer 8 x 8
+    # block artefacts where the MMVDM's latents are off; needs --init with the autoencoder above
+    "small_decoder": VAETrainConfig("small_decoder", iterations=300, lr=2e-4, batch_size=8, frames=9,
+                                    resolution=64, vae="small", warmup=20, cosine=True, checkpoint_every=100,
+                                    decoder_only=True, latent_noise=0.3),
 }
 
 
@@ -96,7 +107,11 @@ def vae_losses(vae: CausalVideoAutoencoder, video: torch.Tensor, cfg: VAETrainCo
     """(total, L1 + edge reconstruction, KL) of a video batch (B, V, F, 3, H, W) in [0, 1]."""
     mean, logvar = vae.posterior(video)                                              # (B, V, F_lat, 16, h, w)
     z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=g).to(mean)
-    recon = vae.decode(z * vae.scaling_factor, clamp=False)                          # (B, V, F, 3, H, W)
+    z = z * vae.scaling_factor
+    if cfg.latent_noise > 0:   # per video a noise std uniform in [0, latent_noise]: clean and off latents alike
+        std = cfg.latent_noise * torch.rand(z.shape[:2], generator=g).to(z)
+        z = z + std[:, :, None, None, None, None] * torch.randn(z.shape, generator=g).to(z)
+    recon = vae.decode(z, clamp=False)                                               # (B, V, F, 3, H, W)
     err = recon - video
     rec = err.abs().mean() + cfg.edge_weight * ((err.diff(dim=-1).abs().mean() + err.diff(dim=-2).abs().mean()))
     kl = 0.5 * (mean.square() + logvar.exp() - 1 - logvar).mean()
@@ -106,15 +121,23 @@ def vae_losses(vae: CausalVideoAutoencoder, video: torch.Tensor, cfg: VAETrainCo
 def train_vae(cfg: VAETrainConfig, out_dir, stop_after: int | None = None, log=print) -> Path:
     """Run (or resume) ``cfg`` in ``out_dir``; writes ``<out>/vae`` (``save_pretrained``) at the end."""
     out = Path(out_dir)
+    if cfg.decoder_only and not cfg.init:
+        raise ValueError(f"preset {cfg.name!r} fine-tunes the decoder of a trained autoencoder: pass --init DIR "
+                         f"(a save_pretrained folder, e.g. RUN/vae of `morph4d train-vae --preset small`)")
     res, image_res = (cfg.views, cfg.frames, cfg.resolution), (1, 1, cfg.resolution)
     data = TrainData(cfg.datasets, cfg.weights, [res] + [image_res] * (cfg.image_fraction > 0), cfg.seed)
     stage, image_stage = Stage(cfg.iterations, cfg.lr, (res,)), Stage(cfg.iterations, cfg.lr, (image_res,))
     state = load_checkpoint(out / CHECKPOINT, cfg)
     write_json(out / "config.json", cfg.to_json())
-    vae = CausalVideoAutoencoder(VAE_PRESETS[cfg.vae], generator=torch.Generator().manual_seed(cfg.seed))
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr)
+    if cfg.init is not None:
+        vae = CausalVideoAutoencoder.from_pretrained(cfg.init).train()
+    else:
+        vae = CausalVideoAutoencoder(VAE_PRESETS[cfg.vae], generator=torch.Generator().manual_seed(cfg.seed))
+    if cfg.decoder_only:
+        vae.encoder.requires_grad_(False)
+    opt = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=cfg.lr)
     step = 0
-    if state is None and vae.config.architecture == "patch":     # start from the patches' PCA (init_patch_pca)
+    if state is None and cfg.init is None and vae.config.architecture == "patch":     # start from the patches' PCA (init_patch_pca)
         g = torch.Generator().manual_seed(mix_seed("vae-pca", cfg.seed))
         vae.init_patch_pca(torch.cat([data.batch(stage, cfg.batch_size, -100 - k, g)[1]["images"]
                                       for k in range(cfg.pca_batches)]))
@@ -151,7 +174,7 @@ def train_vae(cfg: VAETrainConfig, out_dir, stop_after: int | None = None, log=p
                                                "model": vae.state_dict(), "optimizer": opt.state_dict(),
                                                "torch_rng": torch.get_rng_state()})
     if step == cfg.total_steps:
-        scale = latent_scale(vae, data, stage, cfg)
+        scale = vae.scaling_factor if cfg.decoder_only else latent_scale(vae, data, stage, cfg)
         final = CausalVideoAutoencoder(replace(vae.config, scaling_factor=scale))
         final.load_state_dict(vae.state_dict())
         final.save_pretrained(out / "vae")

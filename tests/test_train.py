@@ -207,6 +207,21 @@ def test_patch_vae_training_starts_from_pca_and_mixes_single_frames(dataset, tmp
         assert torch.equal(b.state_dict()[k], v), k
 
 
+def test_decoder_only_fine_tune_keeps_the_latent_space(dataset, tmp_path):
+    base = vae_preset("tiny", datasets=(str(dataset),), vae="tiny_patch", iterations=3, frames=5)
+    train_vae(base, tmp_path / "base", log=lambda *_: None)
+    with pytest.raises(ValueError, match="--init"):
+        train_vae(vae_preset("small_decoder", datasets=(str(dataset),)), tmp_path / "x", log=lambda *_: None)
+    tune = vae_preset("small_decoder", datasets=(str(dataset),), init=str(tmp_path / "base" / "vae"), iterations=3,
+                      frames=5, resolution=32, batch_size=2, warmup=1)
+    train_vae(tune, tmp_path / "tune", log=lambda *_: None)
+    a, b = (CausalVideoAutoencoder.from_pretrained(tmp_path / k / "vae") for k in ("base", "tune"))
+    assert b.scaling_factor == a.scaling_factor
+    encoder = [k for k in a.state_dict() if k.startswith("encoder.")]
+    assert encoder and all(torch.equal(b.state_dict()[k], a.state_dict()[k]) for k in encoder)
+    assert any(not torch.equal(b.state_dict()[k], v) for k, v in a.state_dict().items() if k.startswith("decoder."))
+
+
 def test_cli_errors_before_any_work(dataset, full_run, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
