@@ -6,6 +6,8 @@ embedded default: a held-out synthetic person's portrait -> multi-view videos ->
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -120,11 +122,15 @@ def _avatar_stage(cfg: DemoConfig, out: Path, log) -> dict:
     from morph4d.fit import FitConfig
     from morph4d.generate import GenerateConfig
     from morph4d.heads import load_head_model
-    from morph4d.pipeline import AvatarConfig, run_avatar
+    from morph4d.pipeline import AvatarConfig, run_avatar, weights_digest
     from morph4d.plan import PRESETS
     from morph4d.quality import held_out_identity
     head = load_head_model("builtin")
     ref_path = out / "avatar" / "reference.npz"
+    previous = out / "avatar" / "pipeline.json"
+    if previous.is_file() and json.loads(previous.read_text()).get("model_weights") != weights_digest(cfg.avatar_model):
+        log(f"the model changed since the last demo in {out / 'avatar'}: starting its avatar afresh")
+        shutil.rmtree(out / "avatar")
     if not ref_path.is_file():
         g = GenerateConfig()
         h = held_out_identity(head, 0, PRESETS["small"].total_frames, cfg.avatar_resolution, g.radius, g.fov)

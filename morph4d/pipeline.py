@@ -54,6 +54,19 @@ def _stage(log, name: str, path: Path) -> bool:
     return False
 
 
+def weights_digest(model: str | None) -> str:
+    """SHA-256 over the ``*.safetensors`` files of a model folder (None: the embedded default)."""
+    import hashlib
+
+    from morph4d.generate import DEFAULT_MODEL
+    root = Path(model) if model else DEFAULT_MODEL
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.safetensors")):
+        h.update(path.relative_to(root).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
 def run_avatar(cfg: AvatarConfig, log=print) -> dict:
     """Run (or resume) every stage of the module docstring; returns the output paths."""
     from morph4d.fit import fit_sequence, render_video
@@ -74,6 +87,7 @@ def run_avatar(cfg: AvatarConfig, log=print) -> dict:
     get_animation(cfg.reanimate, head, cfg.render_frames).check_model(head)
     state = json.loads(json.dumps(asdict(cfg)))
     state["reference"] = str(Path(cfg.reference).resolve())
+    state["model_weights"] = weights_digest(cfg.model)   # retrained weights = another run, never stale outputs
     state.pop("out")
     cfg_file = out / "pipeline.json"
     if cfg_file.is_file() and json.loads(cfg_file.read_text()) != state:

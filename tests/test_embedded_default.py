@@ -2,7 +2,6 @@
 (it denoises held-out data far better than the same network untrained)."""
 
 import json
-from pathlib import Path
 
 import torch
 

@@ -111,3 +111,25 @@ def test_quality_report_runs_end_to_end(tiny_model, tmp_path):
     md = (tmp_path / "q" / "report.md").read_text()
     assert "Autoencoder reconstruction PSNR" in md and "baseline PSNR" in md and "multiview, V4" in md
     assert json.loads((tmp_path / "q" / "report.json").read_text())["autoencoder"]["windows"] == 1
+
+
+def test_quality_validation_seeds_stay_off_the_held_out_ones():
+    from morph4d.quality import QualityConfig
+    QualityConfig(first_seed=5000).check()
+    for bad in (899_999, 900_050, -1):
+        with pytest.raises(ValueError, match="outside the held-out seeds"):
+            QualityConfig(first_seed=bad).check()
+
+
+def test_retrained_weights_are_another_run(tiny_model, tmp_path):
+    """pipeline.json records a digest of the model's weights, so outputs of other weights are never reused."""
+    import shutil
+
+    from morph4d.pipeline import weights_digest
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_model, copy)
+    assert weights_digest(str(copy)) == weights_digest(str(tiny_model)) != weights_digest(None)
+    weights = next(copy.rglob("*.safetensors"))
+    data = weights.read_bytes()
+    weights.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))   # one bit of one weight
+    assert weights_digest(str(copy)) != weights_digest(str(tiny_model))
