@@ -18,9 +18,12 @@ Two implementations of ``VideoAutoencoder``:
   (``<root>/vae/config.json`` + safetensors; never a hub), optional tiling for large frames. Its group norms
   pool statistics over chunks of frames, so it is causal only approximately; its decoder needs a fix-up for
   even latent frame counts (see ``_decode``).
-- ``CausalVideoAutoencoder``: a small causal video autoencoder of our own with the same layout (causal 3D
-  convolutions padded by repeating frame 0, per-frame group norms, 3 spatial and 2 temporal halvings), so
-  latent frame i depends only on frames <= 4i and an image encodes exactly like frame 0 of a video. Weights are
+- ``CausalVideoAutoencoder``: a small causal video autoencoder of our own with the same layout, so latent
+  frame i depends only on frames <= 4i and an image encodes exactly like frame 0 of a video. Two
+  architectures: ``"conv"`` (causal 3D convolutions padded by repeating frame 0, per-frame group norms, 3
+  spatial and 2 temporal halvings) and ``"patch"`` (every 4-frame x 8 x 8 px patch is one latent pixel: a
+  linear shortcut started from the patches' PCA, ``init_patch_pca``, plus residual blocks at latent
+  resolution; the embedded default's). Weights are
   ours (trained in a later issue); ``save_pretrained`` writes ``config.json`` + ``model.safetensors``.
 """
 
