@@ -119,7 +119,7 @@ SMALL = TrainConfig(
     stages=(
         Stage(3000, 3e-4, ((1, 17, 64), (2, 9, 64), (4, 5, 64), (8, 1, 64))),
         Stage(800, 1.5e-4, **_with_modes((1, 17, 64), (4, 9, 64), (4, 17, 64), (8, 5, 64), (8, 1, 64))),
-        Stage(400, 6e-5, **_with_modes((4, 17, 64), (8, 9, 64))),
+        Stage(1200, 6e-5, **_with_modes((4, 17, 64), (8, 9, 64))),
     ))
 
 # tests: a handful of steps per stage at 32 px with the tiny networks

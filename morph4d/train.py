@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -158,10 +159,24 @@ def load_checkpoint(path: Path, cfg) -> dict | None:
     if not path.is_file():
         return None
     state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("config") != config_text(cfg):
+    if not same_config(state.get("config"), cfg):
         raise ValueError(f"{path} was written by another training config; use a new --out folder or the same "
                          f"arguments (its config: {state.get('config')})")
     return state
+
+
+def same_config(text: str | None, cfg) -> bool:
+    """Whether a checkpoint's config text is ``cfg``. Fields the checkpoint predates count as equal when ``cfg``
+    leaves them at their defaults (a newer morph4d adding an option does not orphan older runs)."""
+    if text is None:
+        return False
+    stored, current = json.loads(text), json.loads(config_text(cfg))
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg) if f.default is not dataclasses.MISSING}
+    for name in set(current) - set(stored):
+        if name not in defaults or json.loads(json.dumps(defaults[name])) != current[name]:
+            return False
+        stored[name] = current[name]
+    return stored == current
 
 
 def update_ema(ema: dict, model: torch.nn.Module, decay: float) -> None:
@@ -308,5 +323,6 @@ def train(cfg: TrainConfig, out_dir, stop_after: int | None = None, log=print) -
     return out
 
 
-__all__ = ["TrainData", "training_step", "train", "save_checkpoint", "load_checkpoint", "update_ema", "CsvLog",
+__all__ = ["TrainData", "training_step", "train", "save_checkpoint", "load_checkpoint", "same_config",
+           "update_ema", "CsvLog",
            "load_vae", "sample_grid", "CHECKPOINT", "LOG_FIELDS"]

@@ -222,6 +222,20 @@ def test_decoder_only_fine_tune_keeps_the_latent_space(dataset, tmp_path):
     assert any(not torch.equal(b.state_dict()[k], v) for k, v in a.state_dict().items() if k.startswith("decoder."))
 
 
+def test_checkpoints_of_an_older_version_still_match():
+    """A field added to the config after a run was checkpointed matches while it keeps its default."""
+    from dataclasses import replace
+
+    from morph4d.train import config_text, same_config
+    cfg = vae_preset("tiny", datasets=("d",))
+    older = json.loads(config_text(cfg))
+    del older["latent_noise"]
+    older = json.dumps(older, sort_keys=True)
+    assert same_config(config_text(cfg), cfg) and same_config(older, cfg)
+    assert not same_config(older, replace(cfg, latent_noise=0.1))
+    assert not same_config(config_text(cfg), replace(cfg, lr=1.0)) and not same_config(None, cfg)
+
+
 def test_cli_errors_before_any_work(dataset, full_run, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
