@@ -19,7 +19,8 @@ Reference cameras cycle through azimuths ``REFERENCE_AZIMUTHS`` (elevation 0) so
 0-70 degrees from the reference. Nothing here is tuned on these identities; the report records what
 comes out. For choices (presets, variants) run it on validation identities instead: ``--first-seed S``
 (seeds S, S + 1, ...; never the held-out ones; pick seeds outside your training data — the embedded default
-trained on 0-79 and 1000-1299, and its choices were made on 5000+). Writes ``report.json`` (every number) and ``report.md`` (the tables of the README).
+trained on 0-79 and 1000-1299, and its choices were made on 5000+). Writes ``report.json`` (every number)
+and ``report.md`` (the tables of the README).
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ class QualityConfig:
     ae_windows: int = 8            # held-out 1 x 9-frame windows for the autoencoder PSNR
     seed: int = 0                  # sampling seed (the plan's; never tuned)
     key_steps: int | None = None   # DDIM steps (default: the small plan's 20 / 10)
-    first_seed: int | None = None  # None: the held-out identities; else validation seeds first_seed + k
     other_steps: int | None = None
+    first_seed: int | None = None  # None: the held-out identities; else validation seeds first_seed + k
 
     def check(self) -> None:
         if not 1 <= self.identities <= len(EVAL_SEEDS) or not 0 <= self.ablation_identities <= self.identities:

@@ -199,9 +199,6 @@ class CausalVAEConfig:
     channels: tuple[int, int, int] = (32, 64, 128)  # width of each resolution level (full, 1/2, 1/4; 1/8 = mid)
     layers_per_level: int = 1                       # residual blocks per level
     norm_groups: int = 8                            # GroupNorm groups (each frame normalised on its own)
-    block_time_kernel: int = 3                      # time extent of the residual blocks' convolutions: 3 = full
-    #   causal 3D (CogVideoX), 1 = per-frame 2D blocks ((2+1)D: time then mixes only in the causal 3D resampling
-    #   convolutions around each temporal halving/doubling and at the latent ends) - ~2.5x cheaper
     scaling_factor: float = 1.0                     # latent std normaliser; set from data after training
     architecture: str = "conv"                      # "conv": the conv pyramid above; "patch": see _PatchEncoder
     patch_width: int = 192                          # "patch": channels at latent resolution
@@ -218,8 +215,6 @@ class CausalVAEConfig:
             raise ValueError(f"architecture must be 'conv' or 'patch', got {self.architecture!r}")
         if self.patch_width % self.norm_groups or self.patch_blocks < 1:
             raise ValueError(f"patch_width must be divisible by norm_groups={self.norm_groups}, patch_blocks >= 1")
-        if self.block_time_kernel not in (1, 3):
-            raise ValueError(f"block_time_kernel must be 1 (2D blocks) or 3 (3D blocks), got {self.block_time_kernel}")
 
 
 VAE_PRESETS = {
@@ -258,10 +253,10 @@ class _FrameGroupNorm(nn.GroupNorm):
 
 
 class _ResBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, groups: int, time_kernel: int = 3):
+    def __init__(self, cin: int, cout: int, groups: int):
         super().__init__()
-        self.norm1, self.conv1 = _FrameGroupNorm(groups, cin), _CausalConv3d(cin, cout, time_kernel=time_kernel)
-        self.norm2, self.conv2 = _FrameGroupNorm(groups, cout), _CausalConv3d(cout, cout, time_kernel=time_kernel)
+        self.norm1, self.conv1 = _FrameGroupNorm(groups, cin), _CausalConv3d(cin, cout)
+        self.norm2, self.conv2 = _FrameGroupNorm(groups, cout), _CausalConv3d(cout, cout)
         self.skip = nn.Conv3d(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x):
@@ -284,7 +279,7 @@ class _Level(nn.Module):
 
     def __init__(self, cin: int, cout: int, cfg: CausalVAEConfig, down: bool, time: bool):
         super().__init__()
-        self.blocks = nn.Sequential(*[_ResBlock(cin if i == 0 else cout, cout, cfg.norm_groups, cfg.block_time_kernel)
+        self.blocks = nn.Sequential(*[_ResBlock(cin if i == 0 else cout, cout, cfg.norm_groups)
                                       for i in range(cfg.layers_per_level)])
         self.resample = _CausalConv3d(cout, cout, spatial_stride=2 if down else 1)
         self.down, self.time = down, time
@@ -406,9 +401,8 @@ class CausalVideoAutoencoder(VideoAutoencoder):
                 nn.init.zeros_(m.bias)
         if self.config.architecture == "patch" and not self.decoder.refine[-1].conv.weight.is_meta:
             nn.init.zeros_(self.decoder.refine[-1].conv.weight)   # the refinement starts as the identity
-            # posterior log-variance starts at -8 (std 0.02): with the tiny KL weight nothing but the slow
-            # reconstruction gradient would pull it down from 0, and unit-variance noise on the latents makes
-            # the decoder blur for thousands of steps
+            # posterior log-variance starts at -8 (std 0.02): with the tiny KL weight only the slow reconstruction
+            # gradient would pull it down from 0, i.e. unit-variance noise on the latents early in training
             nn.init.constant_(self.encoder.head[-1].bias[LATENT_CHANNELS:], -8.0)
 
     @torch.no_grad()
