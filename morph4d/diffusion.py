@@ -56,6 +56,11 @@ class Diffusion:
         self.alphas_cumprod = sched.alphas_cumprod.to(torch.float64)  # (T,)
         self._scheduler = sched
 
+    @classmethod
+    def for_model(cls, model) -> "Diffusion":
+        """The schedule an MMVDM was trained with (its ``config.snr_shift_scale``), other settings CogVideoX's."""
+        return cls(DiffusionConfig(snr_shift_scale=model.config.snr_shift_scale))
+
     def timesteps(self, num_steps: int) -> torch.Tensor:
         """Descending inference timesteps with CogVideoX's trailing spacing (the first is T - 1)."""
         if not 1 <= num_steps <= self.cfg.num_train_timesteps:

@@ -48,7 +48,7 @@ class MultiViewGenerator:
                  cameras: Cameras, view_angles_deg: tuple[torch.Tensor, torch.Tensor], frames_per_window: int,
                  guidance_kind: str = "multiview", diffusion: Diffusion | None = None):
         self.model, self.vae, self.head = model, vae, head
-        self.diffusion = Diffusion() if diffusion is None else diffusion
+        self.diffusion = Diffusion.for_model(model) if diffusion is None else diffusion
         self.cond = HeadConditioner(head)
         self.ref = canonicalize(reference, head)
         self.anim, self.cameras, self.F = animation, cameras, frames_per_window

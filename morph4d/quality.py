@@ -7,7 +7,9 @@
 2. **generation vs ground truth**: one reference image (a render of the identity at frame 0 from a
    reference camera) -> ``morph4d generate``'s full sampling plan (``small``: 8 views x 25 frames) ->
    PSNR and SSIM of every generated frame against the ground-truth render of the same view and frame,
-   binned by the view's angular distance from the reference camera; against the
+   binned by the view's angular distance from the reference camera, over the whole frame and, as MVP4D
+   S3 measures, with both images masked by the ground truth's foreground (our renders' exact alpha where
+   the paper runs a matting model; outside it both are white background); against the
    **reference-projection baseline**: the reference image projected onto the ground-truth geometry
    (head and hair/glasses meshes) at frame 0 and re-rendered at each view and frame; surface points the
    reference camera does not see get the mean colour of the points it sees;
@@ -109,12 +111,13 @@ def held_out_identity(head, k: int, frames: int, res: int, radius: float, fov: f
     return HeldOut(seed, scene, lighting, params, cam, image[0, 0].permute(2, 0, 1), az)
 
 
-def ground_truth(h: HeldOut, cameras, frames: int) -> torch.Tensor:
-    """(V, F, 3, H, W) renders of the held-out identity from ``cameras``."""
+def ground_truth(h: HeldOut, cameras, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Renders of the held-out identity from ``cameras``: (V, F, 3, H, W) images over white, (V, F, 1, H, W)
+    alpha."""
     from morph4d.data.render import RenderConfig, render_sequence
-    images, _ = render_sequence(h.scene, select_frames(h.params, list(range(frames))), cameras, h.lighting,
-                                RenderConfig())
-    return images.permute(0, 1, 4, 2, 3)
+    images, alpha = render_sequence(h.scene, select_frames(h.params, list(range(frames))), cameras, h.lighting,
+                                    RenderConfig())
+    return images.permute(0, 1, 4, 2, 3), alpha[:, :, None]
 
 
 def reference_projection(h: HeldOut, cameras, frames: int, supersample: int = 2) -> torch.Tensor:
@@ -170,21 +173,26 @@ def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(ssim_batch(a.clamp(0, 1), b))
 
 
-def per_view_scores(pred: torch.Tensor, gt: torch.Tensor, distances: torch.Tensor) -> list[dict]:
-    """[{distance, psnr, ssim}] per view of (V, F, 3, H, W) videos."""
-    return [{"distance": float(distances[v]), "psnr": psnr(pred[v], gt[v]), "ssim": ssim(pred[v], gt[v])}
+def per_view_scores(pred: torch.Tensor, gt: torch.Tensor, alpha: torch.Tensor, distances: torch.Tensor) -> list[dict]:
+    """[{distance, psnr, ssim, psnr_masked, ssim_masked}] per view of (V, F, 3, H, W) videos over white;
+    ``alpha`` (V, F, 1, H, W) is the ground truth's: "masked" composites both over white with it (MVP4D S3)."""
+    pred_m, gt_m = [alpha * x.clamp(0, 1) + (1 - alpha) for x in (pred, gt)]
+    return [{"distance": float(distances[v]), "psnr": psnr(pred[v], gt[v]), "ssim": ssim(pred[v], gt[v]),
+             "psnr_masked": psnr(pred_m[v], gt_m[v]), "ssim_masked": ssim(pred_m[v], gt_m[v])}
             for v in range(len(pred))]
 
 
+METRICS = ("psnr", "ssim", "psnr_masked", "ssim_masked")
+
+
 def binned(rows: list[dict]) -> list[dict]:
-    """Mean PSNR/SSIM of per-view rows in ``ANGLE_BINS`` of angular distance (empty bins omitted)."""
+    """Mean of each metric the per-view rows carry, in ``ANGLE_BINS`` of angular distance (empty bins omitted)."""
     out = []
     for lo, hi in ANGLE_BINS:
         sel = [r for r in rows if lo <= r["distance"] < hi]
         if sel:
             out.append({"bin": f"{lo:.0f}-{hi:.0f}", "views": len(sel),
-                        "psnr": sum(r["psnr"] for r in sel) / len(sel),
-                        "ssim": sum(r["ssim"] for r in sel) / len(sel)})
+                        **{m: _mean(sel, m) for m in METRICS if m in sel[0]}})
     return out
 
 
@@ -274,10 +282,10 @@ def run_quality(out: str | Path, model_dir: str | None = None, cfg: QualityConfi
         dist = angular_distance(vs.azimuth.double(), vs.elevation.double(),
                                 torch.tensor(h.reference_azimuth, dtype=torch.float64),
                                 torch.tensor(0.0, dtype=torch.float64))
-        gt = ground_truth(h, cameras, frames)
+        gt, alpha = ground_truth(h, cameras, frames)
         pred, _ = generate_plan(model, vae, head, h, cfg, out / "runs" / f"{h.seed}")
         base = reference_projection(h, cameras, frames)
-        rows_g, rows_b = per_view_scores(pred, gt, dist), per_view_scores(base, gt, dist)
+        rows_g, rows_b = per_view_scores(pred, gt, alpha, dist), per_view_scores(base, gt, alpha, dist)
         for r in rows_g + rows_b:
             r["identity"] = h.seed
         gen_rows += rows_g
@@ -290,13 +298,14 @@ def run_quality(out: str | Path, model_dir: str | None = None, cfg: QualityConfi
             for kind, group in ABLATIONS:
                 pred_w = generate_window(model, vae, head, h, cameras, (vs.azimuth, vs.elevation), kind, group,
                                          steps, cfg.seed)
-                rows = per_view_scores(pred_w, gt[:, :pred_w.shape[1]], dist)
+                n = pred_w.shape[1]
+                rows = per_view_scores(pred_w, gt[:, :n], alpha[:, :n], dist)
                 ablation[f"{kind}_V{group}"] += rows
                 write_png_grid(out / "samples" / f"{h.seed}_{kind}_V{group}.png", pred_w, gt)
         write_png_grid(out / "samples" / f"{h.seed}_plan.png", pred, gt, base)
     report["generation"] = {"per_view": gen_rows, "binned": binned(gen_rows)}
     report["baseline"] = {"per_view": base_rows, "binned": binned(base_rows)}
-    report["ablation"] = {name: {"psnr": _mean(rows, "psnr"), "ssim": _mean(rows, "ssim"), "binned": binned(rows)}
+    report["ablation"] = {name: {**{m: _mean(rows, m) for m in METRICS}, "binned": binned(rows)}
                           for name, rows in ablation.items() if rows}
     report["seconds"] = time.perf_counter() - t0
     write_json(out / "report.json", report)
@@ -322,23 +331,27 @@ def markdown(report: dict) -> str:
     ae = report["autoencoder"]
     lines = [f"Autoencoder reconstruction PSNR (held-out windows, {ae['windows']} x 9 frames): "
              f"**{ae['psnr']:.2f} dB**", "",
-             "| angle from reference | views | generated PSNR | baseline PSNR | generated SSIM | baseline SSIM |",
-             "|---|---|---|---|---|---|"]
+             "| angle from reference | views | generated PSNR | baseline PSNR | generated SSIM | baseline SSIM "
+             "| masked (MVP4D S3): generated PSNR | baseline PSNR | generated SSIM | baseline SSIM |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     base = {b["bin"]: b for b in report["baseline"]["binned"]}
     for g in report["generation"]["binned"]:
         b = base[g["bin"]]
         lines.append(f"| {g['bin']} deg | {g['views']} | {g['psnr']:.2f} | {b['psnr']:.2f} | {g['ssim']:.3f} | "
-                     f"{b['ssim']:.3f} |")
+                     f"{b['ssim']:.3f} | {g['psnr_masked']:.2f} | {b['psnr_masked']:.2f} | "
+                     f"{g['ssim_masked']:.3f} | {b['ssim_masked']:.3f} |")
     if report.get("ablation"):
-        lines += ["", "| Table 7 ablation (one 17-frame window) | PSNR | SSIM | PSNR >= 30 deg |", "|---|---|---|---|"]
+        lines += ["", "| Table 7 ablation (one 17-frame window) | PSNR | SSIM | PSNR >= 30 deg | masked PSNR |",
+                  "|---|---|---|---|---|"]
         for name, a in report["ablation"].items():
             far = [b for b in a["binned"] if float(b["bin"].split("-")[0]) >= 30]
-            far_psnr = sum(b["psnr"] * b["views"] for b in far) / max(1, sum(b["views"] for b in far))
-            lines.append(f"| {name.replace('_', ', ')} | {a['psnr']:.2f} | {a['ssim']:.3f} | "
-                         f"{far_psnr:.2f} |" if far else f"| {name} | {a['psnr']:.2f} | {a['ssim']:.3f} | - |")
+            far_psnr = (f"{sum(b['psnr'] * b['views'] for b in far) / sum(b['views'] for b in far):.2f}"
+                        if far else "-")
+            lines.append(f"| {name.replace('_', ', ')} | {a['psnr']:.2f} | {a['ssim']:.3f} | {far_psnr} | "
+                         f"{a['psnr_masked']:.2f} |")
     lines += ["", f"({report['seconds'] / 60:.1f} min on this machine)", ""]
     return "\n".join(lines)
 
 
 __all__ = ["QualityConfig", "run_quality", "reference_projection", "held_out_identity", "ground_truth", "binned",
-           "per_view_scores", "markdown", "REFERENCE_AZIMUTHS", "ANGLE_BINS", "ABLATIONS"]
+           "per_view_scores", "markdown", "METRICS", "REFERENCE_AZIMUTHS", "ANGLE_BINS", "ABLATIONS"]

@@ -239,6 +239,19 @@ def sample_grid(model, ema: dict, vae, diffusion: Diffusion, val: dict, steps: i
 # the loop
 # ---------------------------------------------------------------------------------------------------
 
+def initial_model(cfg: TrainConfig) -> MMVDM:
+    """The MMVDM a run starts from: ``cfg.init``'s weights (trained with the run's noise schedule) or a fresh
+    ``cfg.model`` preset carrying the run's ``snr_shift_scale``."""
+    if cfg.init is None:
+        return MMVDM(MMVDMConfig.preset(cfg.model, snr_shift_scale=cfg.snr_shift_scale),
+                     generator=torch.Generator().manual_seed(cfg.seed))
+    model = MMVDM.from_pretrained(cfg.init)
+    if model.config.snr_shift_scale != cfg.snr_shift_scale:
+        raise ValueError(f"--init {cfg.init} was trained with snr_shift_scale {model.config.snr_shift_scale} but "
+                         f"the preset {cfg.name!r} uses {cfg.snr_shift_scale}; fine-tune it with the same schedule")
+    return model
+
+
 def train(cfg: TrainConfig, out_dir, stop_after: int | None = None, log=print) -> Path:
     """Run (or resume) ``cfg`` in ``out_dir``; ``stop_after``: return after that global step (tests).
 
@@ -252,6 +265,7 @@ def train(cfg: TrainConfig, out_dir, stop_after: int | None = None, log=print) -
     resolutions = [r for s in cfg.stages for r in s.resolutions]
     data = TrainData(cfg.datasets, cfg.weights, resolutions, cfg.seed)
     state = load_checkpoint(out / CHECKPOINT, cfg)
+    model = initial_model(cfg)
     accelerator = Accelerator()
     device, main = accelerator.device, accelerator.is_main_process   # only the main process writes files
     if cfg.batch_size % accelerator.num_processes:
@@ -260,11 +274,7 @@ def train(cfg: TrainConfig, out_dir, stop_after: int | None = None, log=print) -
     local_batch = cfg.batch_size // accelerator.num_processes
     if main:
         write_json(out / "config.json", cfg.to_json())
-    vae, diffusion = load_vae(cfg, device), Diffusion()
-    if cfg.init is not None:
-        model = MMVDM.from_pretrained(cfg.init)
-    else:
-        model = MMVDM(MMVDMConfig.preset(cfg.model), generator=torch.Generator().manual_seed(cfg.seed))
+    vae, diffusion = load_vae(cfg, device), Diffusion.for_model(model)
     model.gradient_checkpointing = cfg.gradient_checkpointing
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.stages[0].lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -323,6 +333,6 @@ def train(cfg: TrainConfig, out_dir, stop_after: int | None = None, log=print) -
     return out
 
 
-__all__ = ["TrainData", "training_step", "train", "save_checkpoint", "load_checkpoint", "same_config",
+__all__ = ["TrainData", "training_step", "train", "initial_model", "save_checkpoint", "load_checkpoint", "same_config",
            "update_ema", "CsvLog",
            "load_vae", "sample_grid", "CHECKPOINT", "LOG_FIELDS"]

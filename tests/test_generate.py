@@ -8,7 +8,6 @@ import torch
 
 from morph4d.cameras import orbit_cameras
 from morph4d.cli import main
-from morph4d.conditioning import HeadConditioner
 from morph4d.diffusion import Diffusion
 from morph4d.generate import GenerateConfig, init_models, load_models, run_generate
 from morph4d.heads.animation import builtin_animation
@@ -69,6 +68,19 @@ def _plan_args():
     from morph4d.plan import PRESETS, PlanConfig
     cfg = PlanConfig(**{**asdict(PRESETS["small"]), "key_steps": 3, "other_steps": 2})
     return cfg, {"test": 1, "guidance": "multiview", "radius": 0.75, "fov": 26.0}
+
+
+def test_sampling_uses_the_schedule_of_the_weights(tmp_path, models, head):
+    """A model trained with another SNR shift (its config.json says so) is sampled with that schedule."""
+    root = init_models(tmp_path / "m", "tiny", "tiny", seed=0)
+    config = json.loads((root / "mmvdm" / "config.json").read_text())
+    (root / "mmvdm" / "config.json").write_text(json.dumps({**config, "snr_shift_scale": 1.0}))
+    shifted = load_models(root)
+    assert shifted[0].config.snr_shift_scale == 1.0
+    generate(tmp_path / "a", models, head)
+    generate(tmp_path / "b", (root, *shifted), head)
+    a, b = PlanRun(tmp_path / "a", *_plan_args()), PlanRun(tmp_path / "b", *_plan_args())
+    assert not torch.allclose(a.load("key_w0"), b.load("key_w0"))
 
 
 def test_guidance_options_with_the_tiny_model(head):

@@ -88,7 +88,7 @@ def test_reference_projection_reproduces_the_reference_view(head):
     assert psnr(same, h.reference_image) > 22   # 25.8 dB measured at 32 px (bilinear resampling of edges)
     from morph4d.cameras import orbit_cameras
     side = orbit_cameras(torch.tensor([-40.0]), torch.tensor([0.0]), g.radius, g.fov, RES, RES)
-    gt = ground_truth(h, side, 1)[0, 0]
+    gt = ground_truth(h, side, 1)[0][0, 0]
     base = reference_projection(h, side, 1)[0, 0]
     assert psnr(base, gt) < psnr(same, h.reference_image) - 3
 
@@ -100,6 +100,21 @@ def test_binned_groups_views_by_angle():
     assert out[0]["psnr"] == 25.0 and out[0]["views"] == 2 and out[1]["psnr"] == 10.0
 
 
+def test_masked_scores_ignore_errors_outside_the_ground_truth_foreground():
+    """MVP4D S3: both images masked by the ground truth's foreground, so only errors inside it count."""
+    from morph4d.quality import per_view_scores
+    gt, alpha = torch.ones(1, 2, 3, 8, 8), torch.zeros(1, 2, 1, 8, 8)
+    alpha[..., 2:6, 2:6] = 1
+    gt[..., 2:6, 2:6] = 0.3
+    outside = gt.clone()
+    outside[..., 0, :] = 0.0                     # a wrong row of background
+    inside = gt.clone()
+    inside[..., 3, 3] = 0.8                      # a wrong pixel of the head
+    (a,), (b,) = (per_view_scores(x, gt, alpha, torch.zeros(1)) for x in (outside, inside))
+    assert a["psnr"] < 15 and a["psnr_masked"] > 100 and a["ssim_masked"] > 0.999
+    assert b["psnr_masked"] == pytest.approx(b["psnr"]) and b["psnr"] < 30
+
+
 def test_quality_report_runs_end_to_end(tiny_model, tmp_path):
     """The report script on a tiny untrained model: every section present, numbers finite."""
     from morph4d.quality import QualityConfig, run_quality
@@ -107,9 +122,11 @@ def test_quality_report_runs_end_to_end(tiny_model, tmp_path):
     report = run_quality(tmp_path / "q", str(tiny_model), cfg, log=lambda *a: None)
     assert set(report["ablation"]) == {"none_V8", "cfg_V8", "multiview_V8", "multiview_V4"}
     assert len(report["generation"]["per_view"]) == len(report["baseline"]["per_view"]) == 8
-    assert all(0 < r["psnr"] < 100 for r in report["generation"]["per_view"] + report["baseline"]["per_view"])
+    assert all(0 < r[m] < 100 for r in report["generation"]["per_view"] + report["baseline"]["per_view"]
+               for m in ("psnr", "psnr_masked"))
     md = (tmp_path / "q" / "report.md").read_text()
     assert "Autoencoder reconstruction PSNR" in md and "baseline PSNR" in md and "multiview, V4" in md
+    assert "masked (MVP4D S3)" in md
     assert json.loads((tmp_path / "q" / "report.json").read_text())["autoencoder"]["windows"] == 1
 
 

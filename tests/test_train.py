@@ -18,9 +18,9 @@ import torch
 from morph4d.conditioning import ConditioningLayout
 from morph4d.curriculum import PAPER, Stage, given_mask, preset, sample_dropout, sample_mode
 from morph4d.data.synth import SynthConfig, synthesize, torch_threads
-from morph4d.diffusion import Diffusion
+from morph4d.diffusion import Diffusion, DiffusionConfig
 from morph4d.models import MMVDM, CausalVideoAutoencoder, MMVDMConfig
-from morph4d.train import CHECKPOINT, TrainData, load_vae, training_step
+from morph4d.train import CHECKPOINT, TrainData, load_vae, train, training_step
 from morph4d.train_cli import main
 from morph4d.train_vae import train_vae, vae_preset
 
@@ -220,6 +220,20 @@ def test_decoder_only_fine_tune_keeps_the_latent_space(dataset, tmp_path):
     encoder = [k for k in a.state_dict() if k.startswith("encoder.")]
     assert encoder and all(torch.equal(b.state_dict()[k], a.state_dict()[k]) for k in encoder)
     assert any(not torch.equal(b.state_dict()[k], v) for k, v in a.state_dict().items() if k.startswith("decoder."))
+
+
+def test_noise_schedule_travels_with_the_weights(dataset, tmp_path, capsys):
+    """A run's SNR shift is stored in the MMVDM's config (samplers rebuild the schedule from it), and a
+    fine-tune with another schedule is refused before anything is written."""
+    train(preset("tiny", datasets=(str(dataset),), snr_shift_scale=1.0), tmp_path / "s1", log=lambda *_: None)
+    model = MMVDM.from_pretrained(tmp_path / "s1" / "ema")
+    assert model.config.snr_shift_scale == 1.0
+    ours = Diffusion.for_model(model).alphas_cumprod
+    assert torch.equal(ours, Diffusion(DiffusionConfig(snr_shift_scale=1.0)).alphas_cumprod)
+    assert (ours[1:-1] > Diffusion().alphas_cumprod[1:-1]).all()   # less noise than CogVideoX's shift of 3
+    argv = ["train", "--preset", "tiny", "--data", str(dataset), "--init", str(tmp_path / "s1" / "ema"), "--out"]
+    assert main(argv + [str(tmp_path / "ft")]) == 2
+    assert "snr_shift_scale 1.0" in capsys.readouterr().err and not (tmp_path / "ft").exists()
 
 
 def test_checkpoints_of_an_older_version_still_match():

@@ -67,6 +67,9 @@ class MMVDMConfig:
     norm_eps: float = 1e-5
     flip_sin_to_cos: bool = True                     # CogVideoX's timestep sinusoid layout
     freq_shift: int = 0
+    # not architecture: the SNR shift of the noise schedule the weights were trained with (morph4d.diffusion),
+    # kept here so that it travels with them and every sampler uses the same schedule; CogVideoX-2B's: 3
+    snr_shift_scale: float = 3.0
 
     def __post_init__(self):
         if self.inner_dim % 16:  # the 3D table splits D into D/4 temporal + 3D/4 spatial, each in sin/cos halves
@@ -74,6 +77,8 @@ class MMVDMConfig:
         if min(self.num_layers, self.latent_channels, self.patch_size, self.time_embed_dim) < 1 \
                 or self.conditioning_channels < 0:
             raise ValueError(f"invalid MMVDM config: {self}")
+        if self.snr_shift_scale <= 0:
+            raise ValueError(f"snr_shift_scale must be > 0, got {self.snr_shift_scale}")
         if self.base_tokens is not None and self.base_tokens < 2:
             raise ValueError(f"base_tokens must be >= 2 (its log divides) or None, got {self.base_tokens}")
 
