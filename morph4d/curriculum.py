@@ -114,13 +114,18 @@ PAPER = TrainConfig(
 # frames); 17 frames (5 latent frames) let stages 2-3 train mode 3 (it needs > 3 latent frames). Learning
 # rates are three times Table 3's (a 10.6 M-parameter model trained for a few thousand steps; the first
 # default used twice and its loss was still falling steadily at the end), same 1 : 0.5 : 0.2 ratio.
+#
+# Noise schedule: CogVideoX's with the SNR shift at 1 instead of 3. The shift of 3 suits CogVideoX's 13 x 60 x 90
+# latents; on our 8 x 8 ones it leaves only 20% of training timesteps at SNR > 1 (34% with shift 1), where
+# appearance is decided. Measured on validation identities (README "Embedded default"): +0.42 dB generated
+# PSNR, every angle bin better, same data, autoencoder and step count.
 SMALL = TrainConfig(
     name="small", batch_size=4, model="small", vae="small", ema_decay=0.995, checkpoint_every=100,
-    sample_every=500, log_every=1,
+    sample_every=500, log_every=1, snr_shift_scale=1.0,
     stages=(
         Stage(3000, 3e-4, ((1, 17, 64), (2, 9, 64), (4, 5, 64), (8, 1, 64))),
         Stage(800, 1.5e-4, **_with_modes((1, 17, 64), (4, 9, 64), (4, 17, 64), (8, 5, 64), (8, 1, 64))),
-        Stage(1200, 6e-5, **_with_modes((4, 17, 64), (8, 9, 64))),
+        Stage(800, 6e-5, **_with_modes((4, 17, 64), (8, 9, 64))),
     ))
 
 # tests: a handful of steps per stage at 32 px with the tiny networks

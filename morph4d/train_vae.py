@@ -85,7 +85,7 @@ VAE_TRAIN_PRESETS = {
     "tiny": VAETrainConfig("tiny", iterations=30, lr=2e-3, batch_size=2, frames=5, resolution=32, vae="tiny",
                            checkpoint_every=10, scale_batches=2),
     # the embedded default's: the patch autoencoder from its PCA initialisation (~27 dB at step 0), cosine-decayed
-    "small": VAETrainConfig("small", iterations=800, lr=5e-4, batch_size=8, frames=9, resolution=64,  # ~1.5 s/step
+    "small": VAETrainConfig("small", iterations=1500, lr=5e-4, batch_size=8, frames=9, resolution=64,  # ~1.1 s/step
                             vae="small", warmup=50, cosine=True, checkpoint_every=100),
     # then its decoder alone, on latents with noise of std up to 0.3 (latents have unit std): fewer 8 x 8
     # block artefacts where the MMVDM's latents are off; needs --init with the autoencoder above
