@@ -27,7 +27,7 @@ def _cmd_conditioning(args) -> None:
 
 
 def _cmd_generate(args) -> None:
-    from morph4d.generate import GenerateConfig, load_models, run_generate
+    from morph4d.generate import GenerateConfig, load_models, run_generate, weights_digest
     from morph4d.heads import load_head_model
     from morph4d.heads.animation import get_animation
     from morph4d.plan import PRESETS
@@ -42,7 +42,9 @@ def _cmd_generate(args) -> None:
     cfg = GenerateConfig(preset=args.views, guidance=args.guidance, seed=args.seed, key_steps=args.key_steps,
                          other_steps=args.other_steps)
     identity = {"reference": os.path.abspath(args.reference), "animation": args.animation, "model":
-                os.path.abspath(args.model) if args.model else "embedded-default", "head": head.name}
+                os.path.abspath(args.model) if args.model else "embedded-default", "head": head.name,
+                "model_weights": weights_digest(args.model),
+                "cogvideox": os.path.abspath(args.cogvideox) if args.cogvideox else None}
     rank, world, barrier = _distributed()
     paths = run_generate(args.out, model, vae, head, reference, animation, cfg, identity, rank, world, barrier)
     if paths:

@@ -120,9 +120,9 @@ def _avatar_stage(cfg: DemoConfig, out: Path, log) -> dict:
     reference camera is the portrait -> ``morph4d avatar`` (multi-view videos from the embedded default,
     fitted Gaussian avatar, renders, .ply, viewer)."""
     from morph4d.fit import FitConfig
-    from morph4d.generate import GenerateConfig
+    from morph4d.generate import GenerateConfig, weights_digest
     from morph4d.heads import load_head_model
-    from morph4d.pipeline import AvatarConfig, run_avatar, weights_digest
+    from morph4d.pipeline import AvatarConfig, run_avatar
     from morph4d.plan import PRESETS
     from morph4d.quality import held_out_identity
     head = load_head_model("builtin")

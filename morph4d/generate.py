@@ -197,6 +197,18 @@ def init_models(out: str | Path, mmvdm_preset: str = "small", vae_preset: str = 
 DEFAULT_MODEL = Path(__file__).parent / "assets" / "default"   # the embedded default (README: reproduce it)
 
 
+def weights_digest(model: str | Path | None) -> str:
+    """SHA-256 over the ``*.safetensors`` files of a model folder (None: the embedded default): part of every
+    run's identity, so outputs of other (e.g. retrained) weights in the same folder are never reused."""
+    import hashlib
+    root = Path(model) if model else DEFAULT_MODEL
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.safetensors")):
+        h.update(path.relative_to(root).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
 def pack_models(mmvdm: str | Path, vae: str | Path, out: str | Path, provenance: dict | None = None) -> Path:
     """Write a model folder ``out/mmvdm`` (bfloat16 storage: half the bytes) + ``out/vae`` (float32: the
     decoder's precision shows directly in the pixels) from trained weights folders, plus ``provenance.json``."""

@@ -54,23 +54,10 @@ def _stage(log, name: str, path: Path) -> bool:
     return False
 
 
-def weights_digest(model: str | None) -> str:
-    """SHA-256 over the ``*.safetensors`` files of a model folder (None: the embedded default)."""
-    import hashlib
-
-    from morph4d.generate import DEFAULT_MODEL
-    root = Path(model) if model else DEFAULT_MODEL
-    h = hashlib.sha256()
-    for path in sorted(root.rglob("*.safetensors")):
-        h.update(path.relative_to(root).as_posix().encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()
-
-
 def run_avatar(cfg: AvatarConfig, log=print) -> dict:
     """Run (or resume) every stage of the module docstring; returns the output paths."""
     from morph4d.fit import fit_sequence, render_video
-    from morph4d.generate import GenerateConfig, load_models, run_generate
+    from morph4d.generate import GenerateConfig, load_models, run_generate, weights_digest
     from morph4d.heads import load_head_model
     from morph4d.heads.animation import get_animation
     from morph4d.plan import PRESETS

@@ -219,8 +219,10 @@ def autoencoder_psnr(vae, cfg: QualityConfig, head, data_root: Path, log) -> dic
     return {"psnr": sum(scores) / len(scores), "windows": len(scores), "per_window": scores}
 
 
-def generate_plan(model, vae, head, h: HeldOut, cfg: QualityConfig, run_dir: Path) -> tuple[torch.Tensor, object]:
-    """The full ``small`` sampling plan from the reference: (V, F, 3, H, W) frames and the view set."""
+def generate_plan(model, vae, head, h: HeldOut, cfg: QualityConfig, run_dir: Path,
+                  weights: str) -> tuple[torch.Tensor, object]:
+    """The full ``small`` sampling plan from the reference: (V, F, 3, H, W) frames and the view set;
+    ``weights``: the model's ``weights_digest`` (a run of other weights in ``run_dir`` is refused)."""
     from morph4d.generate import GenerateConfig, run_generate
     from morph4d.plan import PRESETS
     frames = PRESETS["small"].total_frames
@@ -229,7 +231,8 @@ def generate_plan(model, vae, head, h: HeldOut, cfg: QualityConfig, run_dir: Pat
     gcfg = GenerateConfig(preset="small", guidance="multiview", seed=cfg.seed, key_steps=cfg.key_steps,
                           other_steps=cfg.other_steps)
     run_generate(run_dir, model, vae, head, reference, animation, gcfg,
-                 {"quality": h.seed, "reference_azimuth": h.reference_azimuth}, log=lambda *a: None)
+                 {"quality": h.seed, "reference_azimuth": h.reference_azimuth, "model_weights": weights},
+                 log=lambda *a: None)
     from morph4d.video import read_png
     vs = view_set("small")
     video = torch.stack([torch.stack([read_png(run_dir / "views" / f"{v:02d}" / f"{f:04d}.png")
@@ -261,13 +264,14 @@ def generate_window(model, vae, head, h: HeldOut, cameras, angles, guidance_kind
 def run_quality(out: str | Path, model_dir: str | None = None, cfg: QualityConfig = QualityConfig(),
                 log=print) -> dict:
     """All measurements (module doc) -> ``out/report.json`` and ``out/report.md``; returns the report."""
-    from morph4d.generate import GenerateConfig, load_models
+    from morph4d.generate import GenerateConfig, load_models, weights_digest
     from morph4d.heads import load_head_model
     from morph4d.plan import PRESETS
     cfg.check()
     out = Path(out)
     t0 = time.perf_counter()
     model, vae = load_models(model_dir)
+    digest = weights_digest(model_dir)
     head = load_head_model("builtin")
     report = {"config": asdict(cfg), "model": str(Path(model_dir).resolve()) if model_dir else "embedded-default"}
     write_json(out / "config.json", report)
@@ -283,7 +287,7 @@ def run_quality(out: str | Path, model_dir: str | None = None, cfg: QualityConfi
                                 torch.tensor(h.reference_azimuth, dtype=torch.float64),
                                 torch.tensor(0.0, dtype=torch.float64))
         gt, alpha = ground_truth(h, cameras, frames)
-        pred, _ = generate_plan(model, vae, head, h, cfg, out / "runs" / f"{h.seed}")
+        pred, _ = generate_plan(model, vae, head, h, cfg, out / "runs" / f"{h.seed}", digest)
         base = reference_projection(h, cameras, frames)
         rows_g, rows_b = per_view_scores(pred, gt, alpha, dist), per_view_scores(base, gt, alpha, dist)
         for r in rows_g + rows_b:

@@ -149,5 +149,14 @@ def test_cli_generate_and_bad_input(tmp_path, models, head, capsys):
         assert main(base + extra) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+    # the same command after the model folder's weights changed (retrained) is another run, refused
+    import shutil
+    copy = tmp_path / "retrained"
+    shutil.copytree(root, copy)
+    retrained = ["generate", "--reference", str(ref), "--model", str(copy), "--views", "small", "--key-steps", "2",
+                 "--other-steps", "1", "--out", str(tmp_path / "cli_retrained")]
+    assert main(retrained) == 0
+    MMVDM(MMVDMConfig.preset("tiny"), generator=torch.Generator().manual_seed(5)).save_pretrained(copy / "mmvdm")
+    assert main(retrained) == 2 and "different run" in capsys.readouterr().err
     assert main(["generate", "--reference", str(ref), "--model", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
     assert "not a model folder" in capsys.readouterr().err

@@ -142,7 +142,7 @@ def test_retrained_weights_are_another_run(tiny_model, tmp_path):
     """pipeline.json records a digest of the model's weights, so outputs of other weights are never reused."""
     import shutil
 
-    from morph4d.pipeline import weights_digest
+    from morph4d.generate import weights_digest
     copy = tmp_path / "copy"
     shutil.copytree(tiny_model, copy)
     assert weights_digest(str(copy)) == weights_digest(str(tiny_model)) != weights_digest(None)
