@@ -101,7 +101,7 @@ PRESETS = {
     # tests: 2 layers, 2 heads x 8; runs on 8x8 latents in milliseconds
     "tiny": MMVDMConfig(num_layers=2, num_attention_heads=2, attention_head_dim=8, time_embed_dim=16),
     # the embedded default, trainable on a 2-core CPU at 64-128 px (8-16 latents): 10.6 M parameters, shipped
-    # in bfloat16 (21 MB) so that it and the small autoencoder (5.3 M, float32) stay under 50 MB
+    # in bfloat16 (21 MB) so that it and the small autoencoder (5.7 M, float32) stay under 50 MB
     "small": MMVDMConfig(),
     # CogVideoX-2B's transformer: 30 layers, 30 heads x 64, time embedding 512 (1.686 B parameters)
     "paper": MMVDMConfig(num_layers=30, num_attention_heads=30, attention_head_dim=64, time_embed_dim=512),
