@@ -23,6 +23,7 @@ import torch
 from morph4d.conditioning import latent_frames
 from morph4d.sampling import mode_mask
 
+PRECISIONS = ("fp32", "bf16")   # training arithmetic (weights and optimizer states stay float32)
 GIVEN_FRAMES = 3   # MVP4D §3.3: mode 3 continues from the first 3 latent frames (the last 9 video frames)
 
 
@@ -59,6 +60,8 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 1.0
     gradient_checkpointing: bool = False
+    precision: str = "fp32"              # "bf16": the MMVDM's forward under bfloat16 autocast on CPUs with native
+    #                                      bfloat16 (avx512_bf16 / AMX); on CUDA the MMVDM always runs in bf16
     seed: int = 0
     log_every: int = 1
     checkpoint_every: int = 100
@@ -76,6 +79,8 @@ class TrainConfig:
             raise ValueError(f"{len(self.weights)} weights for {len(self.datasets)} datasets")
         if any(w <= 0 for w in self.weights):
             raise ValueError(f"dataset weights must be > 0, got {self.weights}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
     @property
     def total_steps(self) -> int:
@@ -119,13 +124,17 @@ PAPER = TrainConfig(
 # latents; on our 8 x 8 ones it leaves only 20% of training timesteps at SNR > 1 (34% with shift 1), where
 # appearance is decided. Measured on validation identities (README "Embedded default"): +0.42 dB generated
 # PSNR, every angle bin better, same data, autoencoder and step count.
+#
+# Arithmetic: bfloat16 autocast (this CPU has avx512_bf16): the network's forward + backward take ~0.5x float32's
+# time (benchmarks/bench_precision.py); with data loading (head-model maps) a whole step ~0.8x here, which buys
+# ~1.6x the iterations of the float32 recipe (3000 / 800 / 800) in the same time.
 SMALL = TrainConfig(
     name="small", batch_size=4, model="small", vae="small", ema_decay=0.995, checkpoint_every=100,
-    sample_every=500, log_every=1, snr_shift_scale=1.0,
+    sample_every=500, log_every=1, snr_shift_scale=1.0, precision="bf16",
     stages=(
-        Stage(3000, 3e-4, ((1, 17, 64), (2, 9, 64), (4, 5, 64), (8, 1, 64))),
-        Stage(800, 1.5e-4, **_with_modes((1, 17, 64), (4, 9, 64), (4, 17, 64), (8, 5, 64), (8, 1, 64))),
-        Stage(800, 6e-5, **_with_modes((4, 17, 64), (8, 9, 64))),
+        Stage(4800, 3e-4, ((1, 17, 64), (2, 9, 64), (4, 5, 64), (8, 1, 64))),
+        Stage(1300, 1.5e-4, **_with_modes((1, 17, 64), (4, 9, 64), (4, 17, 64), (8, 5, 64), (8, 1, 64))),
+        Stage(1200, 6e-5, **_with_modes((4, 17, 64), (8, 9, 64))),
     ))
 
 # tests: a handful of steps per stage at 32 px with the tiny networks

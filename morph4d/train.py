@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from morph4d.conditioning import ConditioningLayout
-from morph4d.curriculum import (TrainConfig, given_mask, sample_dataset, sample_dropout, sample_mode,
+from morph4d.curriculum import (PRECISIONS, TrainConfig, given_mask, sample_dataset, sample_dropout, sample_mode,
                                 sample_resolution)
 from morph4d.data.format import mix_seed
 from morph4d.data.loader import MultiViewWindows, WindowConfig
@@ -56,7 +56,7 @@ class TrainData:
     has >= V views and >= F frames and a (view, frame) left over for the reference image).
     """
 
-    def __init__(self, roots, weights, resolutions, seed: int = 0):
+    def __init__(self, roots, weights, resolutions, seed: int = 0, conditioning: bool = True):
         if not roots:
             raise ValueError("training needs at least one dataset folder")
         for root in roots:   # the held-out identities (data.identity.EVAL_SEEDS) never enter training
@@ -72,8 +72,9 @@ class TrainData:
             problems = []
             for k, root in enumerate(self.roots):
                 try:
-                    ds = MultiViewWindows(root, WindowConfig(views=V, frames=F, resolution=D, seed=seed,
-                                                             on_short="skip"), model=head)
+                    window = WindowConfig(views=V, frames=F, resolution=D, seed=seed, on_short="skip",
+                                          conditioning=conditioning)
+                    ds = MultiViewWindows(root, window, model=head)
                 except ValueError as e:
                     problems.append(str(e))
                     continue
@@ -94,7 +95,7 @@ class TrainData:
             ds.set_epoch(epoch * len(keys) + b)
             out.append(ds[i])
         return {name: torch.stack([o[name] for o in out]) for name in
-                ("images", "reference", "conditioning", "reference_conditioning")}
+                ("images", "reference", "conditioning", "reference_conditioning") if name in out[0]}
 
     def batch(self, stage, batch_size: int, position: int, g: torch.Generator) -> tuple[tuple[int, int, int], dict]:
         """A resolution (Table 3: uniform per step) and a batch at data ``position`` (seeds the windows);
@@ -115,13 +116,24 @@ class TrainData:
 # 2-3. forward and loss
 # ---------------------------------------------------------------------------------------------------
 
+def autocast(precision: str, device_type: str):
+    """The forward's arithmetic for a training ``precision`` (``curriculum.PRECISIONS``): bfloat16 autocast for
+    "bf16" (matmuls and convolutions in bf16, reductions and weights float32), nothing for "fp32"."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def training_step(model, vae, diffusion: Diffusion, batch: dict, stage, cond_dropout: float,
-                  g: torch.Generator, device) -> tuple[torch.Tensor, list[int]]:
-    """Loss of one batch and the generation mode of each item (MVP4D §3.3; module doc, step 2)."""
+                  g: torch.Generator, device, precision: str = "fp32") -> tuple[torch.Tensor, list[int]]:
+    """Loss of one batch and the generation mode of each item (MVP4D §3.3; module doc, step 2). ``precision``
+    applies to the frozen autoencoder's encoding (bf16: latents within ~0.003 RMS of float32's, for unit-std
+    latents) and to the MMVDM's forward; the loss is float32."""
     layout = ConditioningLayout.from_config()
-    with torch.no_grad():
-        x0 = vae.encode(batch["images"].to(device))                          # (B, V, F_lat, 16, h, w)
-        ref = vae.encode_image(batch["reference"].to(device))                # (B, 16, h, w)
+    device_type = torch.device(device).type
+    with torch.no_grad(), autocast(precision, device_type):
+        x0 = vae.encode(batch["images"].to(device)).float()                  # (B, V, F_lat, 16, h, w)
+        ref = vae.encode_image(batch["reference"].to(device)).float()        # (B, 16, h, w)
     B, V, Fl = x0.shape[:3]
     modes = [sample_mode(stage, V, Fl, g) for _ in range(B)]
     given = torch.stack([given_mask(m, V, Fl) for m in modes]).to(device)   # (B, V, F_lat)
@@ -137,8 +149,9 @@ def training_step(model, vae, diffusion: Diffusion, batch: dict, stage, cond_dro
     cond = torch.where(drop.view(B, 1, 1, 1, 1, 1), u_cond, cond)
     ref = torch.where(drop.view(B, 1, 1, 1), u_ref, ref)
     ref_cond = torch.where(drop.view(B, 1, 1, 1), u_ref_cond, ref_cond)
-    out = model(x_in, cond, ref, ref_cond, t)
-    return diffusion.loss(out, x0, noise, t, generate=~given), modes
+    with autocast(precision, device_type):
+        out = model(x_in, cond, ref, ref_cond, t)                            # float32 out (MMVDM.forward)
+    return diffusion.loss(out.float(), x0, noise, t, generate=~given), modes
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -301,7 +314,8 @@ def train(cfg: TrainConfig, out_dir, stop_after: int | None = None, log=print) -
         for group in opt.param_groups:
             group["lr"] = stage.lr
         model.train()
-        loss, modes = training_step(model, vae, diffusion, batch, stage, cfg.cond_dropout, g, device)  # 2-3.
+        loss, modes = training_step(model, vae, diffusion, batch, stage, cfg.cond_dropout, g, device,  # 2-3.
+                                    cfg.precision)
         opt.zero_grad(set_to_none=True)
         accelerator.backward(loss)                                                      # backward
         if cfg.grad_clip > 0:
@@ -333,6 +347,6 @@ def train(cfg: TrainConfig, out_dir, stop_after: int | None = None, log=print) -
     return out
 
 
-__all__ = ["TrainData", "training_step", "train", "initial_model", "save_checkpoint", "load_checkpoint", "same_config",
+__all__ = ["TrainData", "training_step", "autocast", "train", "initial_model", "save_checkpoint", "load_checkpoint", "same_config",
            "update_ema", "CsvLog",
            "load_vae", "sample_grid", "CHECKPOINT", "LOG_FIELDS"]

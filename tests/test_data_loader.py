@@ -1,6 +1,8 @@
 """Training windows: shapes, MVP4D S2.2 sampling (views, frames, facing reference), crops, determinism
 across DataLoader workers, and clear errors for sequences that cannot give the window."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -83,6 +85,16 @@ def test_items_are_deterministic_and_epochs_differ(datasets):
         v, f, r = ds.sample_window(0)
         picks.add((tuple(v), f[0], r))
     assert len(picks) > 1
+
+
+def test_images_only_items_skip_the_maps_and_keep_the_window(datasets):
+    """WindowConfig(conditioning=False) (autoencoder training): the same window and pixels, no head-model maps."""
+    cfg = WindowConfig(views=2, frames=5, resolution=32, seed=3)
+    full = MultiViewWindows(datasets["multiview_video"], cfg)[1]
+    lean = MultiViewWindows(datasets["multiview_video"], replace(cfg, conditioning=False))[1]
+    assert "conditioning" in full and "reference_conditioning" in full
+    assert set(full) - set(lean) == {"conditioning", "reference_conditioning"}
+    assert all(torch.equal(full[k], lean[k]) for k in lean if k != "sequence")
 
 
 def test_dataloader_workers_give_the_same_items(datasets):

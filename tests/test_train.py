@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -238,7 +239,6 @@ def test_noise_schedule_travels_with_the_weights(dataset, tmp_path, capsys):
 
 def test_checkpoints_of_an_older_version_still_match():
     """A field added to the config after a run was checkpointed matches while it keeps its default."""
-    from dataclasses import replace
 
     from morph4d.train import config_text, same_config
     cfg = vae_preset("tiny", datasets=("d",))
@@ -294,3 +294,43 @@ def test_gradient_checkpointing_gives_the_same_gradients(dataset):
         loss.backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+def test_bf16_autocast_trains_the_same_function(dataset, tmp_path):
+    """precision="bf16" runs the MMVDM's forward in bfloat16 (the loss differs from float32's in its low bits)
+    with gradients that point the same way; an unknown precision is refused by both configs."""
+    data = TrainData([dataset], (), [(2, 5, 32)])
+    stage = Stage(1, 1e-3, ((2, 5, 32),), p_given_views=0.5)
+    _, batch = data.batch(stage, 2, 0, torch.Generator().manual_seed(0))
+    vae, diffusion, losses, grads = load_vae(preset("tiny"), "cpu"), Diffusion(), [], []
+    for precision in ("fp32", "bf16"):
+        model = MMVDM(MMVDMConfig.preset("tiny"), generator=torch.Generator().manual_seed(0))
+        g = torch.Generator().manual_seed(1)
+        with torch.no_grad():   # away from adaLN-Zero's start, where the output is 0 at any precision
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn(p.shape, generator=g))
+        loss, _ = training_step(model, vae, diffusion, batch, stage, 0.1, torch.Generator().manual_seed(3), "cpu",
+                                precision)
+        loss.backward()
+        assert loss.dtype == torch.float32
+        losses.append(loss.item())
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert losses[0] != losses[1] and losses[1] == pytest.approx(losses[0], rel=2e-2)
+    assert torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0) > 0.99
+    with pytest.raises(ValueError, match="precision"):
+        preset("tiny", precision="fp16")
+    with pytest.raises(ValueError, match="precision"):
+        vae_preset("tiny", precision="half")
+
+
+def test_bf16_autoencoder_training_resumes_exactly(dataset, tmp_path):
+    cfg = vae_preset("tiny", datasets=(str(dataset),), vae="tiny_patch", iterations=4, frames=5, checkpoint_every=2,
+                     precision="bf16")
+    train_vae(cfg, tmp_path / "a", log=lambda *_: None)
+    train_vae(cfg, tmp_path / "b", stop_after=2, log=lambda *_: None)
+    train_vae(cfg, tmp_path / "b", log=lambda *_: None)
+    a, b = (CausalVideoAutoencoder.from_pretrained(tmp_path / k / "vae") for k in "ab")
+    assert all(torch.equal(b.state_dict()[k], v) for k, v in a.state_dict().items())
+    train_vae(replace(cfg, precision="fp32"), tmp_path / "c", log=lambda *_: None)
+    l1 = {k: float(next(csv.DictReader((tmp_path / k / "log.csv").open()))["l1"]) for k in "ac"}
+    assert l1["a"] != l1["c"] and l1["a"] == pytest.approx(l1["c"], rel=2e-2)

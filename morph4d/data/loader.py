@@ -51,6 +51,8 @@ class WindowConfig:
     facing_deg: float = 45.0     # the reference view must see the head within this angle of its front
     seed: int = 0
     on_short: str = "error"      # a sequence with fewer views/frames than asked: "error" or "skip"
+    conditioning: bool = True    # False: images only, no head-model maps (autoencoder training: the maps are
+    #                              ~60% of an item's cost and the autoencoder never sees them)
 
     def __post_init__(self):
         check_frame_count(self.frames)
@@ -112,7 +114,8 @@ class MultiViewWindows(Dataset):
     Each item is a dict:
       images (V, F, 3, D, D), alpha (V, F, 1, D, D): the window, RGB over white in [0, 1]
       reference (3, D, D), reference_alpha (1, D, D)
-      conditioning (V, F_lat, C, D/8, D/8), reference_conditioning (C, D/8, D/8)  (ConditioningLayout)
+      conditioning (V, F_lat, C, D/8, D/8), reference_conditioning (C, D/8, D/8)  (ConditioningLayout; absent with
+        ``WindowConfig(conditioning=False)``)
       R (V, 3, 3), t (V, 3), K (V, 3, 3): cropped window cameras; reference_R, reference_t, reference_K
       view_index (V,), frame_index (F,), reference_index (2,) = (view, frame); sequence: the name
     """
@@ -217,14 +220,15 @@ class MultiViewWindows(Dataset):
         cams = s.cameras[views].cropped(box, D)
         ref_cam = s.cameras[rv].cropped(ref_box, D)
         h = D // LATENT_FACTOR
-        with torch.no_grad():
-            cond = self.conditioner.video(select_frames(s.params, frames), cams, ref_cam,
-                                          outcrop=outcrop_mask(box, W, H, h))
-            ref_cond = self.conditioner.reference(select_frames(s.params, rf), ref_cam,
-                                                  outcrop=outcrop_mask(ref_box, W, H, h)[0])
+        maps = {}
+        if cfg.conditioning:
+            with torch.no_grad():
+                maps["conditioning"] = self.conditioner.video(select_frames(s.params, frames), cams, ref_cam,
+                                                              outcrop=outcrop_mask(box, W, H, h))
+                maps["reference_conditioning"] = self.conditioner.reference(
+                    select_frames(s.params, rf), ref_cam, outcrop=outcrop_mask(ref_box, W, H, h)[0])
         return {"images": crops[:, :, :3].contiguous(), "alpha": crops[:, :, 3:].contiguous(),
-                "reference": ref[:3].contiguous(), "reference_alpha": ref[3:].contiguous(),
-                "conditioning": cond, "reference_conditioning": ref_cond,
+                "reference": ref[:3].contiguous(), "reference_alpha": ref[3:].contiguous(), **maps,
                 "R": cams.R, "t": cams.t, "K": cams.K,
                 "reference_R": ref_cam.R[0], "reference_t": ref_cam.t[0], "reference_K": ref_cam.K[0],
                 "view_index": torch.tensor(views), "frame_index": torch.tensor(frames),

@@ -153,7 +153,13 @@ class EntropyScaledAttnProcessor:
         # CogVideoX's per-head LayerNorm on queries and keys (float32 under autocast: back to v's dtype)
         q, k = attn.norm_q(q).to(v.dtype), attn.norm_k(k).to(v.dtype)
         scale = attention_scale(x.shape[1], q.shape[-1], self.base_tokens)
-        out = F.scaled_dot_product_attention(q, k, v, scale=scale)  # (B, heads, N, d)
+        if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # PyTorch's CPU flash-attention kernel is ~10x slower in bfloat16 than in float32 at our sizes
+            # (benchmarks/bench_precision.py), and a small share of the FLOPs here: float32 under CPU autocast
+            with torch.autocast("cpu", enabled=False):
+                out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), scale=scale).to(v.dtype)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, scale=scale)  # (B, heads, N, d)
         out = attn.to_out[1](attn.to_out[0](out.transpose(1, 2).flatten(2)))  # (B, N, D)
         return out[:, n_text:], out[:, :n_text]
 
