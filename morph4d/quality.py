@@ -263,7 +263,17 @@ def generate_window(model, vae, head, h: HeldOut, cameras, angles, guidance_kind
 
 def run_quality(out: str | Path, model_dir: str | None = None, cfg: QualityConfig = QualityConfig(),
                 log=print) -> dict:
-    """All measurements (module doc) -> ``out/report.json`` and ``out/report.md``; returns the report."""
+    """All measurements (module doc) -> ``out/report.json`` and ``out/report.md``; returns the report.
+
+    Torch runs on one thread: its thread pool and numba's (the rasterizer) otherwise compete for the cores, which
+    made the report 2.2x slower on 2 cores (141 s vs 64 s for 3 validation identities); results depend on the
+    thread count in their last bits, so one fixed count also keeps the report reproducible."""
+    from morph4d.data.synth import torch_threads
+    with torch_threads(1):
+        return _run_quality(out, model_dir, cfg, log)
+
+
+def _run_quality(out: Path | str, model_dir: str | None, cfg: QualityConfig, log) -> dict:
     from morph4d.generate import GenerateConfig, load_models, weights_digest
     from morph4d.heads import load_head_model
     from morph4d.plan import PRESETS
