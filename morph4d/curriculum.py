@@ -60,8 +60,9 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 1.0
     gradient_checkpointing: bool = False
-    precision: str = "fp32"              # "bf16": the MMVDM's forward under bfloat16 autocast on CPUs with native
-    #                                      bfloat16 (avx512_bf16 / AMX); on CUDA the MMVDM always runs in bf16
+    precision: str = "fp32"              # "bf16": latent encoding and the MMVDM's forward under bfloat16 autocast
+    #                                      (CPUs with native bfloat16: avx512_bf16 / AMX); on CUDA the MMVDM's
+    #                                      forward is bf16 either way
     seed: int = 0
     log_every: int = 1
     checkpoint_every: int = 100

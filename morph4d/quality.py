@@ -266,7 +266,7 @@ def run_quality(out: str | Path, model_dir: str | None = None, cfg: QualityConfi
     """All measurements (module doc) -> ``out/report.json`` and ``out/report.md``; returns the report.
 
     Torch runs on one thread: its thread pool and numba's (the rasterizer) otherwise compete for the cores, which
-    made the report 2.2x slower on 2 cores (141 s vs 64 s for 3 validation identities); results depend on the
+    made the report 2.2x slower on 2 cores (141 s vs 59 s for 3 validation identities); results depend on the
     thread count in their last bits, so one fixed count also keeps the report reproducible."""
     from morph4d.data.synth import torch_threads
     with torch_threads(1):

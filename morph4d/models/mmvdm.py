@@ -154,8 +154,8 @@ class EntropyScaledAttnProcessor:
         q, k = attn.norm_q(q).to(v.dtype), attn.norm_k(k).to(v.dtype)
         scale = attention_scale(x.shape[1], q.shape[-1], self.base_tokens)
         if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
-            # PyTorch's CPU flash-attention kernel is ~10x slower in bfloat16 than in float32 at our sizes
-            # (benchmarks/bench_precision.py), and a small share of the FLOPs here: float32 under CPU autocast
+            # PyTorch's CPU flash-attention kernel in bfloat16 made a whole small-MMVDM training step ~5x slower
+            # than float32's (profiled); attention is a small share of the FLOPs here: float32 under CPU autocast
             with torch.autocast("cpu", enabled=False):
                 out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), scale=scale).to(v.dtype)
         else:
