@@ -319,6 +319,10 @@ def test_bf16_autocast_trains_the_same_function(dataset, tmp_path):
     assert torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0) > 0.99
     with pytest.raises(ValueError, match="precision"):
         preset("tiny", precision="fp16")
+    for command, run_dir in (("train", "m"), ("train-vae", "v")):   # the CLI's --precision reaches the run config
+        assert main([command, "--preset", "tiny", "--data", str(dataset), "--out", str(tmp_path / run_dir),
+                     "--max-steps", "1", "--precision", "bf16"]) == 0
+        assert json.loads((tmp_path / run_dir / "config.json").read_text())["precision"] == "bf16"
     with pytest.raises(ValueError, match="precision"):
         vae_preset("tiny", precision="half")
 
