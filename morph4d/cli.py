@@ -117,7 +117,7 @@ def _cmd_quality(args) -> None:
     from morph4d.quality import QualityConfig, run_quality
     cfg = QualityConfig(identities=args.identities, ablation_identities=args.ablation_identities,
                         resolution=args.res, key_steps=args.key_steps, other_steps=args.other_steps,
-                        first_seed=args.first_seed)
+                        first_seed=args.first_seed, ae_windows=args.ae_windows)
     run_quality(args.out, args.model, cfg)
     print(f"wrote {args.out}/report.md and {args.out}/report.json")
 
@@ -297,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--res", type=int, default=64, help="resolution (the model's; default 64)")
     p.add_argument("--key-steps", type=int, default=None)
     p.add_argument("--other-steps", type=int, default=None)
+    p.add_argument("--ae-windows", type=int, default=8, help="1 x 9-frame windows (one identity each) for the "
+                   "autoencoder PSNR (default 8)")
     p.add_argument("--first-seed", type=int, default=None,
                    help="validation identities first_seed + k instead of the held-out ones (for choosing presets "
                         "without tuning on the held-out seeds; pick seeds outside the training data)")

@@ -62,6 +62,8 @@ class QualityConfig:
         if not 1 <= self.identities <= len(EVAL_SEEDS) or not 0 <= self.ablation_identities <= self.identities:
             raise ValueError(f"identities must be in 1..{len(EVAL_SEEDS)} and ablation_identities in "
                              f"0..identities, got {self.identities}, {self.ablation_identities}")
+        if not 1 <= self.ae_windows <= len(EVAL_SEEDS):
+            raise ValueError(f"ae_windows must be in 1..{len(EVAL_SEEDS)}, got {self.ae_windows}")
         if self.resolution % 8 or self.resolution < 16:
             raise ValueError(f"resolution must be a multiple of 8 and >= 16, got {self.resolution}")
         if self.first_seed is not None:

@@ -143,6 +143,16 @@ def test_quality_validation_seeds_stay_off_the_held_out_ones():
     for bad in (899_999, 900_050, -1):
         with pytest.raises(ValueError, match="outside the held-out seeds"):
             QualityConfig(first_seed=bad).check()
+    with pytest.raises(ValueError, match="ae_windows"):
+        QualityConfig(ae_windows=0).check()
+
+
+def test_quality_cli_refuses_bad_input_before_writing(tmp_path, capsys):
+    from morph4d.cli import main
+    for argv in (["--ae-windows", "0"], ["--first-seed", "900010"], ["--identities", "0"]):
+        assert main(["quality", "--out", str(tmp_path / "q"), *argv]) == 2, argv
+        assert capsys.readouterr().err.startswith("error:")
+    assert not (tmp_path / "q").exists()
 
 
 def test_retrained_weights_are_another_run(tiny_model, tmp_path):
