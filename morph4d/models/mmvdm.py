@@ -154,8 +154,10 @@ class EntropyScaledAttnProcessor:
         q, k = attn.norm_q(q).to(v.dtype), attn.norm_k(k).to(v.dtype)
         scale = attention_scale(x.shape[1], q.shape[-1], self.base_tokens)
         if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
-            # PyTorch's CPU flash-attention kernel in bfloat16 made a whole small-MMVDM training step ~5x slower
-            # than float32's (profiled); attention is a small share of the FLOPs here: float32 under CPU autocast
+            # On real training batches PyTorch's CPU flash-attention kernel in bfloat16 made a whole small-MMVDM
+            # step ~5x slower than float32's (torch.profiler: 88% of the step in its backward; not reproduced with
+            # random inputs, so benchmarks/bench_precision.py cannot show it); attention is a small share of the
+            # FLOPs here: float32 under CPU autocast
             with torch.autocast("cpu", enabled=False):
                 out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), scale=scale).to(v.dtype)
         else:
