@@ -24,6 +24,13 @@ from morph4d.conditioning import latent_frames
 from morph4d.sampling import mode_mask
 
 PRECISIONS = ("fp32", "bf16")   # training arithmetic (weights and optimizer states stay float32)
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+
+
 GIVEN_FRAMES = 3   # MVP4D §3.3: mode 3 continues from the first 3 latent frames (the last 9 video frames)
 
 
@@ -80,8 +87,7 @@ class TrainConfig:
             raise ValueError(f"{len(self.weights)} weights for {len(self.datasets)} datasets")
         if any(w <= 0 for w in self.weights):
             raise ValueError(f"dataset weights must be > 0, got {self.weights}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        check_precision(self.precision)
 
     @property
     def total_steps(self) -> int:
@@ -191,4 +197,5 @@ def sample_dataset(fitting: list[int], weights: list[float], g: torch.Generator)
 
 
 __all__ = ["Stage", "TrainConfig", "PRESETS", "PAPER", "SMALL", "TINY", "preset", "sample_resolution",
-           "sample_mode", "given_mask", "sample_dropout", "sample_dataset", "GIVEN_FRAMES"]
+           "sample_mode", "given_mask", "sample_dropout", "sample_dataset", "GIVEN_FRAMES", "PRECISIONS",
+           "check_precision"]

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from morph4d.conditioning import ConditioningLayout
-from morph4d.curriculum import (PRECISIONS, TrainConfig, given_mask, sample_dataset, sample_dropout, sample_mode,
+from morph4d.curriculum import (TrainConfig, check_precision, given_mask, sample_dataset, sample_dropout, sample_mode,
                                 sample_resolution)
 from morph4d.data.format import mix_seed
 from morph4d.data.loader import MultiViewWindows, WindowConfig
@@ -119,8 +119,7 @@ class TrainData:
 def autocast(precision: str, device_type: str):
     """The forward's arithmetic for a training ``precision`` (``curriculum.PRECISIONS``): bfloat16 autocast for
     "bf16" (matmuls and convolutions in bf16, reductions and weights float32), nothing for "fp32"."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    check_precision(precision)
     return torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 

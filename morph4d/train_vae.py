@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from morph4d.curriculum import PRECISIONS, Stage
+from morph4d.curriculum import Stage, check_precision
 from morph4d.data.format import mix_seed
 from morph4d.io import write_json
 from morph4d.models import VAE_PRESETS, CausalVideoAutoencoder
@@ -67,8 +67,7 @@ class VAETrainConfig:
         if self.iterations < 1 or self.lr <= 0 or min(self.batch_size, self.image_batch_size) < 1 \
                 or self.kl_weight < 0 or not 0 <= self.image_fraction <= 1 or self.latent_noise < 0:
             raise ValueError(f"invalid VAE training config {self}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        check_precision(self.precision)
 
     @property
     def total_steps(self) -> int:
