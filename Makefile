@@ -31,7 +31,7 @@ browser:
 	    chromium) >/dev/null 2>&1 || echo "note: could not install chromium; tests/test_viewer.py will skip"; }
 
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

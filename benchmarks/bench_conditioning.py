@@ -16,7 +16,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch
 
 from morph4d.cameras import orbit_cameras, view_set
-from morph4d.conditioning import HeadConditioner
+from morph4d.conditioning.maps import HeadConditioner
 from morph4d.heads.animation import builtin_animation
 from morph4d.heads.builtin import load_builtin_head
 

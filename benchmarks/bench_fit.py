@@ -31,12 +31,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench_gaussians.py: s
 import numba  # noqa: E402
 import torch  # noqa: E402
 
-from morph4d.avatar import load_avatar  # noqa: E402
+from morph4d.avatar.fit import FIT_PRESETS, evaluate, fit_sequence, load_fit_data  # noqa: E402
+from morph4d.avatar.gaussians import render_gaussians  # noqa: E402
+from morph4d.avatar.gaussians.losses import total_loss  # noqa: E402
+from morph4d.avatar.model import load_avatar  # noqa: E402
 from morph4d.data.identity import EVAL_SEEDS  # noqa: E402
 from morph4d.data.synth import SynthConfig, synthesize  # noqa: E402
-from morph4d.fit import FIT_PRESETS, evaluate, fit_sequence, load_fit_data  # noqa: E402
-from morph4d.gaussians import render_gaussians  # noqa: E402
-from morph4d.gaussians.losses import total_loss  # noqa: E402
 from morph4d.io import write_json  # noqa: E402
 from morph4d.video import grid, write_png  # noqa: E402
 

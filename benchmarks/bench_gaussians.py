@@ -30,8 +30,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numba  # noqa: E402
 import torch  # noqa: E402
 
+from morph4d.avatar.gaussians import BoundGaussians, _kernels, render_gaussians, rgb_to_sh  # noqa: E402
 from morph4d.cameras import orbit_cameras  # noqa: E402
-from morph4d.gaussians import BoundGaussians, _kernels, render_gaussians, rgb_to_sh  # noqa: E402
 from morph4d.heads.builtin import load_builtin_head, vertex_colors  # noqa: E402
 
 NUM_GAUSSIANS = 30_000

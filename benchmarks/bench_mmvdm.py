@@ -33,7 +33,8 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode, register_flop_formula, sdpa_flop_count
 
-from morph4d.conditioning import NUM_CONDITIONING_CHANNELS, latent_frames
+from morph4d.conditioning.maps import NUM_CONDITIONING_CHANNELS
+from morph4d.models.latent import latent_frames
 from morph4d.models.mmvdm import MMVDM, MMVDMConfig
 
 

@@ -19,7 +19,7 @@ import torch
 
 from morph4d.models import VAE_PRESETS, CausalVideoAutoencoder
 from morph4d.models.mmvdm import MMVDM, MMVDMConfig
-from morph4d.train import autocast
+from morph4d.training.train import autocast
 
 
 def seconds(step, repeats: int) -> float:

@@ -23,7 +23,7 @@ import numba
 import torch
 
 from morph4d.cameras import Cameras
-from morph4d.render import raster
+from morph4d.mesh import raster
 
 DISTANCE_M = 0.6
 FOV_DEG = 25.0

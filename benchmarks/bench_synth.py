@@ -18,8 +18,9 @@ import torch
 
 from morph4d.data.format import write_index
 from morph4d.data.identity import IdentityConfig, sample_identity
-from morph4d.data.synth import SynthConfig, make_sequence, synthesize, torch_threads, write_synth_sequence
+from morph4d.data.synth import SynthConfig, make_sequence, synthesize, write_synth_sequence
 from morph4d.heads.builtin import load_builtin_head
+from morph4d.threads import torch_threads
 
 
 def main() -> None:

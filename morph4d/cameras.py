@@ -27,13 +27,15 @@ from itertools import combinations
 import torch
 import torch.nn.functional as F
 
+from morph4d.errors import Morph4DError
+
 
 def _check_shape(name: str, x, shape: tuple, expected: str) -> None:
     """Raise ``ValueError`` unless ``x`` is a tensor of ``shape`` (``None`` = any size)."""
     if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of shape {expected}, got {type(x).__name__}")
+        raise Morph4DError(f"{name} must be a torch.Tensor of shape {expected}, got {type(x).__name__}")
     if x.dim() != len(shape) or any(s is not None and s != n for s, n in zip(shape, x.shape)):
-        raise ValueError(f"{name} must have shape {expected}, got {tuple(x.shape)}")
+        raise Morph4DError(f"{name} must have shape {expected}, got {tuple(x.shape)}")
 
 
 def _intrinsics(fx, fy, cx, cy) -> torch.Tensor:
@@ -67,7 +69,7 @@ class Cameras:
         for name in ("width", "height"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"Cameras.{name} must be a positive int, got {value!r}")
+                raise Morph4DError(f"Cameras.{name} must be a positive int, got {value!r}")
 
     def __len__(self) -> int:
         return self.R.shape[0]
@@ -157,10 +159,10 @@ class Cameras:
     def cat(cameras: list["Cameras"]) -> "Cameras":
         """Concatenate batches of cameras that share one image size."""
         if not cameras:
-            raise ValueError("Cameras.cat needs at least one Cameras")
+            raise Morph4DError("Cameras.cat needs at least one Cameras")
         sizes = {(c.width, c.height) for c in cameras}
         if len(sizes) > 1:
-            raise ValueError(f"Cameras.cat needs one image size, got (width, height) in {sorted(sizes)}")
+            raise Morph4DError(f"Cameras.cat needs one image size, got (width, height) in {sorted(sizes)}")
         return Cameras(torch.cat([c.R for c in cameras]), torch.cat([c.t for c in cameras]),
                        torch.cat([c.K for c in cameras]), cameras[0].width, cameras[0].height)
 
@@ -217,6 +219,15 @@ def angular_distance(az1, el1, az2, el2) -> torch.Tensor:
     Inputs broadcast. Used for MVP4D's clusters (§4) and its angle-dependent guidance scale.
     """
     return _angle(view_directions(az1, el1), view_directions(az2, el2))
+
+
+# Head framing, named once: every view of a head-model head (generated views, demo orbit, avatar renders,
+# conditioning previews) sits VIEW_RADIUS from its look-at point with a VIEW_FOV vertical field of view, at
+# which the head fills ~80% of the frame. Generated views (``ViewSet.cameras``) look at the head model's
+# origin, the demo's and the avatar renders' orbits at HEAD_CENTRE.
+HEAD_CENTRE = (0.0, -0.01, 0.0)  # look-at point between the ears, about nose height (m)
+VIEW_RADIUS = 0.75               # camera distance (m)
+VIEW_FOV = 26.0                  # vertical field of view (deg)
 
 
 def orbit_cameras(azimuth_deg, elevation_deg, radius, fov_deg: float, width: int, height: int,
@@ -308,6 +319,7 @@ _VIEW_TABLES = {  # name -> (key views, other views) as (azimuth, elevation) deg
                   for el in (35.0, 10.0, -10.0, -30.0)]),
     ),
 }
+VIEW_SETS = tuple(_VIEW_TABLES)  # the names ``view_set`` knows
 
 
 def _round(x: torch.Tensor) -> list[float]:
@@ -370,7 +382,7 @@ class ViewSet:
 def view_set(name: str) -> ViewSet:
     """MVP4D's view set ``"120"`` (32 views) or ``"360"`` (48 views), or our CPU set ``"small"`` (8 views)."""
     if name not in _VIEW_TABLES:
-        raise ValueError(f"unknown view set {name!r}; valid names: {sorted(_VIEW_TABLES)}")
+        raise Morph4DError(f"unknown view set {name!r}; valid names: {sorted(_VIEW_TABLES)}")
     keys, others = _VIEW_TABLES[name]
     azimuth, elevation = torch.tensor(keys + others, dtype=torch.float64).T
     is_key = torch.arange(len(keys) + len(others)) < len(keys)

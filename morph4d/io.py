@@ -8,6 +8,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from morph4d.errors import Morph4DError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path):
@@ -54,8 +56,8 @@ def load_weights(path: str | Path, model_name: str, config_fields: set[str]) -> 
     from safetensors.torch import load_file
     path = Path(path)
     if not (path / WEIGHTS_CONFIG).is_file() or not (path / WEIGHTS_FILE).is_file():
-        raise ValueError(f"expected {path / WEIGHTS_CONFIG} and {path / WEIGHTS_FILE} ({model_name}.save_pretrained)")
+        raise Morph4DError(f"expected {path / WEIGHTS_CONFIG} and {path / WEIGHTS_FILE} ({model_name}.save_pretrained)")
     raw = json.loads((path / WEIGHTS_CONFIG).read_text())
     if raw.pop("model", None) != model_name or set(raw) - config_fields:
-        raise ValueError(f"{path / WEIGHTS_CONFIG} is not a {model_name} config")
+        raise Morph4DError(f"{path / WEIGHTS_CONFIG} is not a {model_name} config")
     return raw, {k: v.float() if v.is_floating_point() else v for k, v in load_file(path / WEIGHTS_FILE).items()}

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from morph4d.errors import Morph4DError
 from morph4d.io import atomic_path
 
 
@@ -28,7 +29,7 @@ def write_mp4(path: str | Path, frames, fps: float = 25.0, crf: int = 18) -> Non
     import av
     data = to_uint8(frames)
     if data.ndim != 4 or data.shape[-1] != 3:
-        raise ValueError(f"frames must be (F, H, W, 3), got {data.shape}")
+        raise Morph4DError(f"frames must be (F, H, W, 3), got {data.shape}")
     F, H, W, _ = data.shape
     if H % 2 or W % 2:  # yuv420p needs even sizes
         data = np.pad(data, ((0, 0), (0, H % 2), (0, W % 2), (0, 0)), mode="edge")

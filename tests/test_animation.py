@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from morph4d.heads.animation import (BUILTIN_ANIMATIONS, builtin_animation, get_animation, load_animation)
+from morph4d.heads.animation import BUILTIN_ANIMATIONS, builtin_animation, get_animation, load_animation
 from morph4d.heads.builtin import load_builtin_head
 from morph4d.heads.model import HeadModel
 

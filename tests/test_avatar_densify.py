@@ -3,8 +3,8 @@ ones while every triangle keeps one, and move Adam's moments with their Gaussian
 
 import torch
 
-from morph4d.gaussians import BoundGaussians
-from morph4d.gaussians.densify import DensifyConfig, DensifyState, densify_and_prune, keep_one_per_triangle
+from morph4d.avatar.gaussians import BoundGaussians
+from morph4d.avatar.gaussians.densify import DensifyConfig, DensifyState, densify_and_prune, keep_one_per_triangle
 
 FIELDS = ("local_means", "log_scales", "quats", "opacity_logits", "sh")
 

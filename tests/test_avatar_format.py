@@ -11,12 +11,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from morph4d.avatar import load_avatar
-from morph4d.avatar_format import MAGIC, read_animated, place
+from morph4d.avatar.animated import MAGIC, place, read_animated
+from morph4d.avatar.gaussians import quaternion_to_matrix
+from morph4d.avatar.gaussians.export import read_ply
+from morph4d.avatar.model import load_avatar
+from morph4d.avatar.viewer import animation_vertices
 from morph4d.cli import main
-from morph4d.gaussians import quaternion_to_matrix
-from morph4d.gaussians.export import read_ply
-from morph4d.viewer import animation_vertices
 
 
 def _compare(p: dict, w) -> None:

@@ -5,10 +5,16 @@ silhouettes, and SIFT tracks on real renders."""
 import pytest
 import torch
 
+from morph4d.avatar.gaussians import BoundGaussians
+from morph4d.avatar.gaussians.offmesh import (
+    OffMeshConfig,
+    bind_points,
+    fundamental,
+    hull_points,
+    reprojection_error,
+    triangulate,
+)
 from morph4d.cameras import orbit_cameras
-from morph4d.gaussians import BoundGaussians
-from morph4d.gaussians.offmesh import (OffMeshConfig, bind_points, fundamental, hull_points, reprojection_error,
-                                       triangulate)
 
 
 def _scene(n=50, views=6, seed=0):
@@ -89,9 +95,9 @@ def test_visual_hull_shell_of_a_ball():
 
 def test_sift_tracks_on_rendered_views(tmp_path):
     pytest.importorskip("cv2")
+    from morph4d.avatar.fit import load_fit_data
+    from morph4d.avatar.gaussians.offmesh import OffMeshConfig, match_tracks
     from morph4d.data.synth import SynthConfig, synthesize
-    from morph4d.fit import load_fit_data
-    from morph4d.gaussians.offmesh import OffMeshConfig, match_tracks
     names = synthesize(SynthConfig(out=str(tmp_path / "ds"), identities=1, views=12, frames=1, resolution=128,
                                    progress=False), log=lambda *_: None)
     data = load_fit_data(tmp_path / "ds" / names[0])

@@ -7,8 +7,19 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter1d
 
-from morph4d.cameras import (Cameras, angular_distance, from_opengl, head_crop_boxes, intrinsics_from_fov,
-                             look_at, orbit_cameras, outcrop_mask, to_opengl, view_directions, view_set)
+from morph4d.cameras import (
+    Cameras,
+    angular_distance,
+    from_opengl,
+    head_crop_boxes,
+    intrinsics_from_fov,
+    look_at,
+    orbit_cameras,
+    outcrop_mask,
+    to_opengl,
+    view_directions,
+    view_set,
+)
 
 
 def identity_camera(fx=100.0, fy=100.0, cx=32.0, cy=24.0, width=64, height=48) -> Cameras:

@@ -8,14 +8,12 @@ import numpy as np
 import pytest
 
 from morph4d.cli import build_parser, main
-from morph4d.demo import DemoConfig, run_demo
+from morph4d.pipeline.demo import DemoConfig, run_demo
 from morph4d.video import read_mp4
 
 
 def test_help_lists_the_commands(capsys):
-    with pytest.raises(SystemExit) as e:
-        main(["--help"])
-    assert e.value.code == 0
+    assert main(["--help"]) == 0
     text = capsys.readouterr().out
     commands = {"demo", "conditioning", "generate", "reference", "fit", "model", "data", "train", "train-vae",
                 "head", "flame", "animation", "export", "view", "render", "avatar", "quality"}
@@ -25,7 +23,7 @@ def test_help_lists_the_commands(capsys):
 
 
 def test_demo_writes_video_contact_sheet_and_config(tmp_path):
-    from morph4d.generate import init_models
+    from morph4d.models.folder import init_models
     model = init_models(tmp_path / "model", "tiny", "tiny")   # untrained: the stage's plumbing, not its quality
     cfg = DemoConfig(out=str(tmp_path / "demo"), frames=5, resolution=64, sheet_views=2, sheet_frames=2,
                      sheet_resolution=48, conditioning_resolution=64, avatar_resolution=32, avatar_iterations=3,
@@ -49,7 +47,7 @@ def test_demo_writes_video_contact_sheet_and_config(tmp_path):
 def test_demo_plays_an_animation_file(tmp_path):
     anim = tmp_path / "surprise.npz"
     assert main(["animation", "export", "surprise", str(anim), "--frames", "5"]) == 0
-    assert main(["demo", "--out", str(tmp_path / "d"), "--animation", str(anim), "--resolution", "32",
+    assert main(["demo", "--out", str(tmp_path / "d"), "--animation", str(anim), "--res", "32",
                  "--no-avatar"]) == 0
     assert not (tmp_path / "d" / "avatar.mp4").exists()
     assert read_mp4(tmp_path / "d" / "orbit.mp4").shape[0] == 5
@@ -83,6 +81,7 @@ def test_usage_errors_exit_2_from_the_installed_command():
 def test_flame_convert_then_demo_and_info_on_flame(tmp_path, capsys):
     """FLAME is a drop-in replacement everywhere the built-in head is used (random FLAME-format file)."""
     import pickle
+
     from test_flame import N_SMALL, T_SMALL, random_flame_arrays
     pkl = tmp_path / "generic_model.pkl"
     with open(pkl, "wb") as fh:
@@ -91,7 +90,7 @@ def test_flame_convert_then_demo_and_info_on_flame(tmp_path, capsys):
     assert main(["head", "info", "--head", "flame", "--flame-path", str(tmp_path / "flame.npz")]) == 0
     assert "flame: 300 vertices" in capsys.readouterr().out
     assert main(["demo", "--head", "flame", "--flame-path", str(pkl), "--out", str(tmp_path / "d"),
-                 "--frames", "3", "--resolution", "32", "--animation", "head_turn"]) == 0
+                 "--frames", "3", "--res", "32", "--animation", "head_turn"]) == 0
     assert read_mp4(tmp_path / "d" / "orbit.mp4").shape == (3, 32, 32, 3)
     (tmp_path / "corrupt.pkl").write_bytes(b"\x80\x02}q\x00.")  # a pickled empty dict
     assert main(["demo", "--head", "flame", "--flame-path", str(tmp_path / "corrupt.pkl"),
@@ -102,17 +101,18 @@ def test_flame_convert_then_demo_and_info_on_flame(tmp_path, capsys):
 def test_unwritable_output_is_a_clean_error(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    assert main(["demo", "--out", str(blocker / "sub"), "--frames", "3", "--resolution", "32"]) == 1
+    assert main(["demo", "--out", str(blocker / "sub"), "--frames", "3", "--res", "32"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Traceback" not in err
 
 
 def test_conditioning_command_writes_the_channel_grids(tmp_path):
     out = tmp_path / "cond"
-    assert main(["conditioning", "--animation", "talk", "--views", "360", "--frames", "9", "--res", "64",
+    assert main(["conditioning", "--animation", "talk", "--view-set", "360", "--frames", "9", "--res", "64",
                  "--out", str(out)]) == 0
     from PIL import Image
-    from morph4d.conditioning import NUM_CONDITIONING_CHANNELS
+
+    from morph4d.conditioning.maps import NUM_CONDITIONING_CHANNELS
     names = (out / "channels.txt").read_text().splitlines()
     assert len(names) == NUM_CONDITIONING_CHANNELS and names[0].startswith("0\tpose.")
     sheet = np.asarray(Image.open(out / "channels.png"))

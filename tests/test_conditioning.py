@@ -5,12 +5,11 @@ import math
 import pytest
 import torch
 
-from morph4d.cameras import Cameras, orbit_cameras, view_set
-from morph4d.conditioning import (NUM_CONDITIONING_CHANNELS, ConditioningConfig, ConditioningLayout,
-                                  HeadConditioner, check_frame_count, kept_frames, latent_frames)
-from morph4d.heads import HeadParams
+from morph4d.cameras import orbit_cameras, view_set
+from morph4d.conditioning.maps import NUM_CONDITIONING_CHANNELS, ConditioningConfig, ConditioningLayout, HeadConditioner
 from morph4d.heads.builtin import load_builtin_head
 from morph4d.heads.model import HeadModel
+from morph4d.models.latent import check_frame_count, kept_frames, latent_frames
 
 RES = 128  # images 128 px -> latents 16 px, rasterized at 32 px
 
@@ -161,7 +160,7 @@ def test_motion_maps_equal_a_known_screen_translation(head, cond):
     lay = cond.layout
     assert c[0, lay.motion].abs().max() == 0  # frame 0: no motion maps
     # expected per latent pixel from the kept frame's depth map, rasterized at the same (2x) resolution
-    from morph4d.render.raster import interpolate, rasterize
+    from morph4d.mesh.raster import rasterize
     verts = head(frames(head, n, translation=trans))
     s = 2 * RES // 8
     for k_lat, k in ((1, 4), (2, 8)):

@@ -16,17 +16,14 @@ from morph4d.cameras import Cameras, orbit_cameras
 from morph4d.data.cli import main
 from morph4d.data.format import open_dataset, select_frames
 from morph4d.data.importers import ImportConfig, run_import
-from morph4d.data.synth import HEAD_TARGET, torch_threads
+from morph4d.data.synth import HEAD_TARGET
 from morph4d.heads.animation import Animation, builtin_animation
 from morph4d.heads.builtin import load_builtin_head
 
 W, H, FRAMES = 110, 160, 3
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")

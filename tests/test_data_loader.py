@@ -6,17 +6,14 @@ from dataclasses import replace
 import pytest
 import torch
 
-from morph4d.conditioning import ConditioningLayout
+from morph4d.conditioning.maps import ConditioningLayout
 from morph4d.data.format import open_dataset
 from morph4d.data.loader import MultiViewWindows, WindowConfig, crop_images, facing_angles, make_loader, window_box
-from morph4d.data.synth import SynthConfig, synthesize, torch_threads
+from morph4d.data.synth import SynthConfig, synthesize
 from morph4d.heads.builtin import load_builtin_head
+from morph4d.threads import torch_threads
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,26 @@ import pytest
 import torch
 
 from morph4d.data.cli import main
-from morph4d.data.format import (SequenceWriter, finished_sequences, open_dataset, read_index, read_sequence,
-                                 remove_partials, write_index)
-from morph4d.data.identity import EVAL_SEEDS, Extras, IdentityConfig, sample_identity
-from morph4d.data.render import Lighting, make_scene, pose_extras, render_sequence
-from morph4d.data.identity import sample_appearance
-from morph4d.data.synth import (SynthConfig, camera_rig, head_crops, make_sequence, random_animation,
-                                sequence_name, synthesize, torch_threads)
+from morph4d.data.format import (
+    SequenceWriter,
+    finished_sequences,
+    open_dataset,
+    read_index,
+    read_sequence,
+    remove_partials,
+    write_index,
+)
+from morph4d.data.identity import EVAL_SEEDS, Extras, IdentityConfig, sample_appearance, sample_identity
+from morph4d.data.scene import Lighting, make_scene, pose_extras, render_sequence
+from morph4d.data.synth import (
+    SynthConfig,
+    camera_rig,
+    head_crops,
+    make_sequence,
+    random_animation,
+    sequence_name,
+    synthesize,
+)
 from morph4d.heads.builtin import load_builtin_head
 
 TINY = dict(modality="multiview_video", views=2, frames=5, resolution=32, progress=False)
@@ -31,11 +44,7 @@ def model():
     return load_builtin_head()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small per-pixel ops: one torch thread is faster, and as synthesize uses (results match it)."""
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def test_identity_is_a_function_of_its_seed_at_any_texture_size(model):

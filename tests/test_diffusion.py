@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from morph4d.diffusion import Diffusion, DiffusionConfig
-from morph4d.sampling import angular_guidance_scales, ddim_sample, guided, mode_mask, per_view
+from morph4d.diffusion.sampling import angular_guidance_scales, ddim_sample, guided, mode_mask, per_view
+from morph4d.diffusion.schedule import Diffusion, DiffusionConfig
 
 SHAPE = (2, 3, 4, 2, 3, 3)  # (B, V, F, C, h, w)
 

@@ -5,12 +5,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from morph4d.avatar import load_avatar
+from morph4d.avatar.fit import FitConfig, evaluate, fit_sequence, load_fit_data
+from morph4d.avatar.gaussians.deform import DeformationUNetConfig
+from morph4d.avatar.gaussians.densify import DensifyConfig
+from morph4d.avatar.gaussians.losses import never_facing
+from morph4d.avatar.model import load_avatar
 from morph4d.data.synth import SynthConfig, synthesize
-from morph4d.fit import FitConfig, evaluate, fit_sequence, load_fit_data
-from morph4d.gaussians.deform import DeformationUNetConfig
-from morph4d.gaussians.densify import DensifyConfig
-from morph4d.gaussians.losses import never_facing
 from morph4d.heads import load_head_model
 
 QUIET = dict(log=lambda *_: None)
@@ -116,7 +116,7 @@ def test_fit_command(sequence, tmp_path, capsys):
 def test_fit_reads_generated_videos(tmp_path, sequence):
     """`morph4d generate` output (manifest + PNG frames) is a fit input: generate -> fit runs end to end."""
     from morph4d.cli import main
-    from morph4d.reference import reference_from_sequence
+    from morph4d.generation.reference import reference_from_sequence
     reference_from_sequence(sequence, 0, 0, 32).save(tmp_path / "ref.npz")
     assert main(["model", "init", "--out", str(tmp_path / "m"), "--mmvdm", "tiny", "--vae", "tiny"]) == 0
     assert main(["generate", "--reference", str(tmp_path / "ref.npz"), "--model", str(tmp_path / "m"),

@@ -7,14 +7,32 @@ import math
 import pytest
 import torch
 
+from morph4d.avatar.gaussians import BoundGaussians, quaternion_multiply
+from morph4d.avatar.gaussians.deform import (
+    DeformationUNet,
+    DeformationUNetConfig,
+    frame_embedding,
+    gaussian_uvs,
+    sample_uv,
+    uv_positional_encoding,
+)
+from morph4d.avatar.gaussians.losses import (
+    LossWeights,
+    backface_dropout,
+    edge_loss,
+    facing_camera,
+    laplacian_loss,
+    lpips_from_path,
+    never_facing,
+    position_loss,
+    scale_loss,
+    total_loss,
+    velocity_deform_loss,
+    velocity_rotation_loss,
+)
 from morph4d.cameras import orbit_cameras
-from morph4d.gaussians import BoundGaussians, quaternion_multiply
-from morph4d.gaussians.deform import (DeformationUNet, DeformationUNetConfig, frame_embedding, gaussian_uvs,
-                                      sample_uv, uv_positional_encoding)
-from morph4d.gaussians.losses import (LossWeights, backface_dropout, edge_loss, facing_camera, laplacian_loss,
-                                      lpips_from_path, never_facing, position_loss, scale_loss, ssim, ssim_map,
-                                      total_loss, velocity_deform_loss, velocity_rotation_loss, SSIM_C1)
 from morph4d.heads.builtin import load_builtin_head
+from morph4d.metrics import SSIM_C1, ssim, ssim_map
 
 
 def images(seed=0, shape=(2, 3, 32, 32)):

@@ -7,12 +7,20 @@ import math
 import pytest
 import torch
 
+from morph4d.avatar.gaussians import (
+    BoundGaussians,
+    matrix_to_quaternion,
+    quaternion_multiply,
+    quaternion_to_matrix,
+    render_gaussians,
+    rgb_to_sh,
+    sh_basis,
+    triangle_frames,
+)
+from morph4d.avatar.gaussians import rasterize as rz
+from morph4d.avatar.gaussians._kernels import TILE, bin_gaussians, depth_order
+from morph4d.avatar.gaussians.rasterize import SH_C0, SH_C1, SH_C2, SH_C3
 from morph4d.cameras import Cameras, orbit_cameras
-from morph4d.gaussians import (BoundGaussians, matrix_to_quaternion, quaternion_multiply, quaternion_to_matrix,
-                               render_gaussians, rgb_to_sh, sh_basis, triangle_frames)
-from morph4d.gaussians import rasterize as rz
-from morph4d.gaussians._kernels import TILE, bin_gaussians, depth_order
-from morph4d.gaussians.rasterize import SH_C0, SH_C1, SH_C2, SH_C3
 
 
 def random_rotation(g, dtype=torch.float64):
@@ -349,8 +357,8 @@ def test_gsplat_backend_matches_ours_on_cuda():
 
 def test_standard_ply_round_trip_and_header(tmp_path):
     """One frame of bound Gaussians written as a standard 3DGS .ply reads back to the same Gaussians."""
-    from morph4d.gaussians import BoundGaussians
-    from morph4d.gaussians.export import read_ply, write_ply
+    from morph4d.avatar.gaussians import BoundGaussians
+    from morph4d.avatar.gaussians.export import read_ply, write_ply
     from morph4d.heads.builtin import load_builtin_head
     head = load_builtin_head()
     bound = BoundGaussians.one_per_triangle(head.faces.shape[0], sh_degree=3)

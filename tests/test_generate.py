@@ -8,15 +8,16 @@ import torch
 
 from morph4d.cameras import orbit_cameras
 from morph4d.cli import main
-from morph4d.diffusion import Diffusion
-from morph4d.generate import GenerateConfig, init_models, load_models, run_generate
+from morph4d.diffusion.sampling import guidance, model_denoiser
+from morph4d.diffusion.schedule import Diffusion
+from morph4d.generation.generate import GenerateConfig, run_generate
+from morph4d.generation.plan import PlanRun
+from morph4d.generation.reference import Reference
 from morph4d.heads.animation import builtin_animation
 from morph4d.heads.builtin import load_builtin_head, vertex_colors
+from morph4d.mesh.shade import shade_mesh
 from morph4d.models import MMVDM, MMVDMConfig
-from morph4d.plan import PlanRun
-from morph4d.reference import Reference
-from morph4d.render.shade import shade_mesh
-from morph4d.sampling import guidance, model_denoiser
+from morph4d.models.folder import init_models, load_models
 
 RES = 32
 FAST = GenerateConfig(preset="small", key_steps=3, other_steps=2)
@@ -65,7 +66,7 @@ def test_generate_writes_views_grid_and_manifest(tmp_path, models, head):
 def _plan_args():
     from dataclasses import asdict
 
-    from morph4d.plan import PRESETS, PlanConfig
+    from morph4d.generation.plan import PRESETS, PlanConfig
     cfg = PlanConfig(**{**asdict(PRESETS["small"]), "key_steps": 3, "other_steps": 2})
     return cfg, {"test": 1, "guidance": "multiview", "radius": 0.75, "fov": 26.0}
 
@@ -132,7 +133,7 @@ def test_cli_generate_and_bad_input(tmp_path, models, head, capsys):
     ref = tmp_path / "ref.npz"
     make_reference(head).save(ref)
     root = str(models[0])
-    argv = ["generate", "--reference", str(ref), "--model", root, "--views", "small", "--key-steps", "2",
+    argv = ["generate", "--reference", str(ref), "--model", root, "--plan", "small", "--key-steps", "2",
             "--other-steps", "1", "--out", str(tmp_path / "cli")]
     assert main(argv) == 0
     assert (tmp_path / "cli" / "manifest.json").is_file()
@@ -144,7 +145,7 @@ def test_cli_generate_and_bad_input(tmp_path, models, head, capsys):
     Image.new("RGB", (8, 8)).save(tmp_path / "photo.png")
     base = ["generate", "--model", root, "--out", str(tmp_path / "bad")]
     for extra, message in ((["--reference", str(tmp_path / "photo.png")], "without tracking"),
-                           (["--reference", str(ref), "--views", "720"], "unknown --views preset"),
+                           (["--reference", str(ref), "--plan", "720"], "invalid choice: '720'"),
                            (["--reference", str(ref), "--animation", str(tmp_path / "none.npz")], "not found")):
         assert main(base + extra) == 2
         assert message in capsys.readouterr().err
@@ -156,6 +157,7 @@ def test_cli_generate_and_bad_input(tmp_path, models, head, capsys):
     retrained = ["generate", "--reference", str(ref), "--model", str(copy), "--views", "small", "--key-steps", "2",
                  "--other-steps", "1", "--out", str(tmp_path / "cli_retrained")]
     assert main(retrained) == 0
+    assert "warning: --views is deprecated; use --plan" in capsys.readouterr().err   # the old spelling still works
     MMVDM(MMVDMConfig.preset("tiny"), generator=torch.Generator().manual_seed(5)).save_pretrained(copy / "mmvdm")
     assert main(retrained) == 2 and "different run" in capsys.readouterr().err
     assert main(["generate", "--reference", str(ref), "--model", str(tmp_path), "--out", str(tmp_path / "x")]) == 2

@@ -8,7 +8,8 @@ import torch
 from diffusers import CogVideoXTransformer3DModel
 from safetensors.torch import load_file, save_file
 
-from morph4d.conditioning import NUM_CONDITIONING_CHANNELS, latent_frames
+from morph4d.conditioning.maps import NUM_CONDITIONING_CHANNELS
+from morph4d.models.latent import latent_frames
 from morph4d.models.mmvdm import COGVIDEOX_TOKENS, MMVDM, MMVDMConfig, attention_scale
 
 TINY = MMVDMConfig.preset("tiny")

@@ -1,4 +1,4 @@
-"""`morph4d avatar` (morph4d.pipeline) end to end with tiny untrained models, and the quality report's parts."""
+"""`morph4d avatar` (morph4d.pipeline.avatar) end to end with tiny untrained models, and the quality report's parts."""
 
 import json
 import subprocess
@@ -7,11 +7,15 @@ import sys
 import pytest
 import torch
 
-from morph4d.fit import FitConfig
-from morph4d.generate import GenerateConfig, init_models
+from morph4d.avatar.fit import FitConfig
+from morph4d.data.heldout import ground_truth, held_out_identity
+from morph4d.eval.quality import binned, reference_projection
+from morph4d.generation.generate import GenerateConfig
+from morph4d.generation.reference import held_out_reference
 from morph4d.heads import load_head_model
-from morph4d.pipeline import AvatarConfig, run_avatar
-from morph4d.quality import binned, ground_truth, held_out_identity, psnr, reference_projection
+from morph4d.metrics import psnr
+from morph4d.models.folder import init_models
+from morph4d.pipeline.avatar import AvatarConfig, run_avatar
 
 RES = 32
 
@@ -26,7 +30,7 @@ def reference_file(tmp_path_factory, head):
     g = GenerateConfig()
     h = held_out_identity(head, 0, 25, RES, g.radius, g.fov)
     path = tmp_path_factory.mktemp("ref") / "reference.npz"
-    h.reference(head.name).save(path)
+    held_out_reference(h, head.name).save(path)
     return path
 
 
@@ -66,11 +70,30 @@ def test_avatar_pipeline_refuses_other_config_and_bad_input(reference_file, tiny
     (out / "pipeline.json").write_text(json.dumps({"something": "else"}))
     with pytest.raises(ValueError, match="another configuration"):
         run_avatar(_cfg(reference_file, tiny_model, out))
-    with pytest.raises(ValueError, match="unknown --views"):
-        run_avatar(_cfg(reference_file, tiny_model, tmp_path / "x", views="bogus"))
+    with pytest.raises(ValueError, match="unknown plan preset"):
+        run_avatar(_cfg(reference_file, tiny_model, tmp_path / "x", plan="bogus"))
     with pytest.raises(ValueError, match="animation"):
         run_avatar(_cfg(reference_file, tiny_model, tmp_path / "y", reanimate="no_such_animation"))
     assert not (tmp_path / "y" / "generated").exists()   # nothing ran
+
+
+def test_avatar_takes_the_head_model(reference_file, tiny_model, tmp_path, capsys):
+    """``morph4d avatar --head flame --flame-path F`` loads FLAME for every stage: a reference tracked with the
+    built-in head is then refused by name before anything is written."""
+    import pickle
+
+    from test_flame import N_SMALL, T_SMALL, random_flame_arrays
+
+    from morph4d.cli import main
+    pkl = tmp_path / "generic_model.pkl"
+    with open(pkl, "wb") as fh:
+        pickle.dump(random_flame_arrays(N_SMALL, T_SMALL), fh, protocol=2)
+    argv = ["avatar", "--reference", str(reference_file), "--model", str(tiny_model), "--out", str(tmp_path / "o")]
+    assert main(argv + ["--head", "flame"]) == 2 and "--flame-path" in capsys.readouterr().err
+    assert main(argv + ["--head", "flame", "--flame-path", str(pkl)]) == 2
+    err = capsys.readouterr().err
+    assert "tracked with the 'builtin' head model" in err and "'flame'" in err
+    assert not (tmp_path / "o").exists()
 
 
 def test_avatar_cli_missing_reference_exits_2(tmp_path):
@@ -102,7 +125,7 @@ def test_binned_groups_views_by_angle():
 
 def test_masked_scores_ignore_errors_outside_the_ground_truth_foreground():
     """MVP4D S3: both images masked by the ground truth's foreground, so only errors inside it count."""
-    from morph4d.quality import per_view_scores
+    from morph4d.eval.quality import per_view_scores
     gt, alpha = torch.ones(1, 2, 3, 8, 8), torch.zeros(1, 2, 1, 8, 8)
     alpha[..., 2:6, 2:6] = 1
     gt[..., 2:6, 2:6] = 0.3
@@ -118,8 +141,8 @@ def test_masked_scores_ignore_errors_outside_the_ground_truth_foreground():
 def test_quality_report_runs_end_to_end(tiny_model, tmp_path):
     """The report script on a tiny untrained model: every section present, numbers finite; torch on one thread
     while it measures (numba's rasterizer has the cores), the caller's thread count restored after."""
-    from morph4d.data.synth import torch_threads
-    from morph4d.quality import QualityConfig, run_quality
+    from morph4d.eval.quality import QualityConfig, run_quality
+    from morph4d.threads import torch_threads
     cfg = QualityConfig(identities=1, ablation_identities=1, resolution=RES, ae_windows=1, key_steps=1, other_steps=1)
     threads = []
     with torch_threads(2):
@@ -138,7 +161,7 @@ def test_quality_report_runs_end_to_end(tiny_model, tmp_path):
 
 
 def test_quality_validation_seeds_stay_off_the_held_out_ones():
-    from morph4d.quality import QualityConfig
+    from morph4d.eval.quality import QualityConfig
     QualityConfig(first_seed=5000).check()
     for bad in (899_999, 900_050, -1):
         with pytest.raises(ValueError, match="outside the held-out seeds"):
@@ -159,7 +182,7 @@ def test_retrained_weights_are_another_run(tiny_model, tmp_path):
     """pipeline.json records a digest of the model's weights, so outputs of other weights are never reused."""
     import shutil
 
-    from morph4d.generate import weights_digest
+    from morph4d.models.folder import weights_digest
     copy = tmp_path / "copy"
     shutil.copytree(tiny_model, copy)
     assert weights_digest(str(copy)) == weights_digest(str(tiny_model)) != weights_digest(None)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from morph4d.cameras import view_set
-from morph4d.plan import PRESETS, PlanConfig, PlanRun, build_plan, job_seed
+from morph4d.generation.plan import PRESETS, PlanConfig, PlanRun, build_plan, job_seed
 
 LATENT = (5, 2, 2, 2)  # small preset: 17 frames -> 5 latent frames; (F_lat, C, h, w)
 
@@ -97,7 +97,7 @@ import sys, time, torch
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 from test_plan import runner, encode_overlap, LATENT
-from morph4d.plan import PRESETS, PlanRun
+from morph4d.generation.plan import PRESETS, PlanRun
 def slow(job, given, mask, g):
     time.sleep(0.4)
     return runner(job, given, mask, g)

@@ -2,11 +2,12 @@
 barycentrics, occlusion, interpolation (incl. gradients), the camera wrapper and input validation."""
 
 import math
+
 import pytest
 import torch
 
 from morph4d.cameras import Cameras
-from morph4d.render.raster import interpolate, rasterize, rasterize_screen
+from morph4d.mesh.raster import interpolate, rasterize, rasterize_screen
 
 BACKENDS = ["numba", "torch"]
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from morph4d.cameras import orbit_cameras
+from morph4d.generation.reference import Reference, canonicalize, load_reference, view_angles
 from morph4d.heads.builtin import load_builtin_head
-from morph4d.reference import Reference, canonicalize, load_reference, view_angles
 
 
 @pytest.fixture(scope="module")

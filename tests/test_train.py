@@ -16,20 +16,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from morph4d.conditioning import ConditioningLayout
-from morph4d.curriculum import PAPER, Stage, given_mask, preset, sample_dropout, sample_mode
-from morph4d.data.synth import SynthConfig, synthesize, torch_threads
-from morph4d.diffusion import Diffusion, DiffusionConfig
+from morph4d.conditioning.maps import ConditioningLayout
+from morph4d.data.synth import SynthConfig, synthesize
+from morph4d.diffusion.schedule import Diffusion, DiffusionConfig
 from morph4d.models import MMVDM, CausalVideoAutoencoder, MMVDMConfig
-from morph4d.train import CHECKPOINT, TrainData, load_vae, train, training_step
-from morph4d.train_cli import main
-from morph4d.train_vae import train_vae, vae_preset
+from morph4d.threads import torch_threads
+from morph4d.training.cli import main
+from morph4d.training.curriculum import PAPER, Stage, given_mask, preset, sample_dropout, sample_mode
+from morph4d.training.train import CHECKPOINT, TrainData, load_vae, train, training_step
+from morph4d.training.train_vae import train_vae, vae_preset
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +43,8 @@ def dataset(tmp_path_factory):
 RUN = """
 import sys, time, torch
 torch.set_num_threads(1)
-import morph4d.train as T
-from morph4d.curriculum import preset
+import morph4d.training.train as T
+from morph4d.training.curriculum import preset
 write = T.CsvLog.write
 def hanging_write(self, row):   # hang after the log row of step 3 (one step past the step-2 checkpoint)
     write(self, row)
@@ -240,7 +237,7 @@ def test_noise_schedule_travels_with_the_weights(dataset, tmp_path, capsys):
 def test_checkpoints_of_an_older_version_still_match():
     """A field added to the config after a run was checkpointed matches while it keeps its default."""
 
-    from morph4d.train import config_text, same_config
+    from morph4d.training.train import config_text, same_config
     cfg = vae_preset("tiny", datasets=("d",))
     older = json.loads(config_text(cfg))
     del older["latent_noise"]

@@ -7,8 +7,15 @@ import pytest
 import torch
 from diffusers import AutoencoderKLCogVideoX
 
-from morph4d.models.vae import (VAE_PRESETS, CausalVAEConfig, CausalVideoAutoencoder, CogVideoXAutoencoder,
-                                from_vae_layout, latent_shape, to_vae_layout)
+from morph4d.models.vae import (
+    VAE_PRESETS,
+    CausalVAEConfig,
+    CausalVideoAutoencoder,
+    CogVideoXAutoencoder,
+    from_vae_layout,
+    latent_shape,
+    to_vae_layout,
+)
 
 
 def _video(B, V, F, H, W, seed=0):

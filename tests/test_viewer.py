@@ -85,10 +85,11 @@ def _reference_render(avatar_dir: Path, folder: Path, frame: int) -> np.ndarray:
     """Frame ``frame`` of the served .m4da rendered by ``render_gaussians`` (degree-0 colour) from the
     file's camera hint at SIZE x SIZE: what the page shows before any orbiting. (H, W, 3) in [0, 1]."""
     import torch
-    from morph4d.avatar import load_avatar
-    from morph4d.avatar_format import read_animated
+
+    from morph4d.avatar.animated import read_animated
+    from morph4d.avatar.gaussians import render_gaussians
+    from morph4d.avatar.model import load_avatar
     from morph4d.cameras import orbit_cameras
-    from morph4d.gaussians import render_gaussians
     anim = read_animated(folder / "avatar.m4da")
     cam = anim.camera
     distance = float(np.linalg.norm(np.subtract(cam["position"], cam["target"])))
@@ -109,9 +110,9 @@ def _need_browser() -> None:
 
 def test_viewer_plays_the_avatar_in_headless_chromium(fitted_avatar, tmp_path):
     _need_browser()
-    from morph4d.avatar_format import place, read_animated
+    from morph4d.avatar.animated import place, read_animated
+    from morph4d.avatar.viewer import cache_folder
     from morph4d.cli import main
-    from morph4d.viewer import cache_folder
     proc, url = start_view(fitted_avatar, tmp_path / "cache", "--animation", "talk", "--frames", "9")
     try:
         # the fitted sequence (with the deformation U-Net's offsets) beside the page, for the placement twin

@@ -12,6 +12,8 @@ import argparse
 import sys
 
 from morph4d.data.format import MODALITIES
+from morph4d.errors import Morph4DError, run_command
+from morph4d.heads.cli import add_head_args
 
 
 def _cmd_synth(args) -> None:
@@ -29,9 +31,9 @@ def _cmd_sheet(args) -> None:
     from morph4d.heads.builtin import load_builtin_head
     from morph4d.video import write_png
     if args.identities < 1 or args.size < 16:
-        raise ValueError("--identities must be >= 1 and --size >= 16")
+        raise Morph4DError("--identities must be >= 1 and --size >= 16")
     if not args.out.endswith(".png"):
-        raise ValueError(f"the output must be a .png file, got '{args.out}'")
+        raise Morph4DError(f"the output must be a .png file, got '{args.out}'")
     seeds = range(args.first_seed, args.first_seed + args.identities)
     write_png(args.out, identity_sheet(load_builtin_head(), seeds, args.size, args.cols))
     print(f"wrote {args.out}")
@@ -41,7 +43,7 @@ def _cmd_import(args) -> None:
     from morph4d.data.importers import IMPORTERS, ImportConfig, run_import
     from morph4d.heads import load_head_model
     if args.dataset not in IMPORTERS:
-        raise ValueError(f"unknown dataset '{args.dataset}'; importers: {', '.join(IMPORTERS)}")
+        raise Morph4DError(f"unknown dataset '{args.dataset}'; importers: {', '.join(IMPORTERS)}")
     model = load_head_model(args.head, flame_path=args.flame_path)
     cfg = ImportConfig(src=args.src, fits=args.fits, out=args.out, max_side=args.max_side,
                        max_frames=args.max_frames, stride=args.stride, world_scale=args.world_scale,
@@ -87,9 +89,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     q.add_argument("--src", required=True, help="your copy of the dataset")
     q.add_argument("--fits", required=True, help="folder of per-sequence fits: SEQUENCE.npz in the animation format")
     q.add_argument("--out", required=True, help="output dataset folder")
-    q.add_argument("--head", default="flame", choices=["builtin", "flame"],
-                   help="head model of the fits (default flame)")
-    q.add_argument("--flame-path", default=None, help="FLAME .pkl or converted .npz (for --head flame)")
+    add_head_args(q, default="flame")
     q.add_argument("--max-side", type=int, default=1024, help="downscale images so the longer side is at most this")
     q.add_argument("--max-frames", type=int, default=None, help="import at most this many frames per sequence")
     q.add_argument("--stride", type=int, default=1, help="take every n-th frame (default 1)")
@@ -113,7 +113,6 @@ def main(argv: list[str] | None = None) -> int:
         argv = argv[1:]
     parser = argparse.ArgumentParser(prog="morph4d")
     register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    from morph4d.cli import run_command
     return run_command(parser.parse_args(["data", *argv]))
 
 

@@ -40,6 +40,7 @@ import torch
 from PIL import Image
 
 from morph4d.cameras import Cameras
+from morph4d.errors import Morph4DError
 from morph4d.heads import HeadParams
 from morph4d.io import write_json
 
@@ -55,14 +56,14 @@ _PARTIAL = re.compile(r"^\..+\.partial-\d+$")
 def check_name(kind: str, name: str) -> str:
     """Sequence and view names become folder names: letters, digits, '_', '-', '.', not starting with '.'."""
     if not isinstance(name, str) or not _NAME.match(name):
-        raise ValueError(f"{kind} name {name!r} is not allowed; use letters, digits, '_', '-' or '.', "
-                         f"starting with a letter or digit")
+        raise Morph4DError(f"{kind} name {name!r} is not allowed; use letters, digits, '_', '-' or '.', "
+                           f"starting with a letter or digit")
     return name
 
 
 def check_modality(modality: str) -> str:
     if modality not in MODALITIES:
-        raise ValueError(f"unknown modality '{modality}'; expected one of {', '.join(MODALITIES)}")
+        raise Morph4DError(f"unknown modality '{modality}'; expected one of {', '.join(MODALITIES)}")
     return modality
 
 
@@ -100,13 +101,13 @@ class SequenceWriter:
         self.root, self.name = Path(root), check_name("sequence", name)
         self.views = [check_name("view", v) for v in views]
         if len(set(self.views)) != len(self.views):
-            raise ValueError(f"sequence '{name}': view names must be unique, got {self.views}")
+            raise Morph4DError(f"sequence '{name}': view names must be unique, got {self.views}")
         if num_frames < 1 or width < 1 or height < 1:
-            raise ValueError(f"sequence '{name}': needs >= 1 frame and a positive image size")
+            raise Morph4DError(f"sequence '{name}': needs >= 1 frame and a positive image size")
         self.num_frames, self.width, self.height = num_frames, width, height
         self.final = self.root / name
         if self.final.exists():
-            raise ValueError(f"sequence '{name}' already exists in {self.root}")
+            raise Morph4DError(f"sequence '{name}' already exists in {self.root}")
         self.tmp = self.root / f".{name}.partial-{os.getpid()}"
         if self.tmp.exists():
             shutil.rmtree(self.tmp)
@@ -128,9 +129,9 @@ class SequenceWriter:
         """One image: ``rgb`` (H, W, 3) composited over white and ``alpha`` (H, W), float in [0, 1]."""
         rgb8, a8 = _to_uint8(rgb), _to_uint8(alpha)
         if rgb8.shape != (self.height, self.width, 3) or a8.shape != (self.height, self.width):
-            raise ValueError(f"sequence '{self.name}' view {self.views[view]} frame {frame}: expected rgb "
-                             f"({self.height}, {self.width}, 3) and alpha ({self.height}, {self.width}), got "
-                             f"{rgb8.shape} and {a8.shape}")
+            raise Morph4DError(f"sequence '{self.name}' view {self.views[view]} frame {frame}: expected rgb "
+                               f"({self.height}, {self.width}, 3) and alpha ({self.height}, {self.width}), got "
+                               f"{rgb8.shape} and {a8.shape}")
         path = self.tmp / "images" / self.views[view] / frame_file(frame)
         Image.fromarray(np.concatenate([rgb8, a8[..., None]], -1), "RGBA").save(path, compress_level=4)
         self._written[view, frame] = True
@@ -140,16 +141,16 @@ class SequenceWriter:
         """Write meta.json, cameras.npz, params.npz, crops.npz, validate, and rename into place."""
         if not self._written.all():
             v, f = np.argwhere(~self._written)[0]
-            raise ValueError(f"sequence '{self.name}': image of view {self.views[v]} frame {f} was never written")
+            raise Morph4DError(f"sequence '{self.name}': image of view {self.views[v]} frame {f} was never written")
         V, Fr = len(self.views), self.num_frames
         meta = dict(meta, format=SEQUENCE_FORMAT, version=FORMAT_VERSION, name=self.name, views=self.views,
                     num_frames=Fr, width=self.width, height=self.height)
         check_modality(meta.get("modality", ""))
         if len(cameras) != V or cameras.width != self.width or cameras.height != self.height:
-            raise ValueError(f"sequence '{self.name}': {len(cameras)} cameras of {cameras.width}x{cameras.height} "
-                             f"for {V} views of {self.width}x{self.height}")
+            raise Morph4DError(f"sequence '{self.name}': {len(cameras)} cameras of {cameras.width}x{cameras.height} "
+                               f"for {V} views of {self.width}x{self.height}")
         if tuple(boxes.shape) != (V, Fr, 4):
-            raise ValueError(f"sequence '{self.name}': crop boxes must be (V={V}, F={Fr}, 4), got {tuple(boxes.shape)}")
+            raise Morph4DError(f"sequence '{self.name}': crop boxes must be (V={V}, F={Fr}, 4), got {tuple(boxes.shape)}")
         f32 = lambda x: x.detach().cpu().numpy().astype(np.float32)  # noqa: E731
         with open(self.tmp / "cameras.npz", "wb") as fh:
             np.savez(fh, R=f32(cameras.R), t=f32(cameras.t), K=f32(cameras.K), width=np.int64(self.width),
@@ -237,38 +238,38 @@ class Sequence:
 
 def _load_npz(path: Path, what: str, name: str) -> dict:
     if not path.is_file():
-        raise ValueError(f"sequence '{name}': {path.name} is missing ({what})")
+        raise Morph4DError(f"sequence '{name}': {path.name} is missing ({what})")
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
     except Exception as e:  # a truncated or foreign file
-        raise ValueError(f"sequence '{name}': {path.name} is not a readable .npz ({e})") from e
+        raise Morph4DError(f"sequence '{name}': {path.name} is not a readable .npz ({e})") from e
 
 
 def read_meta(path: str | Path) -> dict:
     path = Path(path)
     name = path.name.split(".partial-")[0].lstrip(".")
     if not path.is_dir():
-        raise ValueError(f"sequence '{name}': folder {path} does not exist")
+        raise Morph4DError(f"sequence '{name}': folder {path} does not exist")
     try:
         meta = json.loads((path / "meta.json").read_text())
     except FileNotFoundError:
-        raise ValueError(f"sequence '{name}': meta.json is missing in {path}") from None
+        raise Morph4DError(f"sequence '{name}': meta.json is missing in {path}") from None
     except json.JSONDecodeError as e:
-        raise ValueError(f"sequence '{name}': meta.json is not valid JSON ({e})") from None
+        raise Morph4DError(f"sequence '{name}': meta.json is not valid JSON ({e})") from None
     if meta.get("format") != SEQUENCE_FORMAT:
-        raise ValueError(f"sequence '{name}': meta.json is not a {SEQUENCE_FORMAT} file")
+        raise Morph4DError(f"sequence '{name}': meta.json is not a {SEQUENCE_FORMAT} file")
     if meta.get("version") != FORMAT_VERSION:
-        raise ValueError(f"sequence '{name}': format version {meta.get('version')} is not supported "
-                         f"(this morph4d reads version {FORMAT_VERSION})")
+        raise Morph4DError(f"sequence '{name}': format version {meta.get('version')} is not supported "
+                           f"(this morph4d reads version {FORMAT_VERSION})")
     missing = [k for k in ("name", "modality", "head_model", "fps", "num_frames", "views", "width", "height")
                if k not in meta]
     if missing:
-        raise ValueError(f"sequence '{name}': meta.json lacks {missing}")
+        raise Morph4DError(f"sequence '{name}': meta.json lacks {missing}")
     try:
         check_modality(meta["modality"])
     except ValueError as e:
-        raise ValueError(f"sequence '{name}': {e}") from None
+        raise Morph4DError(f"sequence '{name}': {e}") from None
     return meta
 
 
@@ -281,36 +282,36 @@ def read_sequence(path: str | Path, check_images: bool = False) -> Sequence:
     cam = _load_npz(path / "cameras.npz", "the cameras", name)
     for key, shape in (("R", (V, 3, 3)), ("t", (V, 3)), ("K", (V, 3, 3))):
         if key not in cam or cam[key].shape != shape:
-            raise ValueError(f"sequence '{name}': cameras.npz '{key}' must be {shape} for {V} views, got "
-                             f"{None if key not in cam else cam[key].shape}")
+            raise Morph4DError(f"sequence '{name}': cameras.npz '{key}' must be {shape} for {V} views, got "
+                               f"{None if key not in cam else cam[key].shape}")
     if int(cam.get("width", -1)) != W or int(cam.get("height", -1)) != H:
-        raise ValueError(f"sequence '{name}': cameras.npz width/height disagree with meta.json ({W}x{H})")
+        raise Morph4DError(f"sequence '{name}': cameras.npz width/height disagree with meta.json ({W}x{H})")
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
     cameras = Cameras(t(cam["R"]), t(cam["t"]), t(cam["K"]), W, H)
     raw = _load_npz(path / "params.npz", "the per-frame head parameters", name)
     missing = [k for k in PARAM_FIELDS if k not in raw]
     if missing:
-        raise ValueError(f"sequence '{name}': params.npz lacks {missing}")
+        raise Morph4DError(f"sequence '{name}': params.npz lacks {missing}")
     params = HeadParams(**{k: t(raw[k]) for k in PARAM_FIELDS})
     if params.jaw.shape[0] != Fr or params.jaw.dim() != 2:
-        raise ValueError(f"sequence '{name}': params.npz has {tuple(params.jaw.shape)} jaw, expected ({Fr}, 3)")
+        raise Morph4DError(f"sequence '{name}': params.npz has {tuple(params.jaw.shape)} jaw, expected ({Fr}, 3)")
     try:
         params.check(params.shape.shape[-1], params.expression.shape[-1])
     except ValueError as e:
-        raise ValueError(f"sequence '{name}': params.npz: {e}") from None
+        raise Morph4DError(f"sequence '{name}': params.npz: {e}") from None
     crops = _load_npz(path / "crops.npz", "the head crop boxes", name)
     if "boxes" not in crops or crops["boxes"].shape != (V, Fr, 4):
-        raise ValueError(f"sequence '{name}': crops.npz 'boxes' must be ({V}, {Fr}, 4)")
+        raise Morph4DError(f"sequence '{name}': crops.npz 'boxes' must be ({V}, {Fr}, 4)")
     if check_images:
         for v in meta["views"]:
             for f in range(Fr):
                 p = path / "images" / v / frame_file(f)
                 if not p.is_file():
-                    raise ValueError(f"sequence '{name}': image {p.relative_to(path)} is missing")
+                    raise Morph4DError(f"sequence '{name}': image {p.relative_to(path)} is missing")
                 with Image.open(p) as im:
                     if im.size != (W, H) or im.mode != "RGBA":
-                        raise ValueError(f"sequence '{name}': {p.relative_to(path)} is {im.mode} {im.size[0]}x"
-                                         f"{im.size[1]}, expected RGBA {W}x{H}")
+                        raise Morph4DError(f"sequence '{name}': {p.relative_to(path)} is {im.mode} {im.size[0]}x"
+                                           f"{im.size[1]}, expected RGBA {W}x{H}")
     return Sequence(path, meta, cameras, params, t(crops["boxes"]))
 
 
@@ -326,7 +327,7 @@ def read_images(path: str | Path, view_names: list[str], frames: list[int]) -> t
                 with Image.open(p) as im:
                     row.append(np.asarray(im.convert("RGBA")))
             except FileNotFoundError:
-                raise ValueError(f"sequence '{path.name}': image images/{v}/{frame_file(f)} is missing") from None
+                raise Morph4DError(f"sequence '{path.name}': image images/{v}/{frame_file(f)} is missing") from None
         out.append(np.stack(row))
     data = torch.from_numpy(np.stack(out)).float() / 255.0   # (v, f, H, W, 4)
     return data[..., :3].contiguous(), data[..., 3].contiguous()
@@ -336,19 +337,19 @@ def read_index(root: str | Path) -> dict:
     """Read ``dataset.json``; a clear error names the folder and what is wrong."""
     root = Path(root)
     if not root.is_dir():
-        raise ValueError(f"dataset folder {root} does not exist")
+        raise Morph4DError(f"dataset folder {root} does not exist")
     path = root / "dataset.json"
     if not path.is_file():
-        raise ValueError(f"{root} is not a morph4d dataset: dataset.json is missing (make one with "
-                         f"`morph4d data synth` or `morph4d data import`)")
+        raise Morph4DError(f"{root} is not a morph4d dataset: dataset.json is missing (make one with "
+                           f"`morph4d data synth` or `morph4d data import`)")
     try:
         index = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e})") from None
+        raise Morph4DError(f"{path} is not valid JSON ({e})") from None
     if index.get("format") != DATASET_FORMAT or not isinstance(index.get("sequences"), list):
-        raise ValueError(f"{path} is not a {DATASET_FORMAT} index (needs 'format' and a 'sequences' list)")
+        raise Morph4DError(f"{path} is not a {DATASET_FORMAT} index (needs 'format' and a 'sequences' list)")
     if index.get("version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: format version {index.get('version')} is not supported (reads {FORMAT_VERSION})")
+        raise Morph4DError(f"{path}: format version {index.get('version')} is not supported (reads {FORMAT_VERSION})")
     return index
 
 
@@ -357,5 +358,5 @@ def open_dataset(root: str | Path) -> list[Sequence]:
     root = Path(root)
     index = read_index(root)
     if not index["sequences"]:
-        raise ValueError(f"dataset {root} lists no sequences")
+        raise Morph4DError(f"dataset {root} lists no sequences")
     return [read_sequence(root / check_name("sequence", n)) for n in index["sequences"]]

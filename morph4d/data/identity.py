@@ -31,9 +31,10 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from morph4d.errors import Morph4DError
 from morph4d.heads.model import HeadModel
-from morph4d.render.raster import interpolate, rasterize_screen
-from morph4d.render.shade import vertex_normals
+from morph4d.mesh.raster import interpolate, rasterize_screen
+from morph4d.mesh.shade import vertex_normals
 
 # Held-out identities (issue 4, item 8): reserved for evaluation, never used for training. The synth
 # command refuses them unless ``--split eval``, and refuses every other seed with ``--split eval``.
@@ -75,9 +76,9 @@ class IdentityConfig:
 
     def __post_init__(self):
         if self.shape_std < 0:
-            raise ValueError(f"shape_std must be >= 0, got {self.shape_std}")
+            raise Morph4DError(f"shape_std must be >= 0, got {self.shape_std}")
         if self.texture_size < 64 or self.texture_size & (self.texture_size - 1):
-            raise ValueError(f"texture_size must be a power of two >= 64, got {self.texture_size}")
+            raise Morph4DError(f"texture_size must be a power of two >= 64, got {self.texture_size}")
 
 
 @dataclass(frozen=True)
@@ -248,8 +249,8 @@ def _frame(model: HeadModel, shape: torch.Tensor) -> _Frame:
     groups = model.vertex_groups
     missing = [k for k in ("head", "eye_left", "eye_right", "lips") if k not in groups]
     if missing:
-        raise ValueError(f"synthetic identities need the built-in head's vertex groups; '{model.name}' lacks "
-                         f"{missing}")
+        raise Morph4DError(f"synthetic identities need the built-in head's vertex groups; '{model.name}' lacks "
+                           f"{missing}")
     rest = model.neutral(shape)
     eyes = torch.stack([rest[groups[f"eye_{s}"]].mean(0) for s in ("left", "right")])
     radius = float((rest[groups["eye_left"]] - eyes[0]).norm(dim=-1).median())

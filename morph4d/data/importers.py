@@ -38,6 +38,7 @@ from PIL import Image
 from morph4d.cameras import Cameras
 from morph4d.data.format import SequenceWriter, finished_sequences, remove_partials, select_frames, write_index
 from morph4d.data.synth import CROP_SCALE, head_crops
+from morph4d.errors import Morph4DError
 from morph4d.heads import HeadModel
 from morph4d.heads.animation import load_animation
 
@@ -62,9 +63,9 @@ class ImportConfig:
 
     def __post_init__(self):
         if self.max_side < 16 or self.stride < 1 or (self.max_frames is not None and self.max_frames < 1):
-            raise ValueError("--max-side must be >= 16, --stride >= 1 and --max-frames >= 1")
+            raise Morph4DError("--max-side must be >= 16, --stride >= 1 and --max-frames >= 1")
         if self.world_scale is not None and self.world_scale <= 0:
-            raise ValueError(f"--world-scale must be > 0, got {self.world_scale}")
+            raise Morph4DError(f"--world-scale must be > 0, got {self.world_scale}")
 
 
 @dataclass
@@ -93,8 +94,8 @@ def _sanitize(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip("._") or "sequence"
 
 
-def _layout_error(dataset: str, path: Path, problem: str) -> ValueError:
-    return ValueError(f"{dataset}: {path}: {problem}. Expected layout:\n{IMPORTERS[dataset].expects}")
+def _layout_error(dataset: str, path: Path, problem: str) -> Morph4DError:
+    return Morph4DError(f"{dataset}: {path}: {problem}. Expected layout:\n{IMPORTERS[dataset].expects}")
 
 
 def _opencv_cameras(R: np.ndarray, t: np.ndarray, K: np.ndarray, width: int, height: int, world_scale: float,
@@ -108,9 +109,9 @@ def _opencv_cameras(R: np.ndarray, t: np.ndarray, K: np.ndarray, width: int, hei
     s = width / cal_w
     K[:, :2] *= s
     if K[:, 0, 2].min() < 0.2 * width or K[:, 0, 2].max() > 0.8 * width:
-        raise ValueError(f"the intrinsics do not fit {width}x{height} images (principal point x from "
-                         f"{K[:, 0, 2].min():.0f} to {K[:, 0, 2].max():.0f} after scaling from a calibration width of "
-                         f"{cal_w}); pass --calibration-width with the width the calibration was made at")
+        raise Morph4DError(f"the intrinsics do not fit {width}x{height} images (principal point x from "
+                           f"{K[:, 0, 2].min():.0f} to {K[:, 0, 2].max():.0f} after scaling from a calibration width of "
+                           f"{cal_w}); pass --calibration-width with the width the calibration was made at")
     f = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64)).float()  # noqa: E731
     return Cameras(f(R), f(np.asarray(t) * world_scale), f(K), width, height)
 
@@ -270,7 +271,7 @@ def discover_renderme360(cfg: ImportConfig) -> list[Source]:
     try:
         import h5py
     except ImportError:
-        raise ValueError("renderme360: reading .smc files needs h5py; install it with `pip install h5py`") from None
+        raise Morph4DError("renderme360: reading .smc files needs h5py; install it with `pip install h5py`") from None
     src = Path(cfg.src)
     files = sorted(p for p in src.glob("*.smc") if not p.stem.endswith("_anno")) if src.is_dir() else []
     if not files:
@@ -391,10 +392,10 @@ def discover_ava256(cfg: ImportConfig) -> list[Source]:
         T = np.stack([_ava_matrix(c["T"], "T", calib) for c in krt])
         fits_path = Path(cfg.fits) / f"{_sanitize(cap.name)}.npz"
         if not fits_path.is_file():
-            raise ValueError(f"ava256: fits {fits_path} not found (one FITS/CAPTURE.npz with 'frame_id' per capture)")
+            raise Morph4DError(f"ava256: fits {fits_path} not found (one FITS/CAPTURE.npz with 'frame_id' per capture)")
         with np.load(fits_path, allow_pickle=False) as data:
             if "frame_id" not in data.files:
-                raise ValueError(f"ava256: {fits_path} lacks 'frame_id' (F,): the frame each fitted row belongs to")
+                raise Morph4DError(f"ava256: {fits_path} lacks 'frame_id' (F,): the frame each fitted row belongs to")
             frame_ids = [int(x) for x in data["frame_id"]]
         image_dir = cap / "decoder" / "image"
         first = _zip_or_folder(image_dir / f"cam{ids[0]}", f"{frame_ids[0]:06d}.avif")
@@ -449,23 +450,23 @@ def discover_vfhq(cfg: ImportConfig) -> list[Source]:
         name = _sanitize(clip.name)
         fits_path = Path(cfg.fits) / f"{name}.npz"
         if not fits_path.is_file():
-            raise ValueError(f"vfhq: fits {fits_path} not found (one FITS/CLIP.npz per clip, with 'K')")
+            raise Morph4DError(f"vfhq: fits {fits_path} not found (one FITS/CLIP.npz per clip, with 'K')")
         with np.load(fits_path, allow_pickle=False) as data:
             if "K" not in data.files or data["K"].shape != (3, 3):
-                raise ValueError(f"vfhq: {fits_path} needs 'K' (3, 3): the pixel intrinsics of the clip's frames")
+                raise Morph4DError(f"vfhq: {fits_path} needs 'K' (3, 3): the pixel intrinsics of the clip's frames")
             K = data["K"].astype(np.float64)
         W, H = _image_size(files[0])
         eye = torch.eye(3)[None]
         cameras = Cameras(eye, torch.zeros(1, 3), torch.as_tensor(K, dtype=torch.float32)[None], W, H)
         mattes = Path(cfg.mattes) / clip.name if cfg.mattes else None
         if mattes is not None and not mattes.is_dir():
-            raise ValueError(f"vfhq: --mattes has no folder {mattes} for clip {clip.name}")
+            raise Morph4DError(f"vfhq: --mattes has no folder {mattes} for clip {clip.name}")
 
         def read_view(v, keys, mattes=mattes):
             for key in keys:
                 m = mattes / f"{key.stem}.png" if mattes is not None else None
                 if m is not None and not m.is_file():
-                    raise ValueError(f"vfhq: matte {m} missing")
+                    raise Morph4DError(f"vfhq: matte {m} missing")
                 yield key, _decode(key, "RGB"), _decode(m, "L") if m is not None else None
         sources.append(Source(name, ["cam00"], cameras, files, list(range(len(files))), len(files), read_view,
                               "monocular", cfg.fps or 25.0, name, info={"clip": clip.name}))
@@ -491,13 +492,13 @@ IMPORTERS = {"nersemble": Importer(discover_nersemble, NERSEMBLE_EXPECTS),
 def _fits_for(source: Source, rows: list[int], cfg: ImportConfig, model: HeadModel):
     path = Path(cfg.fits) / f"{source.fit_name}.npz"
     if not path.is_file():
-        raise ValueError(f"sequence '{source.name}': fits file {path} not found")
+        raise Morph4DError(f"sequence '{source.name}': fits file {path} not found")
     anim = load_animation(path, model)
     if source.fit_total is not None and anim.num_frames != source.fit_total:
-        raise ValueError(f"sequence '{source.name}': {path} has {anim.num_frames} frames of fits, the source has "
-                         f"{source.fit_total} frames")
+        raise Morph4DError(f"sequence '{source.name}': {path} has {anim.num_frames} frames of fits, the source has "
+                           f"{source.fit_total} frames")
     if max(rows) >= anim.num_frames:
-        raise ValueError(f"sequence '{source.name}': {path} has {anim.num_frames} rows, row {max(rows)} is needed")
+        raise Morph4DError(f"sequence '{source.name}': {path} has {anim.num_frames} rows, row {max(rows)} is needed")
     return select_frames(anim.params, rows)
 
 
@@ -509,10 +510,10 @@ def _check_visible(source: Source, model: HeadModel, params, dataset: str) -> No
     inside = (p[:, 2] > 0) & (p[:, 0] > 0) & (p[:, 0] < source.cameras.width) & (p[:, 1] > 0) \
         & (p[:, 1] < source.cameras.height)
     if inside.float().mean() < 0.5:
-        raise ValueError(f"sequence '{source.name}': the fitted head projects into only {int(inside.sum())} of "
-                         f"{len(inside)} views; the calibration or the fits do not follow the {dataset} layout this "
-                         f"importer assumes (conventions, world units, fits in the world frame):\n"
-                         f"{IMPORTERS[dataset].expects}")
+        raise Morph4DError(f"sequence '{source.name}': the fitted head projects into only {int(inside.sum())} of "
+                           f"{len(inside)} views; the calibration or the fits do not follow the {dataset} layout this "
+                           f"importer assumes (conventions, world units, fits in the world frame):\n"
+                           f"{IMPORTERS[dataset].expects}")
 
 
 def _resized(rgb: np.ndarray, alpha: np.ndarray | None, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -542,8 +543,8 @@ def convert(source: Source, cfg: ImportConfig, model: HeadModel, dataset: str, r
             position = {k: i for i, k in enumerate(keys)}
             for key, rgb, alpha in source.read_view(v, keys):
                 if rgb.shape[:2] != (H, W):
-                    raise ValueError(f"sequence '{source.name}' view {source.views[v]} frame {key}: image is "
-                                     f"{rgb.shape[1]}x{rgb.shape[0]}, the sequence's first image is {W}x{H}")
+                    raise Morph4DError(f"sequence '{source.name}' view {source.views[v]} frame {key}: image is "
+                                       f"{rgb.shape[1]}x{rgb.shape[0]}, the sequence's first image is {W}x{H}")
                 out, a = _resized(rgb, alpha, size)
                 writer.write_frame(v, position[key], out, a)
         boxes = head_crops(model, params, cameras, cfg.crop_smooth_sigma)
@@ -556,9 +557,9 @@ def convert(source: Source, cfg: ImportConfig, model: HeadModel, dataset: str, r
 def run_import(dataset: str, cfg: ImportConfig, model: HeadModel, log=print) -> list[str]:
     """Import every sequence of ``cfg.src`` (``dataset``'s layout) into ``cfg.out``; resumable."""
     if dataset not in IMPORTERS:
-        raise ValueError(f"unknown dataset '{dataset}'; importers: {', '.join(IMPORTERS)}")
+        raise Morph4DError(f"unknown dataset '{dataset}'; importers: {', '.join(IMPORTERS)}")
     if not Path(cfg.fits).is_dir():
-        raise ValueError(f"fits folder {cfg.fits} does not exist")
+        raise Morph4DError(f"fits folder {cfg.fits} does not exist")
     sources = IMPORTERS[dataset].discover(cfg)
     root = Path(cfg.out)
     root.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ One item = one sequence (index i of the dataset) cut to a window of V views x F 
    time), resampled to D x D with white outside the photo; the camera is cropped to match
    (``Cameras.cropped``) and the outcropping mask marks crop pixels outside the photo. One box per view
    keeps each view a static camera, which ``HeadConditioner.video`` expects.
-4. **Conditioning** from ``morph4d.conditioning.HeadConditioner``: ``video`` for the window (V, F_lat, C,
+4. **Conditioning** from ``morph4d.conditioning.maps.HeadConditioner``: ``video`` for the window (V, F_lat, C,
    D/8, D/8) in the reference camera's frame, ``reference`` for the reference image.
 
 Every random choice comes from a ``torch.Generator`` seeded by (seed, epoch, index), so items are the
@@ -37,10 +37,13 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from morph4d.cameras import Cameras, outcrop_mask
-from morph4d.conditioning import ConditioningConfig, HeadConditioner, LATENT_FACTOR, check_frame_count
+from morph4d.conditioning.maps import ConditioningConfig, HeadConditioner
 from morph4d.data.format import Sequence, mix_seed, open_dataset, select_frames
+from morph4d.errors import Morph4DError
 from morph4d.heads import HeadModel, HeadParams
+from morph4d.heads.builtin import load_builtin_head
 from morph4d.heads.model import axis_angle_to_matrix
+from morph4d.models.latent import LATENT_FACTOR, check_frame_count
 
 
 @dataclass(frozen=True)
@@ -57,13 +60,13 @@ class WindowConfig:
     def __post_init__(self):
         check_frame_count(self.frames)
         if self.views < 1:
-            raise ValueError(f"views must be >= 1, got {self.views}")
+            raise Morph4DError(f"views must be >= 1, got {self.views}")
         if self.resolution < LATENT_FACTOR or self.resolution % LATENT_FACTOR:
-            raise ValueError(f"resolution must be a positive multiple of {LATENT_FACTOR}, got {self.resolution}")
+            raise Morph4DError(f"resolution must be a positive multiple of {LATENT_FACTOR}, got {self.resolution}")
         if not 0 < self.facing_deg <= 180:
-            raise ValueError(f"facing_deg must be in (0, 180], got {self.facing_deg}")
+            raise Morph4DError(f"facing_deg must be in (0, 180], got {self.facing_deg}")
         if self.on_short not in ("error", "skip"):
-            raise ValueError(f"on_short must be 'error' or 'skip', got {self.on_short!r}")
+            raise Morph4DError(f"on_short must be 'error' or 'skip', got {self.on_short!r}")
 
 
 def facing_angles(model: HeadModel, params: HeadParams, cameras: Cameras) -> torch.Tensor:
@@ -124,31 +127,30 @@ class MultiViewWindows(Dataset):
                  conditioning: ConditioningConfig = ConditioningConfig()):
         roots = [roots] if isinstance(roots, (str, Path)) else list(roots)
         if not roots:
-            raise ValueError("MultiViewWindows needs at least one dataset folder")
+            raise Morph4DError("MultiViewWindows needs at least one dataset folder")
         self.cfg = cfg
         sequences: list[Sequence] = []
         for root in roots:
             sequences += open_dataset(root)
         kinds = sorted({s.meta["head_model"] for s in sequences})
         if len(kinds) > 1:
-            raise ValueError(f"the datasets mix head models {kinds}; use one head model per loader")
+            raise Morph4DError(f"the datasets mix head models {kinds}; use one head model per loader")
         if model is None:
             if kinds[0] != "builtin":
-                raise ValueError(f"the datasets use the '{kinds[0]}' head model; pass it as model=...")
-            from morph4d.heads.builtin import load_builtin_head
+                raise Morph4DError(f"the datasets use the '{kinds[0]}' head model; pass it as model=...")
             model = load_builtin_head()
         if model.name != kinds[0]:
-            raise ValueError(f"the datasets use the '{kinds[0]}' head model, got model '{model.name}'")
+            raise Morph4DError(f"the datasets use the '{kinds[0]}' head model, got model '{model.name}'")
         self.sequences = []
         for s in sequences:
             problem = self._shortfall(s)
             if problem and cfg.on_short == "error":
-                raise ValueError(f"sequence '{s.name}' ({s.path}): {problem}")
+                raise Morph4DError(f"sequence '{s.name}' ({s.path}): {problem}")
             if not problem:
                 self.sequences.append(s)
         if not self.sequences:
-            raise ValueError(f"no sequence in {', '.join(map(str, roots))} has {cfg.views} views x {cfg.frames} "
-                             f"frames plus a reference image")
+            raise Morph4DError(f"no sequence in {', '.join(map(str, roots))} has {cfg.views} views x {cfg.frames} "
+                               f"frames plus a reference image")
         self.model = model
         self.conditioner = HeadConditioner(model, conditioning)
         self.epoch = 0

@@ -20,7 +20,6 @@ a SHA-256 mix of the three, so runs are reproducible, resumable and independent 
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -28,13 +27,25 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from morph4d.cameras import Cameras, head_crop_boxes, orbit_cameras
-from morph4d.data.format import (MODALITIES, SequenceWriter, check_modality, finished_sequences, mix_seed,
-                                 read_index, remove_partials, write_index)
+from morph4d.cameras import VIEW_FOV, Cameras, head_crop_boxes, orbit_cameras
+from morph4d.data.format import (
+    MODALITIES,
+    SequenceWriter,
+    check_modality,
+    finished_sequences,
+    mix_seed,
+    read_index,
+    remove_partials,
+    write_index,
+)
 from morph4d.data.identity import EVAL_SEEDS, IdentityConfig, describe, sample_identity
-from morph4d.data.render import RenderConfig, make_scene, render_sequence, sample_lighting
+from morph4d.data.scene import RenderConfig, make_scene, render_sequence, sample_lighting
+from morph4d.errors import Morph4DError
 from morph4d.heads import HeadModel, HeadParams
 from morph4d.heads.animation import BUILTIN_ANIMATIONS, builtin_animation
+from morph4d.heads.builtin import load_builtin_head
+from morph4d.threads import torch_threads
+from morph4d.video import grid
 
 MODALITY_DEFAULTS = {"monocular": (1, 49), "multiview_video": (16, 49), "multiview_images": (24, 1),
                      "multiview_360": (24, 49)}
@@ -78,30 +89,30 @@ class SynthConfig:
         """Raise ``ValueError`` naming the bad option (call on ``resolved()``)."""
         check_modality(self.modality)
         if self.split not in SPLITS:
-            raise ValueError(f"--split must be one of {', '.join(SPLITS)}, got '{self.split}'")
+            raise Morph4DError(f"--split must be one of {', '.join(SPLITS)}, got '{self.split}'")
         for name in ("identities", "views", "frames", "resolution", "sequences_per_identity", "supersample",
                      "torch_threads"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+                raise Morph4DError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.resolution < 16:
-            raise ValueError(f"--res must be >= 16 pixels, got {self.resolution}")
+            raise Morph4DError(f"--res must be >= 16 pixels, got {self.resolution}")
         if self.modality == "monocular" and self.views != 1:
-            raise ValueError(f"modality monocular has exactly 1 view, got --views {self.views}")
+            raise Morph4DError(f"modality monocular has exactly 1 view, got --views {self.views}")
         if self.modality == "multiview_images" and self.frames != 1:
-            raise ValueError(f"modality multiview_images has 1 frame per sequence (like Ava-256), got --frames "
-                             f"{self.frames}")
+            raise Morph4DError(f"modality multiview_images has 1 frame per sequence (like Ava-256), got --frames "
+                               f"{self.frames}")
         if self.modality in ("multiview_video", "multiview_360", "multiview_images") and self.views < 2:
-            raise ValueError(f"modality {self.modality} needs --views >= 2, got {self.views}")
+            raise Morph4DError(f"modality {self.modality} needs --views >= 2, got {self.views}")
         if self.fps <= 0 or self.crop_smooth_sigma < 0:
-            raise ValueError("--fps must be > 0 and the crop smoothing >= 0")
+            raise Morph4DError("--fps must be > 0 and the crop smoothing >= 0")
         seeds = range(self.first_seed, self.first_seed + self.identities)
         held_out = [s for s in seeds if s in EVAL_SEEDS]
         if self.split == "train" and held_out:
-            raise ValueError(f"seeds {held_out[0]}..{held_out[-1]} are held-out evaluation identities "
-                             f"({EVAL_SEEDS.start}-{EVAL_SEEDS.stop - 1}); use --split eval for them")
+            raise Morph4DError(f"seeds {held_out[0]}..{held_out[-1]} are held-out evaluation identities "
+                               f"({EVAL_SEEDS.start}-{EVAL_SEEDS.stop - 1}); use --split eval for them")
         if self.split == "eval" and len(held_out) != len(seeds):
-            raise ValueError(f"--split eval uses only the held-out seeds {EVAL_SEEDS.start}-{EVAL_SEEDS.stop - 1}; "
-                             f"seeds {seeds.start}..{seeds.stop - 1} leave that range")
+            raise Morph4DError(f"--split eval uses only the held-out seeds {EVAL_SEEDS.start}-{EVAL_SEEDS.stop - 1}; "
+                               f"seeds {seeds.start}..{seeds.stop - 1} leave that range")
 
     def dataset_settings(self) -> dict:
         """The settings every sequence of one dataset folder must share (all but the identity count)."""
@@ -260,17 +271,6 @@ class SynthSequence:
     alpha: torch.Tensor       # (V, F, H, W)
 
 
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """Run a block with ``n`` torch threads (results depend on the thread count in the last bits)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def make_sequence(model: HeadModel, cfg: SynthConfig, seed: int, index: int) -> SynthSequence:
     """Render sequence ``index`` of identity ``seed`` under ``cfg`` (resolved), with ``cfg.torch_threads``."""
     with torch_threads(cfg.torch_threads):
@@ -313,21 +313,20 @@ def synthesize(cfg: SynthConfig, model: HeadModel | None = None, log=print) -> l
     """
     cfg = cfg.resolved()
     cfg.check()
-    from morph4d.heads.builtin import load_builtin_head
     model = model or load_builtin_head()
     root = Path(cfg.out)
     if root.exists() and not root.is_dir():
-        raise ValueError(f"--out {root} exists and is not a folder")
+        raise Morph4DError(f"--out {root} exists and is not a folder")
     root.mkdir(parents=True, exist_ok=True)
     settings = cfg.dataset_settings()
     if (root / "dataset.json").exists():
         old = read_index(root).get("synth")
         if old is None or {k: old.get(k) for k in settings} != settings:
             diff = sorted(k for k in settings if old is None or old.get(k) != settings[k])
-            raise ValueError(f"{root} holds a dataset made with other settings ({', '.join(diff)}); "
-                             f"use another --out or the same settings to resume")
+            raise Morph4DError(f"{root} holds a dataset made with other settings ({', '.join(diff)}); "
+                               f"use another --out or the same settings to resume")
     elif any(p for p in root.iterdir() if not p.name.startswith(".")):
-        raise ValueError(f"--out {root} is a non-empty folder without dataset.json; refusing to write into it")
+        raise Morph4DError(f"--out {root} is a non-empty folder without dataset.json; refusing to write into it")
     stale = remove_partials(root)
     if stale:
         log(f"removed {len(stale)} unfinished sequence(s) of an interrupted run")
@@ -355,7 +354,6 @@ def identity_sheet(model: HeadModel, seeds, size: int = 192, cols: int = 4, azim
                    texture_size: int = 512) -> torch.Tensor:
     """A contact sheet of identities ``(rows*size, cols*size, 3)``: each seed in a 3/4 view, neutral pose,
     with its own sequence lighting (``morph4d data sheet``; docs/synthetic_identities.png)."""
-    from morph4d.video import grid
     tiles = []
     with torch_threads(1):
         for seed in seeds:
@@ -363,7 +361,7 @@ def identity_sheet(model: HeadModel, seeds, size: int = 192, cols: int = 4, azim
             g = torch.Generator().manual_seed(mix_seed("sheet", seed))
             lighting = sample_lighting(g)
             az = azimuth if seed % 2 == 0 else -azimuth
-            cams = orbit_cameras(torch.tensor([az]), torch.tensor([8.0]), 0.95, 26.0, size, size, target=HEAD_TARGET)
+            cams = orbit_cameras(torch.tensor([az]), torch.tensor([8.0]), 0.95, VIEW_FOV, size, size, target=HEAD_TARGET)
             params = model.zero_params((1,)).replace(shape=identity.shape)
             image, _ = render_sequence(make_scene(model, identity, size), params, cams, lighting)
             tiles.append(image[0, 0])
@@ -372,4 +370,4 @@ def identity_sheet(model: HeadModel, seeds, size: int = 192, cols: int = 4, azim
 
 __all__ = ["MODALITIES", "MODALITY_DEFAULTS", "SynthConfig", "SynthSequence", "camera_rig", "random_animation",
            "smooth_noise", "make_sequence", "write_synth_sequence", "synthesize", "head_crops", "crop_vertices",
-           "sequence_name", "identity_sheet", "torch_threads"]
+           "sequence_name", "identity_sheet"]

@@ -30,8 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from morph4d.errors import Morph4DError
 from morph4d.heads.base import HeadParams
 from morph4d.heads.model import HeadModel
+from morph4d.io import atomic_path
 
 FORMAT_VERSION = 1
 ALIASES = {"expr": "expression", "jaw_pose": "jaw", "neck_pose": "neck", "global_orient": "rotation",
@@ -54,12 +56,11 @@ class Animation:
     def check_model(self, model: HeadModel) -> None:
         """Raise ``ValueError`` unless this animation drives ``model`` (same model kind and sizes)."""
         if self.head_model != model.name:
-            raise ValueError(f"animation '{self.name}' is for the '{self.head_model}' head model, but the "
-                             f"head model in use is '{model.name}'")
+            raise Morph4DError(f"animation '{self.name}' is for the '{self.head_model}' head model, but the "
+                               f"head model in use is '{model.name}'")
         self.params.check(model.num_shape, model.num_expression)
 
     def save(self, path: str | Path) -> None:
-        from morph4d.io import atomic_path
         arrays = {k: getattr(self.params, k).detach().cpu().numpy() for k in
                   ("shape", "expression", "jaw", "neck", "eyes", "rotation", "translation")}
         with atomic_path(path) as tmp:
@@ -77,13 +78,13 @@ def load_animation(path: str | Path, model: HeadModel) -> Animation:
         data = np.load(path, allow_pickle=False)
         raw = {ALIASES.get(k, k): data[k] for k in data.files}
     except Exception as e:
-        raise ValueError(f"{path} is not a readable .npz animation ({e})") from e
+        raise Morph4DError(f"{path} is not a readable .npz animation ({e})") from e
     if "leye_pose" in raw and "reye_pose" in raw:
         raw["eyes"] = np.concatenate([raw.pop("leye_pose"), raw.pop("reye_pose")], axis=-1)
     missing = [k for k in ("expression", "jaw", "head_model") if k not in raw]
     if missing:
-        raise ValueError(f"{path} lacks {missing}; an animation needs 'expression' (F, E), 'jaw' (F, 3) and "
-                         f"'head_model', optionally 'neck', 'eyes', 'rotation', 'translation', 'shape', 'fps'")
+        raise Morph4DError(f"{path} lacks {missing}; an animation needs 'expression' (F, E), 'jaw' (F, 3) and "
+                           f"'head_model', optionally 'neck', 'eyes', 'rotation', 'translation', 'shape', 'fps'")
     n = raw["jaw"].shape[0] if raw["jaw"].ndim == 2 else -1
     t = lambda k, width: torch.as_tensor(raw[k], dtype=torch.float32) if k in raw \
         else torch.zeros(max(n, 0), width)  # noqa: E731
@@ -95,7 +96,7 @@ def load_animation(path: str | Path, model: HeadModel) -> Animation:
     try:
         anim.check_model(model)
     except ValueError as e:
-        raise ValueError(f"{path}: {e}") from e
+        raise Morph4DError(f"{path}: {e}") from e
     return anim
 
 
@@ -122,9 +123,9 @@ def builtin_animation(name: str, model: HeadModel, num_frames: int = 49, fps: fl
     directions without names) the animation keeps its jaw, eye and head motion and a zero expression.
     """
     if name not in BUILTIN_ANIMATIONS:
-        raise ValueError(f"unknown animation '{name}'; built-in animations are {', '.join(BUILTIN_ANIMATIONS)}")
+        raise Morph4DError(f"unknown animation '{name}'; built-in animations are {', '.join(BUILTIN_ANIMATIONS)}")
     if num_frames < 1:
-        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        raise Morph4DError(f"num_frames must be >= 1, got {num_frames}")
     t = np.arange(num_frames) / fps
     T = max(t[-1], 1e-6)
     p = {k: np.zeros((num_frames, n)) for k, n in
@@ -184,5 +185,5 @@ def get_animation(name_or_path: str, model: HeadModel, num_frames: int = 49, fps
         return builtin_animation(name_or_path, model, num_frames, fps)
     if name_or_path.endswith(".npz") or Path(name_or_path).exists():
         return load_animation(name_or_path, model)
-    raise ValueError(f"'{name_or_path}' is neither a built-in animation ({', '.join(BUILTIN_ANIMATIONS)}) "
-                     f"nor an animation .npz file")
+    raise Morph4DError(f"'{name_or_path}' is neither a built-in animation ({', '.join(BUILTIN_ANIMATIONS)}) "
+                       f"nor an animation .npz file")

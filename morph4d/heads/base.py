@@ -16,6 +16,8 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
+from morph4d.errors import Morph4DError
+
 JOINT_NAMES = ("global", "neck", "jaw", "eye_left", "eye_right")
 PARENTS = (-1, 0, 1, 1, 1)
 
@@ -75,12 +77,12 @@ class HeadParams:
         for name, size in expected.items():
             value = getattr(self, name)
             if not isinstance(value, torch.Tensor):
-                raise ValueError(f"HeadParams.{name} must be a torch.Tensor, got {type(value).__name__}")
+                raise Morph4DError(f"HeadParams.{name} must be a torch.Tensor, got {type(value).__name__}")
             if value.shape[-1:] != (size,):
-                raise ValueError(f"HeadParams.{name} must have shape (..., {size}), got {tuple(value.shape)}")
+                raise Morph4DError(f"HeadParams.{name} must have shape (..., {size}), got {tuple(value.shape)}")
             if name != "shape" and value.shape[:-1] != batch:
-                raise ValueError(f"HeadParams.{name} has batch dims {tuple(value.shape[:-1])}, expected "
-                                 f"{tuple(batch)} like HeadParams.jaw")
+                raise Morph4DError(f"HeadParams.{name} has batch dims {tuple(value.shape[:-1])}, expected "
+                                   f"{tuple(batch)} like HeadParams.jaw")
         if self.shape.shape[:-1] not in (batch, torch.Size(())):
-            raise ValueError(f"HeadParams.shape has batch dims {tuple(self.shape.shape[:-1])}, expected "
-                             f"{tuple(batch)} or () for one identity shared by all frames")
+            raise Morph4DError(f"HeadParams.shape has batch dims {tuple(self.shape.shape[:-1])}, expected "
+                               f"{tuple(batch)} or () for one identity shared by all frames")

@@ -28,9 +28,11 @@ How the head is made
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from morph4d.errors import Morph4DError
 
 # --------------------------------------------------------------------------------------------------
 # 1. sculpt parameters and the signed distance field
@@ -566,7 +568,7 @@ def expression_field(v: np.ndarray, name: str) -> np.ndarray:
                 add(skin, wing[s], 0.008, [0.0, 0.003, 0.0])
                 add(upper & skin, corner[s] + [-sign[s] * 0.01, 0.004, 0], 0.009, [0.0, 0.003, 0.0])
     else:
-        raise ValueError(f"unknown expression '{name}'")
+        raise Morph4DError(f"unknown expression '{name}'")
     return d
 
 
@@ -709,6 +711,7 @@ def write_asset(path) -> None:
 
 if __name__ == "__main__":
     import sys
+
     from morph4d.heads.builtin import BUILTIN_PATH
     target = sys.argv[1] if len(sys.argv) > 1 else BUILTIN_PATH
     print(f"generating the built-in head model -> {target}")

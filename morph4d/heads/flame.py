@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse
 
+from morph4d.errors import Morph4DError
 from morph4d.heads.base import PARENTS
 from morph4d.heads.model import HeadModel
 from morph4d.io import atomic_path
@@ -78,16 +79,16 @@ def _to_array(value, key: str, path: Path) -> np.ndarray:
     state = value.state if isinstance(value.state, dict) else {}
     if value.source.startswith("scipy."):
         if not {"data", "indices", "indptr"} <= state.keys():
-            raise ValueError(f"{path}: '{key}' is a scipy.sparse matrix without data/indices/indptr")
+            raise Morph4DError(f"{path}: '{key}' is a scipy.sparse matrix without data/indices/indptr")
         fmt = value.source.rsplit(".", 1)[1][:3]  # "csc" or "csr"
         shape = state.get("_shape", state.get("shape"))
         matrix = {"csc": scipy.sparse.csc_matrix, "csr": scipy.sparse.csr_matrix}[fmt]
         return matrix((state["data"], state["indices"], state["indptr"]), shape=shape).toarray()
     if "x" in state:  # a chumpy Ch pickles its value as state['x']
         return _to_array(state["x"], key, path)
-    raise ValueError(f"{path}: '{key}' is a chumpy '{value.source}' expression, not a stored array; the file "
-                     f"needs converting: load it once where chumpy is installed, replace each chumpy value "
-                     f"by its '.r' array, and save plain numpy arrays")
+    raise Morph4DError(f"{path}: '{key}' is a chumpy '{value.source}' expression, not a stored array; the file "
+                       f"needs converting: load it once where chumpy is installed, replace each chumpy value "
+                       f"by its '.r' array, and save plain numpy arrays")
 
 
 def _read_raw(path: Path) -> dict:
@@ -103,11 +104,11 @@ def _read_raw(path: Path) -> dict:
     except _RefusedGlobal:
         raise
     except Exception as e:  # a corrupt file can fail inside pickle or numpy in many ways
-        raise ValueError(f"{path} is not a readable FLAME model ({type(e).__name__}: {e}); expected "
-                         f"{OFFICIAL_FILES} with keys {FLAME_KEYS}") from e
+        raise Morph4DError(f"{path} is not a readable FLAME model ({type(e).__name__}: {e}); expected "
+                           f"{OFFICIAL_FILES} with keys {FLAME_KEYS}") from e
     if not isinstance(data, dict):
-        raise ValueError(f"{path} holds a pickled {type(data).__name__}, not the dict of a FLAME model; "
-                         f"expected {OFFICIAL_FILES}")
+        raise Morph4DError(f"{path} holds a pickled {type(data).__name__}, not the dict of a FLAME model; "
+                           f"expected {OFFICIAL_FILES}")
     return data
 
 
@@ -119,8 +120,8 @@ def read_flame_arrays(path: str | Path) -> dict[str, np.ndarray]:
     raw = _read_raw(path)
     missing = [k for k in FLAME_KEYS if k not in raw]
     if missing:
-        raise ValueError(f"{path} is missing keys {missing}; a FLAME model needs keys {FLAME_KEYS} "
-                         f"(is it {OFFICIAL_FILES}?)")
+        raise Morph4DError(f"{path} is missing keys {missing}; a FLAME model needs keys {FLAME_KEYS} "
+                           f"(is it {OFFICIAL_FILES}?)")
     arrays = {k: _to_array(raw[k], k, path) for k in FLAME_KEYS}
     v = arrays["v_template"]
     n = v.shape[0] if v.ndim == 2 else -1  # vertex count (5023 for FLAME)
@@ -132,14 +133,14 @@ def read_flame_arrays(path: str | Path) -> dict[str, np.ndarray]:
         got = arrays[key].shape
         if len(got) != len(want) or any(w is not None and w != g for w, g in zip(want, got)):
             shown = tuple("any" if w is None else "N" if w == -1 else w for w in want)
-            raise ValueError(f"{path}: '{key}' has shape {got}, expected {shown}")
+            raise Morph4DError(f"{path}: '{key}' has shape {got}, expected {shown}")
         if arrays[key].dtype.kind not in "biuf":
-            raise ValueError(f"{path}: '{key}' holds {arrays[key].dtype} values, expected numbers")
+            raise Morph4DError(f"{path}: '{key}' holds {arrays[key].dtype} values, expected numbers")
     # kintree_table = [parents, joint ids]; the root's parent is stored as -1 or as uint32 2**32 - 1.
     kintree = arrays["kintree_table"]
     if tuple(kintree[0, 1:]) != PARENTS[1:] or tuple(kintree[1]) != tuple(range(len(PARENTS))):
-        raise ValueError(f"{path}: kintree_table {kintree.tolist()} is not FLAME's tree (parents {PARENTS}: "
-                         f"global -> neck -> jaw, left eye, right eye)")
+        raise Morph4DError(f"{path}: kintree_table {kintree.tolist()} is not FLAME's tree (parents {PARENTS}: "
+                           f"global -> neck -> jaw, left eye, right eye)")
     return arrays
 
 
@@ -152,11 +153,11 @@ def _read_uvs(uv_path: Path, num_faces: int) -> tuple[np.ndarray, np.ndarray]:
         with np.load(uv_path, allow_pickle=False) as data:
             vt, ft = data["vt"], data["ft"]
     except Exception as e:  # not an .npz, missing keys, or pickled object arrays
-        raise ValueError(f"{uv_path} is not a readable FLAME texture file ({type(e).__name__}: {e}); expected "
-                         f"'FLAME_texture.npz' with arrays 'vt' (M, 2) and 'ft' ({num_faces}, 3)") from e
+        raise Morph4DError(f"{uv_path} is not a readable FLAME texture file ({type(e).__name__}: {e}); expected "
+                           f"'FLAME_texture.npz' with arrays 'vt' (M, 2) and 'ft' ({num_faces}, 3)") from e
     if vt.ndim != 2 or vt.shape[1] != 2 or ft.shape != (num_faces, 3) or ft.min() < 0 or ft.max() >= len(vt):
-        raise ValueError(f"{uv_path}: 'vt' {vt.shape} and 'ft' {ft.shape} should be (M, 2) and ({num_faces}, 3) "
-                         f"with indices into vt")
+        raise Morph4DError(f"{uv_path}: 'vt' {vt.shape} and 'ft' {ft.shape} should be (M, 2) and ({num_faces}, 3) "
+                           f"with indices into vt")
     return vt, ft
 
 
@@ -174,7 +175,7 @@ def load_flame(path: str | Path, num_shape: int = 100, num_expression: int = 50,
     for what, value, total in (("num_shape", num_shape, NUM_SHAPE_TOTAL),
                                ("num_expression", num_expression, NUM_EXPRESSION_TOTAL)):
         if not 0 <= value <= total:
-            raise ValueError(f"{what} must be in [0, {total}] (FLAME has {total} such components), got {value}")
+            raise Morph4DError(f"{what} must be in [0, {total}] (FLAME has {total} such components), got {value}")
     a = read_flame_arrays(path)
     uvs = uv_faces = None
     if uv_path is not None:

@@ -9,14 +9,15 @@ blendshapes, joints regressed from the shaped mesh, pose-corrective blendshapes,
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from morph4d.errors import Morph4DError
 from morph4d.heads.base import JOINT_NAMES, PARENTS, HeadParams
+from morph4d.io import atomic_path
 
 
 def axis_angle_to_matrix(aa: torch.Tensor) -> torch.Tensor:
@@ -98,8 +99,8 @@ class HeadModel(nn.Module):
             checks["posedirs"] = (self.posedirs, (36, N * 3))
         for key, (arr, want) in checks.items():
             if arr.ndim != len(want) or any(w is not None and w != s for w, s in zip(want, arr.shape)):
-                raise ValueError(f"head model '{name}': array '{key}' has shape {tuple(arr.shape)}, expected "
-                                 f"{tuple('any' if w is None else w for w in want)}")
+                raise Morph4DError(f"head model '{name}': array '{key}' has shape {tuple(arr.shape)}, expected "
+                                   f"{tuple('any' if w is None else w for w in want)}")
 
     # -- sizes --------------------------------------------------------------------------------------
     @property
@@ -124,7 +125,7 @@ class HeadModel(nn.Module):
     def neutral(self, shape: torch.Tensor) -> torch.Tensor:
         """Neutral-expression, unposed mesh of identity ``shape`` (..., S) -> (..., N, 3)."""
         if shape.shape[-1:] != (self.num_shape,):
-            raise ValueError(f"shape must be (..., {self.num_shape}), got {tuple(shape.shape)}")
+            raise Morph4DError(f"shape must be (..., {self.num_shape}), got {tuple(shape.shape)}")
         return self.template + torch.einsum("nks,...s->...nk", self.shapedirs, shape)
 
     def forward(self, params: HeadParams, apply_global: bool = True) -> torch.Tensor:
@@ -177,7 +178,6 @@ class HeadModel(nn.Module):
 
     def save_npz(self, path: str | Path) -> None:
         """Write the model as a plain .npz (no pickles), atomically."""
-        from morph4d.io import atomic_path
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez_compressed(fh, name=np.array(self.name), **self.arrays())
@@ -192,9 +192,9 @@ class HeadModel(nn.Module):
             data = np.load(path, allow_pickle=False)
             missing = [k for k in required if k not in data.files]
         except Exception as e:  # zip/npy format errors: corrupt or not an .npz at all
-            raise ValueError(f"{path} is not a readable .npz head model ({e}); expected keys {required}") from e
+            raise Morph4DError(f"{path} is not a readable .npz head model ({e}); expected keys {required}") from e
         if missing:
-            raise ValueError(f"{path} is missing keys {missing}; a head model .npz needs {required}")
+            raise Morph4DError(f"{path} is missing keys {missing}; a head model .npz needs {required}")
         groups = {k[len("group_"):]: data[k] for k in data.files if k.startswith("group_")}
         opt = {k: data[k] for k in ("posedirs", "uvs", "uv_faces", "shape_names", "expression_names")
                if k in data.files}

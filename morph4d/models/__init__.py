@@ -1,8 +1,25 @@
-"""Neural networks: the MMVDM (MVP4D's multi-view video diffusion transformer) and the video autoencoders."""
+"""Neural networks and their folders (stage 3, MVP4D §3.1).
+
+Owns: the MMVDM (``mmvdm``: MVP4D's multi-view video diffusion transformer on CogVideoX-2B blocks), the
+video autoencoders (``vae``), the latent geometry every stage sizes latents by (``latent``: 8x spatial,
+4x temporal, 16 channels, 1 + 4k frames), model folders and the embedded default (``folder``) and
+``morph4d model init | pack`` (``cli``).
+
+May import: foundation only (the MMVDM's conditioning channel count is a constructor argument; a test
+checks its default against ``conditioning.maps``).
+"""
 
 from morph4d.models.mmvdm import MMVDM, PRESETS, EntropyScaledAttnProcessor, MMVDMConfig, attention_scale
-from morph4d.models.vae import (VAE_PRESETS, CausalVAEConfig, CausalVideoAutoencoder, CogVideoXAutoencoder,
-                                VideoAutoencoder, from_vae_layout, latent_shape, to_vae_layout)
+from morph4d.models.vae import (
+                                VAE_PRESETS,
+                                CausalVAEConfig,
+                                CausalVideoAutoencoder,
+                                CogVideoXAutoencoder,
+                                VideoAutoencoder,
+                                from_vae_layout,
+                                latent_shape,
+                                to_vae_layout,
+)
 
 __all__ = ["MMVDM", "PRESETS", "EntropyScaledAttnProcessor", "MMVDMConfig", "attention_scale", "VAE_PRESETS",
            "CausalVAEConfig", "CausalVideoAutoencoder", "CogVideoXAutoencoder", "VideoAutoencoder",

@@ -9,7 +9,7 @@ Inputs (latent resolution ``h x w``, ``F`` latent frames, ``C = 16`` latent chan
 - ``latents (B, V, F, 16, h, w)``: noisy latents of V views; latents that are given (reference views / frames in
   modes 2-4) enter clean, marked by the b mask channel of ``cond``. The model just consumes the latent ++
   conditioning concatenation; samplers and trainers decide what is clean.
-- ``cond (B, V, F, C_cond, h, w)``: conditioning in ``morph4d.conditioning.ConditioningLayout`` (59 channels).
+- ``cond (B, V, F, C_cond, h, w)``: conditioning in ``morph4d.conditioning.maps.ConditioningLayout`` (59 channels).
 - ``ref_latent (B, 16, h, w)``, ``ref_cond (B, C_cond, h, w)``: the reference image and its conditioning.
 - ``timestep (B,)``: diffusion timestep, embedded as in CogVideoX and applied through every block's adaLN.
 
@@ -43,7 +43,7 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from morph4d.conditioning import NUM_CONDITIONING_CHANNELS
+from morph4d.errors import Morph4DError
 from morph4d.io import load_weights, save_weights
 
 COGVIDEOX_TOKENS = 13 * 32 * 32  # N_t: CogVideoX's default 49 frames (13 latent) at 512 px (MVP4D §3.3)
@@ -59,7 +59,8 @@ class MMVDMConfig:
     attention_head_dim: int = 64
     time_embed_dim: int = 128                        # width of the timestep embedding feeding every adaLN
     latent_channels: int = 16                        # CogVideoX VAE latents; also the output channels
-    conditioning_channels: int = NUM_CONDITIONING_CHANNELS  # ConditioningLayout.num_channels (59)
+    conditioning_channels: int = 59  # ConditioningLayout().num_channels of the default ConditioningConfig (a
+                                     # test checks they agree; models sit below conditioning)
     patch_size: int = 2                              # latent pixels per token side (MVP4D S2.2: 2x2)
     base_tokens: int | None = COGVIDEOX_TOKENS       # N_t of the attention scale; None: plain 1/sqrt(d)
     spatial_interpolation_scale: float = 1.875       # CogVideoX-2B's sinusoidal position scales
@@ -67,20 +68,20 @@ class MMVDMConfig:
     norm_eps: float = 1e-5
     flip_sin_to_cos: bool = True                     # CogVideoX's timestep sinusoid layout
     freq_shift: int = 0
-    # not architecture: the SNR shift of the noise schedule the weights were trained with (morph4d.diffusion),
+    # not architecture: the SNR shift of the noise schedule the weights were trained with (morph4d.diffusion.schedule),
     # kept here so that it travels with them and every sampler uses the same schedule; CogVideoX-2B's: 3
     snr_shift_scale: float = 3.0
 
     def __post_init__(self):
         if self.inner_dim % 16:  # the 3D table splits D into D/4 temporal + 3D/4 spatial, each in sin/cos halves
-            raise ValueError(f"num_attention_heads x attention_head_dim must be divisible by 16, got {self.inner_dim}")
+            raise Morph4DError(f"num_attention_heads x attention_head_dim must be divisible by 16, got {self.inner_dim}")
         if min(self.num_layers, self.latent_channels, self.patch_size, self.time_embed_dim) < 1 \
                 or self.conditioning_channels < 0:
-            raise ValueError(f"invalid MMVDM config: {self}")
+            raise Morph4DError(f"invalid MMVDM config: {self}")
         if self.snr_shift_scale <= 0:
-            raise ValueError(f"snr_shift_scale must be > 0, got {self.snr_shift_scale}")
+            raise Morph4DError(f"snr_shift_scale must be > 0, got {self.snr_shift_scale}")
         if self.base_tokens is not None and self.base_tokens < 2:
-            raise ValueError(f"base_tokens must be >= 2 (its log divides) or None, got {self.base_tokens}")
+            raise Morph4DError(f"base_tokens must be >= 2 (its log divides) or None, got {self.base_tokens}")
 
     @property
     def inner_dim(self) -> int:
@@ -93,7 +94,7 @@ class MMVDMConfig:
     @classmethod
     def preset(cls, name: str, **overrides) -> "MMVDMConfig":
         if name not in PRESETS:
-            raise ValueError(f"unknown MMVDM preset {name!r}; expected one of {sorted(PRESETS)}")
+            raise Morph4DError(f"unknown MMVDM preset {name!r}; expected one of {sorted(PRESETS)}")
         return replace(PRESETS[name], **overrides)
 
 
@@ -144,8 +145,8 @@ class EntropyScaledAttnProcessor:
                  image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
         if attention_mask is not None or image_rotary_emb is not None:
-            raise ValueError("the MMVDM attends over all tokens with sinusoidal positions: no mask, no rotary "
-                             "embedding expected")
+            raise Morph4DError("the MMVDM attends over all tokens with sinusoidal positions: no mask, no rotary "
+                               "embedding expected")
         n_text = encoder_hidden_states.shape[1]
         x = torch.cat([encoder_hidden_states, hidden_states], 1) if n_text else hidden_states  # (B, N, D)
         q, k, v = (proj(x).unflatten(-1, (attn.heads, -1)).transpose(1, 2)  # (B, heads, N, d)
@@ -266,26 +267,26 @@ class MMVDM(nn.Module):
     def _check_inputs(self, latents, cond, ref_latent, ref_cond, timestep) -> None:
         cfg = self.config
         if latents.ndim != 6:
-            raise ValueError(f"latents must be (B, V, F, C, h, w), got shape {tuple(latents.shape)}")
+            raise Morph4DError(f"latents must be (B, V, F, C, h, w), got shape {tuple(latents.shape)}")
         B, V, F, C, H, W = latents.shape
         Cc, p = cfg.conditioning_channels, cfg.patch_size
         if C != cfg.latent_channels:
-            raise ValueError(f"latents must have {cfg.latent_channels} channels (B, V, F, {cfg.latent_channels}, h, w),"
-                             f" got shape {tuple(latents.shape)}")
+            raise Morph4DError(f"latents must have {cfg.latent_channels} channels (B, V, F, {cfg.latent_channels}, h, w),"
+                               f" got shape {tuple(latents.shape)}")
         if min(B, V, F) < 1:
-            raise ValueError(f"latents need at least one item, view and latent frame, got shape {tuple(latents.shape)}")
+            raise Morph4DError(f"latents need at least one item, view and latent frame, got shape {tuple(latents.shape)}")
         if H % p or W % p:
-            raise ValueError(f"latent height and width must be divisible by patch_size={p}, got {H}x{W}")
+            raise Morph4DError(f"latent height and width must be divisible by patch_size={p}, got {H}x{W}")
         if cond.shape != (B, V, F, Cc, H, W):
-            raise ValueError(f"cond must be (B, V, F, C_cond, h, w) = {(B, V, F, Cc, H, W)} with C_cond = "
-                             f"{Cc} channels of the model's conditioning layout (morph4d.conditioning."
-                             f"ConditioningLayout), got {tuple(cond.shape)}")
+            raise Morph4DError(f"cond must be (B, V, F, C_cond, h, w) = {(B, V, F, Cc, H, W)} with C_cond = "
+                               f"{Cc} channels of the model's conditioning layout (morph4d.conditioning.maps."
+                               f"ConditioningLayout), got {tuple(cond.shape)}")
         if ref_latent.shape != (B, C, H, W) or ref_cond.shape != (B, Cc, H, W):
-            raise ValueError(f"ref_latent must be {(B, C, H, W)} and ref_cond {(B, Cc, H, W)} (one reference latent "
-                             f"and its conditioning per item), got {tuple(ref_latent.shape)} and "
-                             f"{tuple(ref_cond.shape)}")
+            raise Morph4DError(f"ref_latent must be {(B, C, H, W)} and ref_cond {(B, Cc, H, W)} (one reference latent "
+                               f"and its conditioning per item), got {tuple(ref_latent.shape)} and "
+                               f"{tuple(ref_cond.shape)}")
         if timestep.shape != (B,):
-            raise ValueError(f"timestep must be ({B},): one timestep per item, got {tuple(timestep.shape)}")
+            raise Morph4DError(f"timestep must be ({B},): one timestep per item, got {tuple(timestep.shape)}")
 
     # -- weights: config.json + model.safetensors ---------------------------------------------------------
     def save_pretrained(self, path: str | Path, dtype: torch.dtype | None = None) -> None:
@@ -306,7 +307,7 @@ class MMVDM(nn.Module):
         try:
             model.load_state_dict(state, strict=True, assign=True)
         except RuntimeError as e:
-            raise ValueError(f"weights in {source} do not match the config: {e}") from None
+            raise Morph4DError(f"weights in {source} do not match the config: {e}") from None
         return model.to(device=device, dtype=dtype)
 
     @classmethod
@@ -323,8 +324,8 @@ class MMVDM(nn.Module):
         config_file, single = folder / CONFIG_NAME, folder / "diffusion_pytorch_model.safetensors"
         index = folder / "diffusion_pytorch_model.safetensors.index.json"
         if not config_file.is_file() or not (single.is_file() or index.is_file()):
-            raise ValueError(f"{root} is not a local diffusers CogVideoX folder: expected {config_file} and "
-                             f"{single} (or {index} with its shards)")
+            raise Morph4DError(f"{root} is not a local diffusers CogVideoX folder: expected {config_file} and "
+                               f"{single} (or {index} with its shards)")
         signature = inspect.signature(CogVideoXTransformer3DModel.__init__).parameters.values()
         dc = {p.name: p.default for p in signature if p.default is not p.empty}  # keys a config may omit
         dc.update(json.loads(config_file.read_text()))
@@ -334,7 +335,7 @@ class MMVDM(nn.Module):
                     "norm_elementwise_affine": True, "patch_bias": True}
         wrong = {k: dc[k] for k, v in expected.items() if dc[k] != v}
         if wrong:
-            raise ValueError(f"expected a CogVideoX-2B-style transformer ({expected}); {config_file} has {wrong}")
+            raise Morph4DError(f"expected a CogVideoX-2B-style transformer ({expected}); {config_file} has {wrong}")
         config = MMVDMConfig(**{
             "num_layers": dc["num_layers"], "num_attention_heads": dc["num_attention_heads"],
             "attention_head_dim": dc["attention_head_dim"], "time_embed_dim": dc["time_embed_dim"],

@@ -4,7 +4,7 @@ The layout, shared by both implementations:
 
 - video ``(B, V, F, 3, H, W)``, float in [0, 1], ``F = 1 + 4k`` frames, ``H, W`` divisible by 8
 - latents ``(B, V, 1 + k, 16, H/8, W/8)``: frame 0 is encoded alone, each following group of 4 frames into
-  one latent frame (``morph4d.conditioning.latent_frames``); latents are already multiplied by the VAE's
+  one latent frame (``morph4d.models.latent.latent_frames``); latents are already multiplied by the VAE's
   ``scaling_factor`` (the scale the diffusion model sees); ``decode`` divides it back out.
 
 The VAE networks themselves (diffusers' and ours) work on ``(N, C, F, H, W)`` with values in [-1, 1].
@@ -39,10 +39,10 @@ import torch.nn.functional as F
 from diffusers.models.autoencoders.autoencoder_kl_cogvideox import AutoencoderKLCogVideoX
 from torch import nn
 
-from morph4d.conditioning import LATENT_FACTOR, TEMPORAL_FACTOR, check_frame_count, latent_frames
+from morph4d.errors import Morph4DError
 from morph4d.io import load_weights, save_weights
+from morph4d.models.latent import LATENT_CHANNELS, LATENT_FACTOR, TEMPORAL_FACTOR, check_frame_count, latent_frames
 
-LATENT_CHANNELS = 16          # CogVideoX's latent channels
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
@@ -51,31 +51,31 @@ WEIGHTS_NAME = "model.safetensors"
 def to_vae_layout(x: torch.Tensor) -> torch.Tensor:
     """``(B, V, F, C, H, W)`` -> the VAE's ``(B * V, C, F, H, W)`` (item ``b * V + v``)."""
     if x.ndim != 6:
-        raise ValueError(f"expected a (B, V, F, C, H, W) tensor, got shape {tuple(x.shape)}")
+        raise Morph4DError(f"expected a (B, V, F, C, H, W) tensor, got shape {tuple(x.shape)}")
     return x.flatten(0, 1).permute(0, 2, 1, 3, 4)
 
 
 def from_vae_layout(y: torch.Tensor, batch: int) -> torch.Tensor:
     """The VAE's ``(B * V, C, F, H, W)`` -> ``(B, V, F, C, H, W)``; inverse of ``to_vae_layout``."""
     if y.ndim != 5 or y.shape[0] % batch:
-        raise ValueError(f"expected a (B * V, C, F, H, W) tensor with B = {batch}, got shape {tuple(y.shape)}")
+        raise Morph4DError(f"expected a (B * V, C, F, H, W) tensor with B = {batch}, got shape {tuple(y.shape)}")
     return y.permute(0, 2, 1, 3, 4).unflatten(0, (batch, -1))
 
 
 def _check_video(video: torch.Tensor) -> None:
     if video.ndim != 6 or video.shape[3] != 3:
-        raise ValueError(f"video must be (B, V, F, 3, H, W) in [0, 1], got shape {tuple(video.shape)}")
+        raise Morph4DError(f"video must be (B, V, F, 3, H, W) in [0, 1], got shape {tuple(video.shape)}")
     check_frame_count(video.shape[2])
     H, W = video.shape[-2:]
     if H % LATENT_FACTOR or W % LATENT_FACTOR:
-        raise ValueError(f"video height and width must be divisible by {LATENT_FACTOR}, got {W}x{H}")
+        raise Morph4DError(f"video height and width must be divisible by {LATENT_FACTOR}, got {W}x{H}")
 
 
 def _check_output(y: torch.Tensor, expected: tuple[int, ...]) -> None:
     if tuple(y.shape) != tuple(expected):
-        raise ValueError(f"the autoencoder returned shape {tuple(y.shape)}, expected {tuple(expected)} (diffusers' "
-                         f"tiling gives wrong sizes unless the frames suit its tiles; its default 240 x 360 px "
-                         f"tiles work at 256, 512 and 480 x 720 px; or load without tiling)")
+        raise Morph4DError(f"the autoencoder returned shape {tuple(y.shape)}, expected {tuple(expected)} (diffusers' "
+                           f"tiling gives wrong sizes unless the frames suit its tiles; its default 240 x 360 px "
+                           f"tiles work at 256, 512 and 480 x 720 px; or load without tiling)")
 
 
 class VideoAutoencoder(nn.Module, abc.ABC):
@@ -123,15 +123,15 @@ class VideoAutoencoder(nn.Module, abc.ABC):
     def encode_image(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Images ``(B, 3, H, W)`` in [0, 1] -> latents ``(B, 16, H/8, W/8)`` (a one-frame video)."""
         if images.ndim != 4:
-            raise ValueError(f"images must be (B, 3, H, W), got shape {tuple(images.shape)}")
+            raise Morph4DError(f"images must be (B, 3, H, W), got shape {tuple(images.shape)}")
         return self.encode(images[:, None, None], generator)[:, 0, 0]
 
     def decode(self, latents: torch.Tensor, slice_size: int = 1, clamp: bool = True) -> torch.Tensor:
         """Latents ``(B, V, F_lat, 16, h, w)`` (scaled) -> video ``(B, V, 1 + 4 (F_lat - 1), 3, 8h, 8w)`` in [0, 1]
         (``clamp=False`` leaves values outside [0, 1], e.g. for reconstruction losses)."""
         if latents.ndim != 6 or latents.shape[3] != LATENT_CHANNELS:
-            raise ValueError(f"latents must be (B, V, F_lat, {LATENT_CHANNELS}, h, w), got shape "
-                             f"{tuple(latents.shape)}")
+            raise Morph4DError(f"latents must be (B, V, F_lat, {LATENT_CHANNELS}, h, w), got shape "
+                               f"{tuple(latents.shape)}")
         z = to_vae_layout(latents / self.scaling_factor).to(self._param)  # (B*V, 16, F_lat, h, w)
         parts = [self._decode(z[s : s + slice_size]) for s in range(0, z.shape[0], slice_size)]
         frames = torch.cat(parts).float()  # (B*V, 3, F, H, W)
@@ -152,12 +152,12 @@ class CogVideoXAutoencoder(VideoAutoencoder):
         # the encoder halves time in its first log2(ratio) blocks, but the last block never downsamples
         temporal = 2 ** min(int(math.log2(cfg.temporal_compression_ratio)), len(cfg.block_out_channels) - 1)
         if (cfg.latent_channels, spatial, temporal) != (LATENT_CHANNELS, LATENT_FACTOR, TEMPORAL_FACTOR):
-            raise ValueError(f"expected CogVideoX's latent layout ({LATENT_CHANNELS} channels, {LATENT_FACTOR}x "
-                             f"spatial, {TEMPORAL_FACTOR}x temporal: 4 blocks, temporal_compression_ratio 4), got "
-                             f"{cfg.latent_channels} channels, {spatial}x spatial, {temporal}x temporal")
+            raise Morph4DError(f"expected CogVideoX's latent layout ({LATENT_CHANNELS} channels, {LATENT_FACTOR}x "
+                               f"spatial, {TEMPORAL_FACTOR}x temporal: 4 blocks, temporal_compression_ratio 4), got "
+                               f"{cfg.latent_channels} channels, {spatial}x spatial, {temporal}x temporal")
         if cfg.shift_factor is not None or cfg.latents_mean is not None or cfg.invert_scale_latents:
-            raise ValueError("expected a CogVideoX-2B/5B VAE (latents scaled by scaling_factor only); this one "
-                             "sets shift_factor, latents_mean or invert_scale_latents")
+            raise Morph4DError("expected a CogVideoX-2B/5B VAE (latents scaled by scaling_factor only); this one "
+                               "sets shift_factor, latents_mean or invert_scale_latents")
         self.vae = vae
         self.scaling_factor = float(cfg.scaling_factor)
 
@@ -171,8 +171,8 @@ class CogVideoXAutoencoder(VideoAutoencoder):
         folder = Path(root) / "vae"
         expected = [folder / CONFIG_NAME, folder / "diffusion_pytorch_model.safetensors"]
         if not all(p.is_file() for p in expected):
-            raise ValueError(f"{root} is not a local diffusers CogVideoX folder: expected "
-                             f"{' and '.join(str(p) for p in expected)}")
+            raise Morph4DError(f"{root} is not a local diffusers CogVideoX folder: expected "
+                               f"{' and '.join(str(p) for p in expected)}")
         vae = AutoencoderKLCogVideoX.from_pretrained(folder, local_files_only=True, torch_dtype=dtype,
                                                      low_cpu_mem_usage=False)  # no `accelerate` needed
         if tiling:
@@ -206,15 +206,15 @@ class CausalVAEConfig:
 
     def __post_init__(self):
         if len(self.channels) != 3:
-            raise ValueError(f"channels must list 3 level widths (3 halvings = 8x), got {self.channels}")
+            raise Morph4DError(f"channels must list 3 level widths (3 halvings = 8x), got {self.channels}")
         if any(c % self.norm_groups for c in self.channels):
-            raise ValueError(f"every width in {self.channels} must be divisible by norm_groups={self.norm_groups}")
+            raise Morph4DError(f"every width in {self.channels} must be divisible by norm_groups={self.norm_groups}")
         if self.layers_per_level < 1 or self.scaling_factor <= 0:
-            raise ValueError("layers_per_level must be >= 1 and scaling_factor > 0")
+            raise Morph4DError("layers_per_level must be >= 1 and scaling_factor > 0")
         if self.architecture not in ("conv", "patch"):
-            raise ValueError(f"architecture must be 'conv' or 'patch', got {self.architecture!r}")
+            raise Morph4DError(f"architecture must be 'conv' or 'patch', got {self.architecture!r}")
         if self.patch_width % self.norm_groups or self.patch_blocks < 1:
-            raise ValueError(f"patch_width must be divisible by norm_groups={self.norm_groups}, patch_blocks >= 1")
+            raise Morph4DError(f"patch_width must be divisible by norm_groups={self.norm_groups}, patch_blocks >= 1")
 
 
 VAE_PRESETS = {
@@ -413,7 +413,7 @@ class CausalVideoAutoencoder(VideoAutoencoder):
         where the randomly initialised network sits near 12 dB and needs thousands of steps) and only learns
         what improves on it. Each latent channel starts with unit variance (whitened)."""
         if self.config.architecture != "patch":
-            raise ValueError("init_patch_pca needs architecture='patch'")
+            raise Morph4DError("init_patch_pca needs architecture='patch'")
         p = _to_patches(to_vae_layout(video * 2 - 1).to(self._param))             # (N, 768, L, h, w)
         p = p.movedim(1, -1).reshape(-1, _PATCH).double()
         mean = p.mean(0)
@@ -450,7 +450,7 @@ class CausalVideoAutoencoder(VideoAutoencoder):
         try:
             model.load_state_dict({k: v.to(device) for k, v in state.items()}, strict=True, assign=True)
         except RuntimeError as e:
-            raise ValueError(f"{path / WEIGHTS_NAME} does not match {path / CONFIG_NAME}: {e}") from None
+            raise Morph4DError(f"{path / WEIGHTS_NAME} does not match {path / CONFIG_NAME}: {e}") from None
         return model.eval()
 
 

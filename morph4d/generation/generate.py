@@ -1,0 +1,195 @@
+"""``morph4d generate``: one tracked reference image + an animation -> synchronized multi-view videos
+(MVP4D §4), by running the sampling plan (``plan.py``) with the MMVDM, the video autoencoder and
+multi-view classifier-free guidance.
+
+Outputs in ``out``: ``plan.json`` + ``jobs/`` (resumable state), ``views/VIEW/FRAME.png`` and
+``views/VIEW.mp4`` per view, ``grid.mp4`` (all views tiled), and ``manifest.json`` (cameras, per-frame
+head parameters, seeds, versions) that the 4D fitting reads. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from morph4d.cameras import VIEW_FOV, VIEW_RADIUS, Cameras, ViewSet, view_set
+from morph4d.conditioning.maps import HeadConditioner
+from morph4d.diffusion.sampling import angular_guidance_scales, ddim_sample, guidance
+from morph4d.diffusion.schedule import Diffusion
+from morph4d.errors import Morph4DError
+from morph4d.generation.plan import PRESETS, Job, PlanConfig, PlanRun, job_seed
+from morph4d.generation.reference import Reference, canonicalize, load_reference, view_angles
+from morph4d.generation.videos import PARAM_KEYS, write_videos
+from morph4d.heads import HeadModel, load_head_model
+from morph4d.heads.animation import Animation, get_animation
+from morph4d.models.folder import check_model_folder, load_models, weights_digest
+from morph4d.models.latent import LATENT_CHANNELS, LATENT_FACTOR, check_frame_count, latent_frames
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    preset: str = "small"          # "120", "360" or "small" (PRESETS in plan.py)
+    guidance: str = "multiview"    # "multiview", "cfg" or "none" (MVP4D Table 7)
+    seed: int = 0
+    radius: float = VIEW_RADIUS    # camera distance of the generated views (m)
+    fov: float = VIEW_FOV          # their vertical field of view (deg)
+    key_steps: int | None = None   # override the preset's DDIM steps
+    other_steps: int | None = None
+
+
+class MultiViewGenerator:
+    """The job runner and overlap encoder of a plan: MMVDM + VAE + conditioning for one reference."""
+
+    def __init__(self, model, vae, head: HeadModel, reference: Reference, animation: Animation,
+                 cameras: Cameras, view_angles_deg: tuple[torch.Tensor, torch.Tensor], frames_per_window: int,
+                 guidance_kind: str = "multiview", diffusion: Diffusion | None = None):
+        self.model, self.vae, self.head = model, vae, head
+        self.diffusion = Diffusion.for_model(model) if diffusion is None else diffusion
+        self.cond = HeadConditioner(head)
+        self.ref = canonicalize(reference, head)
+        self.anim, self.cameras, self.F = animation, cameras, frames_per_window
+        self.az, self.el = view_angles_deg
+        self.ref_az, self.ref_el = view_angles(self.ref.camera)
+        self.guidance_kind = guidance_kind
+        H, W = cameras.height, cameras.width
+        if (self.ref.camera.height, self.ref.camera.width) != (H, W):
+            raise Morph4DError(f"the reference image is {self.ref.camera.width}x{self.ref.camera.height} but the "
+                               f"views are {W}x{H}; crop/resize the reference to the model's resolution first")
+        with torch.no_grad():
+            self.ref_latent = vae.encode_image(self.ref.image[None])  # (1, 16, h, w)
+            outcrop = None
+            if self.ref.outcrop is not None:
+                outcrop = torch.nn.functional.avg_pool2d(self.ref.outcrop[None, None], LATENT_FACTOR)[0, 0].round()
+            self.ref_cond = self.cond.reference(self.ref.params, self.ref.camera, outcrop)[None]
+
+    def window_params(self, start: int):
+        p = self.anim.params
+        sl = slice(start, start + self.F)
+        return p.replace(**{k: getattr(p, k)[sl] for k in ("expression", "jaw", "neck", "eyes", "rotation",
+                                                            "translation")})
+
+    def __call__(self, job: Job, given: torch.Tensor, mask: torch.Tensor, generator: torch.Generator,
+                 callback=None) -> torch.Tensor:
+        """Sample one job: latents ``(V_job, F_lat, 16, h, w)``."""
+        cams = self.cameras[job.views]
+        with torch.no_grad():
+            cond = self.cond.video(self.window_params(job.start), cams, self.ref.camera, given=mask)[None]
+            # guidance scale per view from its angle to the nearest reference view (the reference image
+            # and the views given whole), MVP4D §4
+            ref_az = torch.tensor([self.ref_az] + [float(self.az[v]) for v in job.given_views])
+            ref_el = torch.tensor([self.ref_el] + [float(self.el[v]) for v in job.given_views])
+            scale = angular_guidance_scales(self.az[job.views], self.el[job.views], ref_az, ref_el)
+            denoise = guidance(self.guidance_kind, self.model, self.diffusion, cond, self.ref_latent,
+                               self.ref_cond, scale)
+            noise = torch.randn(given[None].shape, generator=generator)
+            out = ddim_sample(denoise, self.diffusion, noise, job.steps, given=given[None], given_mask=mask[None],
+                              callback=callback)
+        return out[0]
+
+    def encode_overlap(self, latents: torch.Tensor, overlap: int) -> torch.Tensor:
+        """The last ``overlap`` frames of a decoded window, re-encoded as the next window's first latents."""
+        with torch.no_grad():
+            frames = self.vae.decode(latents[None, None])[0, 0]  # (F, 3, H, W)
+            return self.vae.encode(frames[None, None, -overlap:])[0, 0]
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.vae.decode(latents[None, None])[0, 0]  # (F, 3, H, W) in [0, 1]
+
+
+@dataclass
+class Generation:
+    """A generation ready to run, every input checked (``prepare_generation``); the networks load on first use."""
+    head: HeadModel
+    reference: Reference
+    animation: Animation
+    config: GenerateConfig
+    identity: dict                 # what makes an output folder this run's (another run's folder is refused)
+    model_dir: str | None = None   # None: the embedded default
+    cogvideox: str | None = None
+    _models: tuple | None = field(default=None, repr=False)
+
+    def models(self) -> tuple:
+        """(MMVDM, video autoencoder), loaded once."""
+        if self._models is None:
+            self._models = load_models(self.model_dir, self.cogvideox)
+        return self._models
+
+    def run(self, out: str | Path, rank: int = 0, world: int = 1, barrier=lambda: None, log=print) -> dict:
+        model, vae = self.models()
+        return run_generate(out, model, vae, self.head, self.reference, self.animation, self.config,
+                            self.identity, rank, world, barrier, log)
+
+
+def prepare_generation(reference: str | Path, animation: str, cfg: GenerateConfig, head: str = "builtin",
+                       flame_path: str | None = None, model: str | None = None,
+                       cogvideox: str | None = None) -> Generation:
+    """The one path from user inputs to a ``Generation`` (``morph4d generate`` and ``morph4d avatar``):
+    the plan preset, head model, tracked reference and animation are loaded and checked against each other,
+    and the run's identity is built (absolute paths + the weights' SHA-256), before anything is written."""
+    if cfg.preset not in PRESETS:
+        raise Morph4DError(f"unknown plan preset '{cfg.preset}'; expected one of {sorted(PRESETS)}")
+    head_model = load_head_model(head, flame_path=flame_path)
+    ref = load_reference(reference, head_model)
+    anim = get_animation(animation, head_model, PRESETS[cfg.preset].total_frames)
+    anim.check_model(head_model)
+    if model is not None:
+        check_model_folder(model)
+    identity = {"reference": str(Path(reference).resolve()), "animation": animation, "head": head_model.name,
+                "model": str(Path(model).resolve()) if model else "embedded-default",
+                "model_weights": weights_digest(model),
+                "cogvideox": str(Path(cogvideox).resolve()) if cogvideox else None}
+    return Generation(head_model, ref, anim, cfg, identity, model, cogvideox)
+
+
+def run_generate(out: str | Path, model, vae, head: HeadModel, reference: Reference, animation: Animation,
+                 cfg: GenerateConfig, identity: dict, rank: int = 0, world: int = 1, barrier=lambda: None,
+                 log=print) -> dict:
+    """Plan, sample (resumably, split over ``world`` processes), decode and write the outputs."""
+    if cfg.preset not in PRESETS:
+        raise Morph4DError(f"unknown preset '{cfg.preset}'; expected one of {sorted(PRESETS)}")
+    pcfg = PRESETS[cfg.preset]
+    overrides = {k: v for k, v in (("key_steps", cfg.key_steps), ("other_steps", cfg.other_steps),
+                                   ("seed", cfg.seed)) if v is not None}
+    pcfg = type(pcfg)(**{**asdict(pcfg), **overrides})
+    if animation.num_frames < pcfg.total_frames:
+        raise Morph4DError(f"the '{cfg.preset}' preset generates {pcfg.total_frames} frames but the animation "
+                           f"'{animation.name}' has {animation.num_frames}; give a longer animation (--frames)")
+    check_frame_count(pcfg.frames_per_window)
+    vs = view_set(pcfg.views)
+    res = reference.camera.width
+    cameras = vs.cameras(cfg.radius, cfg.fov, res, res)
+    gen = MultiViewGenerator(model, vae, head, reference, animation, cameras, (vs.azimuth, vs.elevation),
+                             pcfg.frames_per_window, cfg.guidance)
+    run = PlanRun(out, pcfg, {**identity, "guidance": cfg.guidance, "radius": cfg.radius, "fov": cfg.fov}, vs)
+    latent_shape = (latent_frames(pcfg.frames_per_window), LATENT_CHANNELS, res // LATENT_FACTOR, res // LATENT_FACTOR)
+    todo = sum(not run.done(j.id) for j in run.jobs)
+    show = rank == 0
+    # two bars: jobs of this run (with tqdm's ETA) and the DDIM steps of the job in progress
+    with tqdm(total=todo, desc="jobs", unit="job", position=0, disable=not show) as jobs_bar:
+        def runner(job, given, mask, generator):
+            with tqdm(total=job.steps, desc=f"{job.id} (mode {job.mode}, {len(job.views)} views)", unit="step",
+                      position=1, leave=False, disable=not show) as bar:
+                return gen(job, given, mask, generator, callback=lambda i, n, x0: bar.update(1))
+        run.run(runner, gen.encode_overlap, latent_shape, rank=rank, world=world, barrier=barrier,
+                progress=lambda job_id, done, total: jobs_bar.update(1))
+    if rank != 0:
+        return {}
+    return write_outputs(Path(out), run, gen, vs, cameras, animation, pcfg, log)
+
+
+def write_outputs(out: Path, run: PlanRun, gen: MultiViewGenerator, vs: ViewSet, cameras: Cameras,
+                  animation: Animation, pcfg: PlanConfig, log) -> dict:
+    """Decode every view and write the generated-videos folder (``videos.write_videos``)."""
+    V, T = len(vs.azimuth), pcfg.total_frames
+    videos = [run.frames_of(gen.decode, v).clamp(0, 1).permute(0, 2, 3, 1) for v in range(V)]  # (T, H, W, 3) each
+    p = animation.params
+    params = p.replace(shape=gen.ref.params.shape, **{k: getattr(p, k)[:T] for k in PARAM_KEYS if k != "shape"})
+    paths = write_videos(out, videos, cameras, vs.azimuth, vs.elevation, vs.key, params, gen.head.name,
+                         animation.fps, {"seeds": {j.id: job_seed(pcfg.seed, j.id) for j in run.jobs},
+                                         "plan": asdict(pcfg)})
+    log(f"wrote {V} views x {T} frames to {out / 'views'}, {paths['grid']} and {paths['manifest']}")
+    return paths

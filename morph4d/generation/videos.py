@@ -1,0 +1,124 @@
+"""The generated-videos folder: what ``morph4d generate`` writes and the 4D fit and the quality report read.
+
+Layout (format version 1), every file written atomically::
+
+    views/VV/FFFF.png     frame FFFF of view VV, RGB over white
+    views/VV.mp4          each view as a video
+    grid.mp4              all views tiled
+    manifest.json         version, frame count, fps, head model; per view: index, azimuth, elevation, key,
+                          R, t, K (OpenCV world-to-camera, pixel intrinsics), width, height, the frame
+                          pattern and video path; per-frame head parameters (``shape`` once); seeds; plan
+
+This module is the format's one writer (``write_videos``) and one reader (``read_videos``,
+``read_manifest``); nobody else spells the paths.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from morph4d import __version__
+from morph4d.cameras import Cameras
+from morph4d.errors import Morph4DError
+from morph4d.heads import HeadParams
+from morph4d.io import write_json
+from morph4d.video import grid, read_png, write_mp4, write_png
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+PARAM_KEYS = ("shape", "expression", "jaw", "neck", "eyes", "rotation", "translation")
+
+
+def frame_path(root: str | Path, view: int, frame: int) -> Path:
+    return Path(root) / "views" / f"{view:02d}" / f"{frame:04d}.png"
+
+
+def video_path(root: str | Path, view: int) -> Path:
+    return Path(root) / "views" / f"{view:02d}.mp4"
+
+
+def is_generated(root: str | Path) -> bool:
+    """True when ``root`` is a generated-videos folder (it has a manifest)."""
+    return (Path(root) / MANIFEST).is_file()
+
+
+def write_videos(out: str | Path, videos: list[torch.Tensor], cameras: Cameras, azimuth: torch.Tensor,
+                 elevation: torch.Tensor, key: torch.Tensor, params: HeadParams, head_model: str, fps: float,
+                 extra: dict) -> dict:
+    """Write ``videos`` (per view ``(T, H, W, 3)`` in [0, 1]) with their cameras and per-frame head
+    ``params`` (``shape`` ``(S,)``, the rest ``(T, ...)``); ``extra`` (seeds, plan) joins the manifest.
+    The manifest comes last, so a folder with one is complete. Returns the paths of the manifest and grid."""
+    out = Path(out)
+    V, T = len(videos), videos[0].shape[0]
+    for v, frames in enumerate(videos):
+        for f in range(T):
+            write_png(frame_path(out, v, f), frames[f])
+        write_mp4(video_path(out, v), frames, fps=fps)
+    tiles = torch.stack(videos, 1)  # (T, V, H, W, 3)
+    cols = math.ceil(math.sqrt(V))
+    write_mp4(out / "grid.mp4", torch.stack([grid(tiles[f], cols=cols, pad=2) for f in range(T)]), fps=fps)
+    manifest = {
+        "version": FORMAT_VERSION, "morph4d": __version__, "frames": T, "fps": fps, "head_model": head_model,
+        "views": [{"index": v, "azimuth": float(azimuth[v]), "elevation": float(elevation[v]), "key": bool(key[v]),
+                   "frames": f"views/{v:02d}/%04d.png", "video": f"views/{v:02d}.mp4",
+                   "R": cameras.R[v].tolist(), "t": cameras.t[v].tolist(), "K": cameras.K[v].tolist(),
+                   "width": cameras.width, "height": cameras.height} for v in range(V)],
+        "params": {k: getattr(params, k).tolist() for k in PARAM_KEYS},
+        **extra,
+    }
+    write_json(out / MANIFEST, manifest)
+    return {"manifest": str(out / MANIFEST), "grid": str(out / "grid.mp4")}
+
+
+def read_manifest(root: str | Path) -> dict:
+    """The manifest of a generated-videos folder (``root`` or its ``manifest.json``)."""
+    path = Path(root)
+    if path.name != MANIFEST:
+        path = path / MANIFEST
+    if not path.is_file():
+        raise Morph4DError(f"no manifest at {path}; run `morph4d generate` (or `morph4d data ...`) first")
+    try:
+        manifest = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise Morph4DError(f"{path} is not a morph4d manifest (not JSON: {e})") from None
+    if not isinstance(manifest, dict) or manifest.get("version") != FORMAT_VERSION:
+        raise Morph4DError(f"{path}: unknown generated-videos format (version "
+                           f"{manifest.get('version') if isinstance(manifest, dict) else None}; expected "
+                           f"{FORMAT_VERSION})")
+    return manifest
+
+
+@dataclass
+class GeneratedVideos:
+    images: torch.Tensor      # (V, F, 3, H, W) in [0, 1]
+    cameras: Cameras          # V cameras
+    params: HeadParams        # shape (S,), the rest (F, ...)
+    head_model: str
+    fps: float
+    manifest: dict
+
+
+def read_videos(root: str | Path) -> GeneratedVideos:
+    """Every frame of every view of a generated-videos folder, with its cameras and head parameters."""
+    root = Path(root)
+    m = read_manifest(root)
+    views = m["views"]
+    W, H = views[0]["width"], views[0]["height"]
+    missing = [str(frame_path(root, v["index"], f).relative_to(root)) for v in views for f in range(m["frames"])
+               if not frame_path(root, v["index"], f).is_file()]
+    if missing:
+        raise Morph4DError(f"{root}: the manifest lists frames that are missing, e.g. {missing[:3]}")
+    images = torch.stack([torch.stack([read_png(frame_path(root, v["index"], f)) for f in range(m["frames"])])
+                          for v in views]).permute(0, 1, 4, 2, 3)
+    t = lambda key: torch.tensor([v[key] for v in views], dtype=torch.float32)  # noqa: E731
+    params = HeadParams(**{k: torch.tensor(v, dtype=torch.float32) for k, v in m["params"].items()})
+    return GeneratedVideos(images, Cameras(t("R"), t("t"), t("K"), W, H), params, m["head_model"], m["fps"], m)
+
+
+__all__ = ["FORMAT_VERSION", "MANIFEST", "GeneratedVideos", "frame_path", "is_generated", "read_manifest",
+           "read_videos", "video_path", "write_videos"]

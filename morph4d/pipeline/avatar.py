@@ -1,0 +1,113 @@
+"""``morph4d avatar``: one tracked portrait -> a re-animatable 4D Gaussian avatar, in one resumable command.
+
+MVP4D's whole pipeline (§3-4): reference -> conditioning + sampling plan -> multi-view videos
+(``generate``) -> Gaussians bound to the head mesh fitted to them (``fit``) -> renders (the fitted
+animation replayed from an orbiting camera, and a NEW animation the avatar never saw) + a 3DGS ``.ply`` +
+the WebGL viewer folder. Outputs in ``OUT``::
+
+    pipeline.json        the resolved configuration (a rerun with another one is refused)
+    generated/           multi-view videos + manifest.json (morph4d generate; resumable job by job)
+    avatar/              avatar.safetensors (morph4d fit; resumable from its checkpoint)
+    avatar.mp4           the fitted animation, orbiting camera
+    reanimated.mp4       ``reanimate`` (a built-in animation) driving the avatar
+    avatar.ply           frame 0 as standard 3D Gaussian splatting
+    viewer/              index.html + avatar.m4da (serve with `morph4d view OUT/avatar` or any HTTP server)
+
+Every stage is skipped when its output exists, so a killed run continues where it stopped (generation
+and fitting also resume inside their stage); each output file is written atomically by its stage.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from morph4d.avatar.fit import FitConfig, fit_sequence
+from morph4d.avatar.render import render_video
+from morph4d.avatar.viewer import export
+from morph4d.errors import Morph4DError
+from morph4d.generation.generate import GenerateConfig, prepare_generation
+from morph4d.generation.videos import MANIFEST
+from morph4d.heads.animation import get_animation
+from morph4d.io import write_json
+
+
+@dataclass(frozen=True)
+class AvatarConfig:
+    reference: str                       # tracked reference .npz (morph4d/generation/reference.py)
+    out: str
+    model: str | None = None             # model folder (None: the embedded default)
+    animation: str = "talk"              # drives the generated videos (the avatar's fitted sequence)
+    plan: str = "small"                  # sampling-plan preset (generation.plan.PRESETS)
+    head: str = "builtin"                # head model: "builtin" or "flame" (with flame_path)
+    flame_path: str | None = None
+    guidance: str = "multiview"
+    seed: int = 0
+    key_steps: int | None = None
+    other_steps: int | None = None
+    fit: FitConfig = field(default_factory=FitConfig)
+    reanimate: str = "surprise"          # a built-in animation the avatar was not fitted on
+    render_frames: int = 49
+    render_resolution: int = 128
+
+
+def _stage(log, name: str, path: Path) -> bool:
+    """True when ``path`` (the stage's final output) already exists: the stage is skipped."""
+    if path.exists():
+        log(f"[{name}] done already: {path}")
+        return True
+    log(f"[{name}] ...")
+    return False
+
+
+def run_avatar(cfg: AvatarConfig, log=print) -> dict:
+    """Run (or resume) every stage of the module docstring; returns the output paths."""
+    out = Path(cfg.out)
+    # check every input before any work: plan preset, head model, reference, animations, model folder
+    generation = prepare_generation(cfg.reference, cfg.animation, GenerateConfig(
+        preset=cfg.plan, guidance=cfg.guidance, seed=cfg.seed, key_steps=cfg.key_steps, other_steps=cfg.other_steps),
+        head=cfg.head, flame_path=cfg.flame_path, model=cfg.model)
+    get_animation(cfg.reanimate, generation.head, cfg.render_frames).check_model(generation.head)
+    state = json.loads(json.dumps(asdict(cfg)))
+    state["reference"] = generation.identity["reference"]
+    state["model_weights"] = generation.identity["model_weights"]  # retrained weights = another run, never stale outputs
+    state.pop("out")
+    cfg_file = out / "pipeline.json"
+    if cfg_file.is_file() and json.loads(cfg_file.read_text()) != state:
+        raise Morph4DError(f"{out} holds a run with another configuration (pipeline.json differs); use another "
+                           f"--out folder or delete it")
+    write_json(cfg_file, state)
+    t0 = time.perf_counter()
+    times = {}
+    paths = {"generated": out / "generated" / MANIFEST, "avatar": out / "avatar" / "avatar.safetensors",
+             "video": out / "avatar.mp4", "reanimated": out / "reanimated.mp4", "ply": out / "avatar.ply",
+             "viewer": out / "viewer" / "index.html"}
+    # 1-2. conditioning + sampling plan -> multi-view videos
+    if not _stage(log, "generate", paths["generated"]):
+        generation.run(out / "generated", log=log)
+        times["generate"] = time.perf_counter() - t0
+    # 3. 4D fit
+    if not _stage(log, "fit", paths["avatar"]):
+        t = time.perf_counter()
+        fit_sequence(out / "generated", out / "avatar", cfg.fit, flame_path=cfg.flame_path, log=log)
+        times["fit"] = time.perf_counter() - t
+    # 4. renders, export, viewer
+    if not _stage(log, "render", paths["video"]):
+        render_video(out / "avatar", paths["video"], "fitted", cfg.render_frames, cfg.render_resolution, orbit=True,
+                     flame_path=cfg.flame_path)
+    if not _stage(log, "reanimate", paths["reanimated"]):
+        render_video(out / "avatar", paths["reanimated"], cfg.reanimate, cfg.render_frames, cfg.render_resolution,
+                     orbit=True, flame_path=cfg.flame_path)
+    if not _stage(log, "export", paths["ply"]):
+        export(out / "avatar", paths["ply"], "ply", "fitted", frame=0, flame_path=cfg.flame_path)
+    if not _stage(log, "viewer", paths["viewer"]):
+        export(out / "avatar", out / "viewer", "html", "fitted", flame_path=cfg.flame_path)
+    if times:
+        write_json(out / "timings.json", {**{k: round(v, 1) for k, v in times.items()},
+                                          "total_this_call": round(time.perf_counter() - t0, 1)})
+    return {k: str(p) for k, p in paths.items()}
+
+
+__all__ = ["AvatarConfig", "run_avatar"]

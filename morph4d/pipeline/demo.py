@@ -1,0 +1,141 @@
+"""The demo job (`make demo`): the head model, animated, rendered from an orbit of cameras -> MP4 + contact
+sheet; the MVP4D conditioning maps of the same animation as channel grids; and MVP4D end to end on the
+embedded default: a held-out synthetic person's portrait -> multi-view videos -> fitted 4D Gaussian avatar
+-> orbit and re-animated MP4s, a 3DGS .ply and the WebGL viewer (``morph4d.pipeline.avatar``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from morph4d.avatar.fit import DEMO_ITERATIONS, FitConfig
+from morph4d.cameras import HEAD_CENTRE, VIEW_FOV, VIEW_RADIUS, orbit_cameras
+from morph4d.conditioning.viz import VizConfig, run_viz
+from morph4d.data.heldout import held_out_identity
+from morph4d.errors import Morph4DError
+from morph4d.generation.plan import PRESETS
+from morph4d.generation.reference import held_out_reference
+from morph4d.heads import load_head_model
+from morph4d.heads.animation import get_animation
+from morph4d.io import write_json
+from morph4d.mesh.shade import preview_colors, shade_mesh
+from morph4d.models.folder import weights_digest
+from morph4d.pipeline.avatar import AvatarConfig, run_avatar
+from morph4d.video import grid, write_mp4, write_png
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    out: str = "out/demo"
+    head: str = "builtin"
+    flame_path: str | None = None
+    animation: str = "talk"
+    frames: int = 49
+    fps: float = 25.0
+    resolution: int = 256
+    radius: float = VIEW_RADIUS   # camera distance (m)
+    fov: float = VIEW_FOV         # vertical field of view (deg): the head fills ~80% of the frame
+    sheet_views: int = 8          # contact sheet: views around the head (rows) ...
+    sheet_frames: int = 6         # ... times frames of the animation (columns)
+    sheet_resolution: int = 160
+    conditioning: bool = True     # also write the MVP4D conditioning grids (needs frames = 1 + 4k)
+    conditioning_resolution: int = 256
+    avatar: bool = True           # held-out synthetic portrait -> `morph4d avatar` (generate, fit, render, view)
+    avatar_resolution: int = 64   # the embedded default's resolution
+    avatar_iterations: int = DEMO_ITERATIONS   # fit.FIT_PRESETS["demo"] (README: measured <= 5 min)
+    avatar_model: str | None = None         # model folder (None: the embedded default)
+    avatar_key_steps: int | None = None     # DDIM steps (None: the small plan's)
+    avatar_other_steps: int | None = None
+
+    def check(self) -> None:
+        for name in ("frames", "resolution", "sheet_views", "sheet_frames", "sheet_resolution"):
+            if getattr(self, name) < 1:
+                raise Morph4DError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if not 1.0 <= self.fov <= 120.0:
+            raise Morph4DError(f"--fov must be in [1, 120] degrees, got {self.fov}")
+
+
+def _render(model, vertices, colors, azimuth, elevation, cfg: DemoConfig, res: int, chunk: int = 8):
+    """Render vertices (F, N, 3), one camera per frame, in chunks -> (F, res, res, 3)."""
+    out = []
+    for s in range(0, len(vertices), chunk):
+        cams = orbit_cameras(azimuth[s:s + chunk], elevation[s:s + chunk], cfg.radius, cfg.fov, res, res,
+                             target=HEAD_CENTRE)
+        image, _ = shade_mesh(vertices[s:s + chunk], model.faces, colors, cams)
+        out.append(image)
+    return torch.cat(out)
+
+
+def run_demo(cfg: DemoConfig, log=print) -> dict:
+    """Render the orbit MP4 and the contact sheet into ``cfg.out``; returns the output paths."""
+    cfg.check()
+    start = time.perf_counter()
+    out = Path(cfg.out)
+    model = load_head_model(cfg.head, flame_path=cfg.flame_path)
+    anim = get_animation(cfg.animation, model, cfg.frames, cfg.fps)
+    anim.check_model(model)
+    colors = preview_colors(model)
+    with torch.no_grad():
+        vertices = model(anim.params)  # (F, N, 3)
+        F = vertices.shape[0]
+        log(f"head model: {model.describe()}")
+        log(f"animation '{anim.name}': {F} frames at {anim.fps:g} fps")
+        # 1. orbit video: one full turn of the camera over the animation, gently bobbing in elevation
+        phase = torch.arange(F, dtype=torch.float64) / F
+        azimuth, elevation = 360.0 * phase, 12.0 * torch.sin(2 * torch.pi * phase)
+        frames = _render(model, vertices, colors, azimuth, elevation, cfg, cfg.resolution)
+        paths = {"video": out / "orbit.mp4", "contact_sheet": out / "contact_sheet.png",
+                 "config": out / "config.json"}
+        write_mp4(paths["video"], frames, fps=anim.fps)
+        log(f"wrote {paths['video']}")
+        # 2. contact sheet: rows = views around the head, columns = frames of the animation
+        pick = torch.linspace(0, F - 1, cfg.sheet_frames).round().long()
+        az = torch.arange(cfg.sheet_views, dtype=torch.float64) * 360.0 / cfg.sheet_views
+        v = vertices[pick].repeat(cfg.sheet_views, 1, 1)
+        tiles = _render(model, v, colors, az.repeat_interleave(cfg.sheet_frames),
+                        torch.full((len(v),), 8.0, dtype=torch.float64), cfg, cfg.sheet_resolution)
+        write_png(paths["contact_sheet"], grid(tiles, cols=cfg.sheet_frames))
+        log(f"wrote {paths['contact_sheet']}")
+    # 3. the MVP4D conditioning maps of the same animation, as channel grids (MVP4D Fig. S9)
+    if cfg.conditioning and (cfg.frames - 1) % 4 == 0:
+        viz = run_viz(VizConfig(out=str(out / "conditioning"), animation=cfg.animation, frames=cfg.frames,
+                                head=cfg.head, flame_path=cfg.flame_path, resolution=cfg.conditioning_resolution),
+                      log=lambda *_: None)
+        paths["conditioning"] = Path(viz["overview"])
+        log(f"wrote {viz['overview']} and {viz['channels']}")
+    # 4. MVP4D end to end: a held-out synthetic person's portrait -> 4D avatar (morph4d avatar)
+    if cfg.avatar and cfg.head == "builtin":
+        avatar = _avatar_stage(cfg, out, log)
+        paths.update(avatar_video=Path(avatar["video"]), avatar_reanimated=Path(avatar["reanimated"]),
+                     avatar_viewer=Path(avatar["viewer"]), generated=Path(avatar["generated"]).parent / "grid.mp4")
+    write_json(paths["config"], {"demo": asdict(cfg), "head_model": model.describe(),
+                                 "seconds": round(time.perf_counter() - start, 2)})
+    return {k: str(p) for k, p in paths.items()}
+
+
+def _avatar_stage(cfg: DemoConfig, out: Path, log) -> dict:
+    """MVP4D end to end on a held-out synthetic person (seed 900000: never trained on): its render from a
+    reference camera is the portrait -> ``morph4d avatar`` (multi-view videos from the embedded default,
+    fitted Gaussian avatar, renders, .ply, viewer)."""
+    head = load_head_model("builtin")
+    ref_path = out / "avatar" / "reference.npz"
+    previous = out / "avatar" / "pipeline.json"
+    if previous.is_file() and json.loads(previous.read_text()).get("model_weights") != weights_digest(cfg.avatar_model):
+        log(f"the model changed since the last demo in {out / 'avatar'}: starting its avatar afresh")
+        shutil.rmtree(out / "avatar")
+    if not ref_path.is_file():
+        h = held_out_identity(head, 0, PRESETS["small"].total_frames, cfg.avatar_resolution, VIEW_RADIUS, VIEW_FOV)
+        held_out_reference(h, head.name).save(ref_path)
+        write_png(out / "avatar" / "reference.png", h.reference_image.permute(1, 2, 0))
+    log(f"reference portrait (held-out synthetic person): {out / 'avatar' / 'reference.png'}")
+    paths = run_avatar(AvatarConfig(reference=str(ref_path), out=str(out / "avatar"), animation=cfg.animation,
+                                    model=cfg.avatar_model, key_steps=cfg.avatar_key_steps,
+                                    other_steps=cfg.avatar_other_steps,
+                                    fit=FitConfig(iterations=cfg.avatar_iterations, log_every=100)), log=log)
+    return paths
