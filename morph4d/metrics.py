@@ -15,8 +15,9 @@ SSIM_C1, SSIM_C2 = 0.01 ** 2, 0.03 ** 2  # Wang et al. 2004 constants for images
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
-    """PSNR in dB of ``pred`` (clamped to [0, 1], as it would be shown) against ``target``, over all values."""
-    return float(-10 * torch.log10((pred.clamp(0, 1) - target).square().mean().clamp(min=1e-12)))
+    """PSNR in dB of ``pred`` against ``target`` (peak 1), over all values. Clamp a prediction to [0, 1] first to
+    score it as it would be shown (the quality report does; the fit scores its raw renders)."""
+    return float(-10 * torch.log10((pred - target).square().mean().clamp(min=1e-12)))
 
 
 def check_image_pair(render: torch.Tensor, target: torch.Tensor) -> None:

@@ -169,7 +169,7 @@ def autoencoder_psnr(vae, cfg: QualityConfig, head, data_root: Path, log) -> dic
         for i in range(len(ds)):
             video = ds[i]["images"][None]                                   # (1, 1, 9, 3, H, W)
             recon = vae.decode(vae.encode(video))
-            scores.append(psnr(recon, video))
+            scores.append(psnr(recon.clamp(0, 1), video))
     log(f"autoencoder: PSNR {sum(scores) / len(scores):.2f} dB over {len(scores)} held-out windows")
     return {"psnr": sum(scores) / len(scores), "windows": len(scores), "per_window": scores}
 

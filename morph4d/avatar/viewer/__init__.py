@@ -1,7 +1,7 @@
 """Export a fitted avatar (`morph4d export`) and view it in the browser (`morph4d view`).
 
 * ``ply``: one frame as a standard 3DGS .ply (``gaussians/export.py``), for any 3DGS viewer;
-* ``animated``: the whole animation as one ``.m4da`` file (``avatar_format.py``, docs/AVATAR_FORMAT.md);
+* ``animated``: the whole animation as one ``.m4da`` file (``avatar/animated.py``, docs/AVATAR_FORMAT.md);
 * ``html``: a viewer folder, ``index.html`` (the self-contained WebGL2 page beside this file) + ``avatar.m4da``;
   `morph4d view` writes one into a cache folder and serves it on localhost.
 
