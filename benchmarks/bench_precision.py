@@ -17,8 +17,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench_conditioning.py
 
 import torch
 
-from morph4d.models import VAE_PRESETS, CausalVideoAutoencoder
 from morph4d.models.mmvdm import MMVDM, MMVDMConfig
+from morph4d.models.vae import VAE_PRESETS, CausalVideoAutoencoder
 from morph4d.training.train import autocast
 
 

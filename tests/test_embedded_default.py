@@ -10,8 +10,8 @@ from morph4d.data.loader import MultiViewWindows, WindowConfig
 from morph4d.data.synth import SynthConfig, synthesize
 from morph4d.diffusion.schedule import Diffusion
 from morph4d.io import load_weights, save_weights
-from morph4d.models import MMVDM
 from morph4d.models.folder import DEFAULT_MODEL, load_models
+from morph4d.models.mmvdm import MMVDM
 
 MIN_AUTOENCODER_PSNR = 25.0   # the shipped autoencoder: 28.0 dB on the report's windows; the first default: 19.4
 

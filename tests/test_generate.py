@@ -16,8 +16,8 @@ from morph4d.generation.reference import Reference
 from morph4d.heads.animation import builtin_animation
 from morph4d.heads.builtin import load_builtin_head, vertex_colors
 from morph4d.mesh.shade import shade_mesh
-from morph4d.models import MMVDM, MMVDMConfig
 from morph4d.models.folder import init_models, load_models
+from morph4d.models.mmvdm import MMVDM, MMVDMConfig
 
 RES = 32
 FAST = GenerateConfig(preset="small", key_steps=3, other_steps=2)

@@ -19,12 +19,13 @@ import torch
 from morph4d.conditioning.maps import ConditioningLayout
 from morph4d.data.synth import SynthConfig, synthesize
 from morph4d.diffusion.schedule import Diffusion, DiffusionConfig
-from morph4d.models import MMVDM, CausalVideoAutoencoder, MMVDMConfig
+from morph4d.models.mmvdm import MMVDM, MMVDMConfig
+from morph4d.models.vae import CausalVideoAutoencoder
 from morph4d.threads import torch_threads
 from morph4d.training.cli import main
-from morph4d.training.curriculum import PAPER, Stage, given_mask, preset, sample_dropout, sample_mode
+from morph4d.training.curriculum import PAPER, Stage, given_mask, preset, sample_dropout, sample_mode, vae_preset
 from morph4d.training.train import CHECKPOINT, TrainData, load_vae, train, training_step
-from morph4d.training.train_vae import train_vae, vae_preset
+from morph4d.training.train_vae import train_vae
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 

@@ -185,7 +185,7 @@ def render_images(scene: Scene, vertices: torch.Tensor, normals: torch.Tensor, c
     Returns ``(rgb (B, H, W, 3) composited over the background, alpha (B, H, W))``, float in [0, 1].
     """
     s = cfg.supersample
-    B, H, W = len(cameras), cameras.height, cameras.width
+    H, W = cameras.height, cameras.width
     big = cameras.resized(W * s, H * s)
     raster = rasterize(vertices, scene.faces, big)
     tri = raster.triangle_id.clamp(min=0)

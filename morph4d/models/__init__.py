@@ -5,22 +5,9 @@ video autoencoders (``vae``), the latent geometry every stage sizes latents by (
 4x temporal, 16 channels, 1 + 4k frames), model folders and the embedded default (``folder``) and
 ``morph4d model init | pack`` (``cli``).
 
+Import the submodules (this package file stays empty so that ``models.latent`` does not load
+diffusers).
+
 May import: foundation only (the MMVDM's conditioning channel count is a constructor argument; a test
 checks its default against ``conditioning.maps``).
 """
-
-from morph4d.models.mmvdm import MMVDM, PRESETS, EntropyScaledAttnProcessor, MMVDMConfig, attention_scale
-from morph4d.models.vae import (
-                                VAE_PRESETS,
-                                CausalVAEConfig,
-                                CausalVideoAutoencoder,
-                                CogVideoXAutoencoder,
-                                VideoAutoencoder,
-                                from_vae_layout,
-                                latent_shape,
-                                to_vae_layout,
-)
-
-__all__ = ["MMVDM", "PRESETS", "EntropyScaledAttnProcessor", "MMVDMConfig", "attention_scale", "VAE_PRESETS",
-           "CausalVAEConfig", "CausalVideoAutoencoder", "CogVideoXAutoencoder", "VideoAutoencoder",
-           "from_vae_layout", "latent_shape", "to_vae_layout"]

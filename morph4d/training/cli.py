@@ -14,8 +14,7 @@ import sys
 from pathlib import Path
 
 from morph4d.errors import Morph4DError, run_command
-from morph4d.training.curriculum import PRECISIONS, PRESETS, preset
-from morph4d.training.train_vae import VAE_TRAIN_PRESETS, vae_preset
+from morph4d.training.curriculum import PRECISIONS, PRESETS, VAE_TRAIN_PRESETS, preset, vae_preset
 
 PRECISION_HELP = ("arithmetic of the forward pass (default: the preset's): bf16 = bfloat16 autocast, several "
                   "times faster on CPUs with native bfloat16 (avx512_bf16/AMX) and on GPUs; fp32 elsewhere")

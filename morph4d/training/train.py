@@ -37,7 +37,8 @@ from morph4d.diffusion.sampling import ddim_sample, model_denoiser, unconditiona
 from morph4d.diffusion.schedule import Diffusion
 from morph4d.errors import Morph4DError
 from morph4d.io import atomic_path, write_json
-from morph4d.models import MMVDM, VAE_PRESETS, CausalVideoAutoencoder, CogVideoXAutoencoder, MMVDMConfig
+from morph4d.models.mmvdm import MMVDM, MMVDMConfig
+from morph4d.models.vae import VAE_PRESETS, CausalVideoAutoencoder, CogVideoXAutoencoder
 from morph4d.training.curriculum import (
     TrainConfig,
     check_precision,

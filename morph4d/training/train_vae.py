@@ -13,9 +13,8 @@ torch's RNG state, so a killed run resumes to the same weights.
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -23,8 +22,8 @@ import torch
 from morph4d.data.format import mix_seed
 from morph4d.errors import Morph4DError
 from morph4d.io import write_json
-from morph4d.models import VAE_PRESETS, CausalVideoAutoencoder
-from morph4d.training.curriculum import Stage, check_precision
+from morph4d.models.vae import VAE_PRESETS, CausalVideoAutoencoder
+from morph4d.training.curriculum import Stage, VAETrainConfig
 from morph4d.training.train import (
     CHECKPOINT,
     CsvLog,
@@ -36,83 +35,6 @@ from morph4d.training.train import (
 )
 
 LOG_FIELDS = ("step", "loss", "l1", "kl", "lr", "V", "F", "D", "seconds")
-
-
-@dataclass(frozen=True)
-class VAETrainConfig:
-    name: str
-    iterations: int
-    lr: float
-    batch_size: int
-    views: int = 1                  # windows of V x F x D; the VAE sees every view as its own video
-    frames: int = 9
-    resolution: int = 64
-    image_fraction: float = 0.0     # share of steps that train on single frames (spatial detail, ~frames x
-    image_batch_size: int = 16      #   cheaper per item) with this batch size; frame 0 is encoded as an image
-    vae: str = "small"              # VAE_PRESETS name
-    kl_weight: float = 1e-6         # small: a near-deterministic autoencoder, as latent diffusion VAEs
-    edge_weight: float = 1.0        # L1 of spatial finite differences
-    grad_clip: float = 1.0
-    warmup: int = 0                 # linear learning-rate warm-up steps
-    cosine: bool = False            # cosine decay of the learning rate to 0 over the run (after the warm-up)
-    seed: int = 0
-    log_every: int = 1
-    checkpoint_every: int = 100
-    scale_batches: int = 4          # batches whose latent std sets scaling_factor
-    pca_batches: int = 8            # batches whose patches initialise a "patch" autoencoder (init_patch_pca)
-    init: str | None = None         # start from this trained autoencoder (save_pretrained folder)
-    decoder_only: bool = False      # with init: train the decoder only; encoder and scaling_factor stay, so
-    #                                 latents (and an MMVDM trained on them) stay valid
-    latent_noise: float = 0.0       # Gaussian noise on the scaled latents before decoding, std uniform in [0, this]
-    #                                 per video: a decoder that tolerates imperfect latents (as the MMVDM's are)
-    precision: str = "fp32"         # "bf16": forward under torch.autocast (bfloat16 matmuls/convolutions, float32
-    #                                 weights and optimizer), on CUDA and on CPUs with native bfloat16
-    #                                 (avx512_bf16 / AMX: ~4.8x faster steps here, benchmarks/bench_precision.py)
-    datasets: tuple[str, ...] = ()
-    weights: tuple[float, ...] = ()
-
-    def __post_init__(self):
-        if self.iterations < 1 or self.lr <= 0 or min(self.batch_size, self.image_batch_size) < 1 \
-                or self.kl_weight < 0 or not 0 <= self.image_fraction <= 1 or self.latent_noise < 0:
-            raise Morph4DError(f"invalid VAE training config {self}")
-        check_precision(self.precision)
-
-    @property
-    def total_steps(self) -> int:
-        return self.iterations
-
-    def lr_at(self, step: int) -> float:
-        """Learning rate of (0-based) ``step``: linear warm-up, then constant or cosine-decayed to 0."""
-        if step < self.warmup:
-            return self.lr * (step + 1) / self.warmup
-        if not self.cosine:
-            return self.lr
-        progress = (step - self.warmup) / max(1, self.iterations - self.warmup)
-        return self.lr * 0.5 * (1 + math.cos(math.pi * progress))
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-
-VAE_TRAIN_PRESETS = {
-    "tiny": VAETrainConfig("tiny", iterations=30, lr=2e-3, batch_size=2, frames=5, resolution=32, vae="tiny",
-                           checkpoint_every=10, scale_batches=2),
-    # the embedded default's: the patch autoencoder from its PCA initialisation (~27 dB at step 0), cosine-decayed
-    # (0.23 s/step in bf16 here, 1.1 s in fp32: benchmarks/bench_precision.py)
-    "small": VAETrainConfig("small", iterations=5000, lr=5e-4, batch_size=8, frames=9, resolution=64,
-                            vae="small", warmup=50, cosine=True, checkpoint_every=100, precision="bf16"),
-    # then its decoder alone, on latents with noise of std up to 0.3 (latents have unit std): fewer 8 x 8
-    # block artefacts where the MMVDM's latents are off; needs --init with the autoencoder above
-    "small_decoder": VAETrainConfig("small_decoder", iterations=300, lr=2e-4, batch_size=8, frames=9,
-                                    resolution=64, vae="small", warmup=20, cosine=True, checkpoint_every=100,
-                                    decoder_only=True, latent_noise=0.3),
-}
-
-
-def vae_preset(name: str, **overrides) -> VAETrainConfig:
-    if name not in VAE_TRAIN_PRESETS:
-        raise Morph4DError(f"unknown VAE training preset {name!r}; expected one of {sorted(VAE_TRAIN_PRESETS)}")
-    return replace(VAE_TRAIN_PRESETS[name], **overrides)
 
 
 def vae_losses(vae: CausalVideoAutoencoder, video: torch.Tensor, cfg: VAETrainConfig,
@@ -209,4 +131,4 @@ def latent_scale(vae: CausalVideoAutoencoder, data: TrainData, stage: Stage, cfg
     return float(1.0 / torch.cat(means).std().clamp(min=1e-6))
 
 
-__all__ = ["VAETrainConfig", "VAE_TRAIN_PRESETS", "vae_preset", "vae_losses", "train_vae", "latent_scale"]
+__all__ = ["vae_losses", "train_vae", "latent_scale"]
