@@ -12,8 +12,8 @@ slower rasterization.
 
 __version__ = "0.1.0"
 
-FOUNDATION = ("morph4d", "morph4d.errors", "morph4d.io", "morph4d.video", "morph4d.threads", "morph4d.metrics",
-              "morph4d.cameras", "morph4d.cliargs")
+FOUNDATION = ("morph4d", "morph4d.errors", "morph4d.validate", "morph4d.io", "morph4d.video", "morph4d.threads",
+              "morph4d.metrics", "morph4d.cameras", "morph4d.cliargs")
 
 # stage -> stages it may import besides itself, in data-flow order. training and generation are siblings
 # (both use the diffusion stage; neither imports the other), and so are avatar and training.

@@ -26,6 +26,10 @@ class Morph4DError(ValueError):
     """Bad user input: the message says what was wrong and what was expected (exit 2)."""
 
 
+class InputNotFoundError(Morph4DError, FileNotFoundError):
+    """A file or folder the user named does not exist (exit 2)."""
+
+
 def traceback_file(exc: BaseException) -> str:
     """Write ``exc``'s full traceback to a new file in the temporary folder; returns its path."""
     fd, path = tempfile.mkstemp(prefix=f"morph4d-traceback-{time.strftime('%Y%m%d-%H%M%S')}-", suffix=".txt")
@@ -55,4 +59,4 @@ def run_command(args) -> int:
     return 0
 
 
-__all__ = ["Morph4DError", "run_command", "traceback_file"]
+__all__ = ["InputNotFoundError", "Morph4DError", "run_command", "traceback_file"]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
 
 from morph4d.errors import Morph4DError
+from morph4d.validate import read_json
 
 
 @contextlib.contextmanager
@@ -52,12 +55,67 @@ def save_weights(path: str | Path, model_name: str, config: dict, state: dict, d
 
 
 def load_weights(path: str | Path, model_name: str, config_fields: set[str]) -> tuple[dict, dict]:
-    """Read a ``save_weights`` folder of ``model_name``: (config fields, state dict); ValueError otherwise."""
+    """Read a ``save_weights`` folder of ``model_name``: (config fields, state dict); a ``Morph4DError`` naming
+    the file for a missing, non-JSON, foreign or corrupt one."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
     path = Path(path)
     if not (path / WEIGHTS_CONFIG).is_file() or not (path / WEIGHTS_FILE).is_file():
         raise Morph4DError(f"expected {path / WEIGHTS_CONFIG} and {path / WEIGHTS_FILE} ({model_name}.save_pretrained)")
-    raw = json.loads((path / WEIGHTS_CONFIG).read_text())
+    raw = read_json(path / WEIGHTS_CONFIG, f"{model_name} config")
     if raw.pop("model", None) != model_name or set(raw) - config_fields:
-        raise Morph4DError(f"{path / WEIGHTS_CONFIG} is not a {model_name} config")
-    return raw, {k: v.float() if v.is_floating_point() else v for k, v in load_file(path / WEIGHTS_FILE).items()}
+        raise Morph4DError(f"{path / WEIGHTS_CONFIG} is not a {model_name} config (unknown keys: "
+                           f"{sorted(set(raw) - config_fields)})")
+    try:
+        state = load_file(path / WEIGHTS_FILE)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise Morph4DError(f"{path / WEIGHTS_FILE} is not a readable safetensors file ({e})") from None
+    return raw, {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def load_state_strict(module, state: dict, where: str) -> None:
+    """``module.load_state_dict(state, strict=True, assign=True)``; a mismatch is one ``Morph4DError`` line that
+    counts the missing, unexpected and wrongly shaped tensors and names the first of each."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = [f"{len(v)} {name} (e.g. {v[0]})" for name, v in
+                 (("missing", missing), ("unexpected", unexpected), ("of another shape", shapes)) if v]
+        raise Morph4DError(f"{where} do not match the config: tensors " + "; ".join(parts))
+    module.load_state_dict(state, strict=True, assign=True)
+
+
+def config_from_json(cls, raw: dict, where: str):
+    """``cls(**raw)`` for a frozen config dataclass read from JSON, after checking every value's type against
+    the field's default (bool, int, float, str, tuple), so that a hand-edited config is refused by name
+    instead of failing deep inside a network's constructor."""
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in raw:
+            continue
+        v, default = raw[f.name], f.default
+        if isinstance(default, bool):
+            ok = isinstance(v, bool)
+        elif isinstance(default, int):
+            ok = isinstance(v, int) and not isinstance(v, bool)
+        elif isinstance(default, float):
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        elif isinstance(default, str):
+            ok = isinstance(v, str)
+        elif isinstance(default, tuple):
+            ok = isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+            v = tuple(v) if ok else v
+        else:
+            ok = v is None or isinstance(v, (int, float, str))
+        if not ok:
+            raise Morph4DError(f"{where}: '{f.name}' is {v!r}; expected a value like {default!r}")
+        values[f.name] = v
+    try:
+        return cls(**values)
+    except Morph4DError:
+        raise
+    except (TypeError, ValueError, ArithmeticError) as e:
+        raise Morph4DError(f"{where}: not a valid {cls.__name__} ({e})") from None

@@ -10,6 +10,7 @@ from PIL import Image
 
 from morph4d.errors import Morph4DError
 from morph4d.io import atomic_path
+from morph4d.validate import read_image
 
 
 def to_uint8(images: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -64,6 +65,5 @@ def grid(images: torch.Tensor, cols: int, pad: int = 4, background: float = 1.0)
 
 
 def read_png(path: str | Path) -> torch.Tensor:
-    """A PNG as a float image (H, W, 3) in [0, 1]."""
-    with Image.open(path) as im:
-        return torch.from_numpy(np.asarray(im.convert("RGB")).copy()).float() / 255.0
+    """A PNG as a float image (H, W, 3) in [0, 1]; size-checked before decoding (``validate.read_image``)."""
+    return read_image(path, "image")

@@ -108,7 +108,7 @@ def test_causal_vae_save_load_round_trip(tiny_vae, tmp_path):
     # strict: weights of another config are rejected
     CausalVideoAutoencoder(CausalVAEConfig(channels=(8, 8, 8), norm_groups=4)).save_pretrained(tmp_path / "other")
     (tmp_path / "other" / "config.json").write_text((tmp_path / "vae" / "config.json").read_text())
-    with pytest.raises(ValueError, match="does not match"):
+    with pytest.raises(ValueError, match="do not match"):
         CausalVideoAutoencoder.from_pretrained(tmp_path / "other")
     with pytest.raises(ValueError, match="config.json and .*model.safetensors"):
         CausalVideoAutoencoder.from_pretrained(tmp_path / "missing")

@@ -160,7 +160,12 @@ def read_animated(path: str | Path) -> AnimatedAvatar:
     version, length = struct.unpack_from("<II", raw, 4)
     if version != VERSION:
         raise Morph4DError(f"{path} is animated avatar format version {version}; this morph4d reads {VERSION}")
-    header = json.loads(raw[12:12 + length])
+    try:
+        header = json.loads(raw[12:12 + length])
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise Morph4DError(f"{path}: the .m4da header is not JSON ({e})") from None
+    if not isinstance(header, dict) or not {"buffers", "fps", "camera"} <= set(header):
+        raise Morph4DError(f"{path}: the .m4da header lacks 'buffers', 'fps' or 'camera'")
     base = 12 + length
 
     def get(name):
@@ -171,12 +176,17 @@ def read_animated(path: str | Path) -> AnimatedAvatar:
         return arr.astype(np.int64) if b["dtype"] == "uint32" else arr.astype(np.float32)
 
     deformed = "deformation" in header["buffers"]
-    return AnimatedAvatar(faces=get("faces"), vertices=get("vertices"), binding=get("binding"),
-                          local_means=get("local_means"), log_scales=get("log_scales"), quats=get("quats"),
-                          opacity_logits=get("opacity_logits"), sh=get("sh"),
-                          deformation=get("deformation") if deformed else None,
-                          deformation_rotation=get("deformation_rotation") if deformed else None,
-                          fps=float(header["fps"]), camera=header["camera"], meta=header.get("meta", {}))
+    try:
+        return AnimatedAvatar(faces=get("faces"), vertices=get("vertices"), binding=get("binding"),
+                              local_means=get("local_means"), log_scales=get("log_scales"), quats=get("quats"),
+                              opacity_logits=get("opacity_logits"), sh=get("sh"),
+                              deformation=get("deformation") if deformed else None,
+                              deformation_rotation=get("deformation_rotation") if deformed else None,
+                              fps=float(header["fps"]), camera=header["camera"], meta=header.get("meta", {}))
+    except Morph4DError:
+        raise
+    except (KeyError, TypeError, ValueError) as e:   # a missing buffer, a bad dtype/shape/offset
+        raise Morph4DError(f"{path}: a .m4da buffer is malformed ({type(e).__name__}: {e})") from None
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:

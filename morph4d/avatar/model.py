@@ -31,13 +31,16 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
 
 from morph4d.avatar.gaussians import BoundGaussians, WorldGaussians, quaternion_multiply
 from morph4d.avatar.gaussians.deform import DeformationUNet, DeformationUNetConfig, gaussian_uvs, sample_uv
-from morph4d.errors import Morph4DError
+from morph4d.errors import InputNotFoundError, Morph4DError
 from morph4d.heads import HeadModel, HeadParams, load_head_model
 from morph4d.heads.animation import get_animation
 from morph4d.io import atomic_path
+from morph4d.validate import check_finite
 
 AVATAR_FILE = "avatar.safetensors"
 AVATAR_VERSION = "2"
@@ -115,31 +118,44 @@ def save_avatar(folder: str | Path, gaussians: BoundGaussians, head_model: str, 
 
 
 def load_avatar(folder: str | Path, flame_path: str | None = None) -> Avatar:
-    """Read ``folder/avatar.safetensors``; ValueError for a file of another format version."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+    """Read ``folder/avatar.safetensors``: a ``Morph4DError`` naming the file for another format version, a
+    corrupt or foreign file, non-finite Gaussians or Gaussians bound to triangles the head model lacks."""
     path = Path(folder) / AVATAR_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"no fitted avatar at {path}; run `morph4d fit` first")
-    with safe_open(str(path), "pt") as fh:
-        meta = fh.metadata() or {}
+        raise InputNotFoundError(f"no fitted avatar at {path}; run `morph4d fit` first")
+    try:
+        with safe_open(str(path), "pt") as fh:
+            meta = fh.metadata() or {}
+    except (SafetensorError, OSError) as e:
+        raise Morph4DError(f"{path} is not a readable avatar file ({e}); run `morph4d fit` again") from None
     version = meta.get("format_version", "1")
     if version != AVATAR_VERSION:
         raise Morph4DError(f"{path} is avatar format version {version}; this morph4d reads "
                            f"version {AVATAR_VERSION} (refit with this version)")
     head = load_head_model(meta.get("head_model", "builtin"), flame_path=flame_path)
-    tensors = load_file(str(path))
-    bound = BoundGaussians.from_state_dict(tensors)
-    net = None
-    if "deform_config" in meta:
-        net = DeformationUNet(DeformationUNetConfig(**json.loads(meta["deform_config"])),
-                              generator=torch.Generator().manual_seed(0))
-        net.load_state_dict({k[len(DEFORM_PREFIX):]: v for k, v in tensors.items() if k.startswith(DEFORM_PREFIX)})
-        net.eval()
-    fitted = None
-    if FITTED_PREFIX + "shape" in tensors:
-        fitted = HeadParams(**{f.name: tensors[FITTED_PREFIX + f.name] for f in fields(HeadParams)})
-    return Avatar(bound, head, int(meta.get("num_frames", 0)), net, fitted)
+    try:
+        tensors = load_file(str(path))
+        bound = BoundGaussians.from_state_dict(tensors)
+        net = None
+        if "deform_config" in meta:
+            net = DeformationUNet(DeformationUNetConfig(**json.loads(meta["deform_config"])),
+                                  generator=torch.Generator().manual_seed(0))
+            net.load_state_dict({k[len(DEFORM_PREFIX):]: v for k, v in tensors.items()
+                                 if k.startswith(DEFORM_PREFIX)})
+            net.eval()
+        fitted = None
+        if FITTED_PREFIX + "shape" in tensors:
+            fitted = HeadParams(**{f.name: tensors[FITTED_PREFIX + f.name] for f in fields(HeadParams)})
+        num_frames = int(meta.get("num_frames", 0))
+    except (SafetensorError, OSError, KeyError, RuntimeError, TypeError, ValueError) as e:
+        raise Morph4DError(f"{path} is not a readable avatar file ({type(e).__name__}: {e}); run `morph4d fit` "
+                           f"again") from None
+    for f in fields(BoundGaussians):
+        check_finite(getattr(bound, f.name), f.name, str(path))
+    if len(bound.binding) and (int(bound.binding.min()) < 0 or int(bound.binding.max()) >= len(head.faces)):
+        raise Morph4DError(f"{path}: Gaussians are bound to triangles outside the '{head.name}' head model's "
+                           f"{len(head.faces)} (was it fitted with another head model file?)")
+    return Avatar(bound, head, num_frames, net, fitted)
 
 
 FITTED = "fitted"   # the animation name that replays the fitted sequence (with its per-frame deformation)

@@ -43,6 +43,15 @@ from morph4d.cameras import Cameras
 from morph4d.errors import Morph4DError
 from morph4d.heads import HeadParams
 from morph4d.io import write_json
+from morph4d.validate import (
+    IMAGE_ERRORS,
+    check_finite,
+    check_image_size,
+    check_intrinsics,
+    check_rotation,
+    open_image,
+    read_npz,
+)
 
 FORMAT_VERSION = 1
 DATASET_FORMAT = "morph4d-dataset"
@@ -233,17 +242,14 @@ class Sequence:
 
     def read_images(self, views, frames) -> tuple[torch.Tensor, torch.Tensor]:
         """Images of ``views`` x ``frames`` (index lists): rgb (v, f, H, W, 3) and alpha (v, f, H, W)."""
-        return read_images(self.path, [self.meta["views"][v] for v in views], list(frames))
+        return read_images(self.path, [self.meta["views"][v] for v in views], list(frames),
+                           (int(self.meta["width"]), int(self.meta["height"])))
 
 
 def _load_npz(path: Path, what: str, name: str) -> dict:
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise Morph4DError(f"sequence '{name}': {path.name} is missing ({what})")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except Exception as e:  # a truncated or foreign file
-        raise Morph4DError(f"sequence '{name}': {path.name} is not a readable .npz ({e})") from e
+    return read_npz(path, f"sequence '{name}': {path.name} ({what})")
 
 
 def read_meta(path: str | Path) -> dict:
@@ -266,6 +272,9 @@ def read_meta(path: str | Path) -> dict:
                if k not in meta]
     if missing:
         raise Morph4DError(f"sequence '{name}': meta.json lacks {missing}")
+    fps = meta["fps"]
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps < float("inf"):
+        raise Morph4DError(f"sequence '{name}': meta.json fps must be a positive number, got {fps!r}")
     try:
         check_modality(meta["modality"])
     except ValueError as e:
@@ -278,7 +287,16 @@ def read_sequence(path: str | Path, check_images: bool = False) -> Sequence:
     path = Path(path)
     meta = read_meta(path)
     name, V, Fr = meta["name"], len(meta["views"]), int(meta["num_frames"])
-    W, H = int(meta["width"]), int(meta["height"])
+    try:
+        W, H = int(meta["width"]), int(meta["height"])
+    except (TypeError, ValueError):
+        raise Morph4DError(f"sequence '{name}': meta.json width/height must be whole numbers") from None
+    check_image_size(W, H, f"sequence '{name}': meta.json")
+    if not isinstance(meta["views"], list) or not all(isinstance(v, str) and v and "/" not in v and v not in
+                                                        (".", "..") for v in meta["views"]) or not meta["views"]:
+        raise Morph4DError(f"sequence '{name}': meta.json 'views' must be a non-empty list of view folder names")
+    if Fr < 1:
+        raise Morph4DError(f"sequence '{name}': meta.json num_frames must be >= 1, got {Fr}")
     cam = _load_npz(path / "cameras.npz", "the cameras", name)
     for key, shape in (("R", (V, 3, 3)), ("t", (V, 3)), ("K", (V, 3, 3))):
         if key not in cam or cam[key].shape != shape:
@@ -287,11 +305,17 @@ def read_sequence(path: str | Path, check_images: bool = False) -> Sequence:
     if int(cam.get("width", -1)) != W or int(cam.get("height", -1)) != H:
         raise Morph4DError(f"sequence '{name}': cameras.npz width/height disagree with meta.json ({W}x{H})")
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
+    where = f"sequence '{name}': cameras.npz"
+    check_rotation(cam["R"], "R", where)
+    check_finite(t(cam["t"]), "t", where)
+    check_intrinsics(cam["K"], "K", where)
     cameras = Cameras(t(cam["R"]), t(cam["t"]), t(cam["K"]), W, H)
     raw = _load_npz(path / "params.npz", "the per-frame head parameters", name)
     missing = [k for k in PARAM_FIELDS if k not in raw]
     if missing:
         raise Morph4DError(f"sequence '{name}': params.npz lacks {missing}")
+    for k in PARAM_FIELDS:
+        check_finite(t(raw[k]), k, f"sequence '{name}': params.npz")
     params = HeadParams(**{k: t(raw[k]) for k in PARAM_FIELDS})
     if params.jaw.shape[0] != Fr or params.jaw.dim() != 2:
         raise Morph4DError(f"sequence '{name}': params.npz has {tuple(params.jaw.shape)} jaw, expected ({Fr}, 3)")
@@ -308,26 +332,43 @@ def read_sequence(path: str | Path, check_images: bool = False) -> Sequence:
                 p = path / "images" / v / frame_file(f)
                 if not p.is_file():
                     raise Morph4DError(f"sequence '{name}': image {p.relative_to(path)} is missing")
-                with Image.open(p) as im:
-                    if im.size != (W, H) or im.mode != "RGBA":
-                        raise Morph4DError(f"sequence '{name}': {p.relative_to(path)} is {im.mode} {im.size[0]}x"
-                                           f"{im.size[1]}, expected RGBA {W}x{H}")
+                with _open_frame(p, path, W, H) as im:
+                    if im.mode != "RGBA":
+                        raise Morph4DError(f"sequence '{name}': {p.relative_to(path)} is {im.mode}, expected RGBA")
     return Sequence(path, meta, cameras, params, t(crops["boxes"]))
 
 
-def read_images(path: str | Path, view_names: list[str], frames: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """rgb (v, f, H, W, 3) and alpha (v, f, H, W), float in [0, 1], of the named views and frame indices."""
+def _open_frame(p: Path, seq: Path, width: int | None = None, height: int | None = None) -> Image.Image:
+    """A frame image of a sequence, opened header-first: missing, directory, not an image, or of another size
+    than ``width`` x ``height`` (a decompression bomb is one) -> a clear error before decoding."""
+    where = f"sequence '{seq.name}': image {p.relative_to(seq)}"
+    if not p.exists():
+        raise Morph4DError(f"{where} is missing")
+    im = open_image(p, where)
+    if width is not None and im.size != (width, height):
+        im.close()
+        raise Morph4DError(f"{where} is {im.size[0]}x{im.size[1]}, expected {width}x{height} (meta.json)")
+    return im
+
+
+def read_images(path: str | Path, view_names: list[str], frames: list[int],
+                size: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """rgb (v, f, H, W, 3) and alpha (v, f, H, W), float in [0, 1], of the named views and frame indices. Every
+    frame must be ``size`` (W, H) or, without it, the first frame's size; a frame of another size is refused
+    before it is decoded."""
     path = Path(path)
     out = []
     for v in view_names:
         row = []
         for f in frames:
             p = path / "images" / v / frame_file(f)
-            try:
-                with Image.open(p) as im:
+            with _open_frame(p, path, *(size or (None, None))) as im:
+                size = im.size
+                try:
                     row.append(np.asarray(im.convert("RGBA")))
-            except FileNotFoundError:
-                raise Morph4DError(f"sequence '{path.name}': image images/{v}/{frame_file(f)} is missing") from None
+                except IMAGE_ERRORS as e:
+                    raise Morph4DError(f"sequence '{path.name}': image images/{v}/{frame_file(f)} is not a "
+                                       f"readable image ({e})") from None
         out.append(np.stack(row))
     data = torch.from_numpy(np.stack(out)).float() / 255.0   # (v, f, H, W, 4)
     return data[..., :3].contiguous(), data[..., 3].contiguous()

@@ -29,6 +29,10 @@ from morph4d.models.folder import check_model_folder, load_models, weights_diges
 from morph4d.models.latent import LATENT_CHANNELS, LATENT_FACTOR, check_frame_count, latent_frames
 
 
+RESOLUTION_MULTIPLE = 16   # 8x autoencoder x 2x2 patches (MVP4D S2.2)
+MAX_RESOLUTION = 1024      # MVP4D generates at 512 px; a bound on what one reference may ask of memory
+
+
 @dataclass(frozen=True)
 class GenerateConfig:
     preset: str = "small"          # "120", "360" or "small" (PRESETS in plan.py)
@@ -134,6 +138,11 @@ def prepare_generation(reference: str | Path, animation: str, cfg: GenerateConfi
         raise Morph4DError(f"unknown plan preset '{cfg.preset}'; expected one of {sorted(PRESETS)}")
     head_model = load_head_model(head, flame_path=flame_path)
     ref = load_reference(reference, head_model)
+    H, W = ref.camera.height, ref.camera.width
+    if H != W or W % RESOLUTION_MULTIPLE or not RESOLUTION_MULTIPLE <= W <= MAX_RESOLUTION:
+        raise Morph4DError(f"{reference}: the reference image is {W}x{H}; generation needs a square head crop whose "
+                           f"side is a multiple of {RESOLUTION_MULTIPLE} up to {MAX_RESOLUTION} px (the model's "
+                           f"resolution: 64 for the embedded default, 512 at paper scale)")
     anim = get_animation(animation, head_model, PRESETS[cfg.preset].total_frames)
     anim.check_model(head_model)
     if model is not None:

@@ -26,6 +26,7 @@ from morph4d.errors import Morph4DError
 from morph4d.heads import HeadModel, HeadParams
 from morph4d.heads.model import axis_angle_to_matrix
 from morph4d.io import atomic_path
+from morph4d.validate import check_finite, check_image_size, check_intrinsics, check_range, check_rotation, read_npz
 
 PARAM_FIELDS = ("shape", "expression", "jaw", "neck", "eyes", "rotation", "translation")
 
@@ -55,40 +56,65 @@ def held_out_reference(h: HeldOut, head_model: str) -> Reference:
     return Reference(h.reference_image, select_frames(h.params, 0), h.reference_camera, head_model)
 
 
+REFERENCE_VERSIONS = (1,)  # versions of the tracked reference file this morph4d reads (files before 1 had none)
+IMAGE_SLACK = 0.01         # float images may overshoot [0, 1] by rounding (renders, resampling): clamped within it
+
+
 def load_reference(path: str | Path, model: HeadModel) -> Reference:
-    """Load a tracked reference for ``model``; an image without tracking is refused with a clear error."""
+    """Load a tracked reference for ``model``; every array is checked (types, shapes, finite values, image in
+    [0, 1], a rotation, positive intrinsics, the image size limit) before it is used."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"reference not found: {path}")
-    if path.suffix.lower() != ".npz":
+    if path.suffix.lower() != ".npz" and path.is_file():
         raise Morph4DError(f"{path} is a plain image without tracking; the reference must be a tracked .npz "
-                           f"(image + head parameters + camera, see morph4d/generation/reference.py), e.g. one written by "
-                           f"`morph4d reference --sequence DATASET/SEQUENCE --view V --frame F --out REF.npz`")
-    try:
-        data = np.load(path, allow_pickle=False)
-        files = set(data.files)
-    except Exception as e:
-        raise Morph4DError(f"{path} is not a readable reference .npz ({e})") from e
+                           f"(image + head parameters + camera, see morph4d/generation/reference.py), e.g. one "
+                           f"written by `morph4d reference --sequence DATASET/SEQUENCE --view V --frame F --out "
+                           f"REF.npz`")
+    data = read_npz(path, "reference")
     needed = {"image", "R", "t", "K", "head_model", *PARAM_FIELDS}
-    if needed - files:
-        raise Morph4DError(f"{path} has no tracking for the reference: missing {sorted(needed - files)}; a "
-                           f"reference needs the image, the head parameters {list(PARAM_FIELDS)} and the camera R, t, K")
-    image = torch.as_tensor(data["image"])
-    if image.dtype == torch.uint8:
-        image = image.float() / 255.0
-    if image.dim() != 3 or image.shape[-1] != 3:
-        raise Morph4DError(f"{path}: image must be (H, W, 3), got {tuple(image.shape)}")
-    H, W = image.shape[:2]
-    params = HeadParams(**{k: torch.as_tensor(data[k], dtype=torch.float32) for k in PARAM_FIELDS})
+    if needed - set(data):
+        raise Morph4DError(f"{path} has no tracking for the reference: missing {sorted(needed - set(data))}; a "
+                           f"reference needs the image, the head parameters {list(PARAM_FIELDS)} and the camera R, "
+                           f"t, K")
+    version = int(data["version"]) if "version" in data and data["version"].size == 1 else None
+    if "version" in data and version not in REFERENCE_VERSIONS:
+        raise Morph4DError(f"{path}: reference format version {data['version']} is unknown (this morph4d reads "
+                           f"{list(REFERENCE_VERSIONS)})")
     if str(data["head_model"]) != model.name:
         raise Morph4DError(f"{path}: the reference was tracked with the '{data['head_model']}' head model, but the "
                            f"head model in use is '{model.name}'")
+    raw = data["image"]
+    if raw.ndim != 3 or raw.shape[-1] != 3 or raw.dtype.kind not in "uf":
+        raise Morph4DError(f"{path}: image must be an (H, W, 3) array of uint8 or floats in [0, 1], got "
+                           f"{raw.dtype} {tuple(raw.shape)}")
+    H, W = raw.shape[:2]
+    check_image_size(W, H, f"{path}: image")
+    image = torch.as_tensor(raw)
+    image = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
+    check_range(image, "image", str(path), -IMAGE_SLACK, 1.0 + IMAGE_SLACK)
+    image = image.clamp(0, 1)
+    for key, shape in (("R", (3, 3)), ("t", (3,)), ("K", (3, 3))):
+        if data[key].shape != shape or data[key].dtype.kind not in "uif":
+            raise Morph4DError(f"{path}: camera {key} must be a number array of shape {shape}, got "
+                               f"{data[key].dtype} {tuple(data[key].shape)}")
+    check_rotation(data["R"], "camera R", str(path))
+    check_finite(torch.as_tensor(data["t"], dtype=torch.float32), "camera t", str(path))
+    check_intrinsics(data["K"], "camera K", str(path))
+    for k in PARAM_FIELDS:
+        if data[k].dtype.kind not in "uif":
+            raise Morph4DError(f"{path}: head parameter {k} must be numbers, got {data[k].dtype}")
+        check_finite(torch.as_tensor(data[k], dtype=torch.float32), k, str(path))
+    params = HeadParams(**{k: torch.as_tensor(data[k], dtype=torch.float32) for k in PARAM_FIELDS})
     params.check(model.num_shape, model.num_expression)
     camera = Cameras(torch.as_tensor(data["R"], dtype=torch.float32)[None],
                      torch.as_tensor(data["t"], dtype=torch.float32)[None],
                      torch.as_tensor(data["K"], dtype=torch.float32)[None], W, H)
-    outcrop = torch.as_tensor(data["outcrop"], dtype=torch.float32) if "outcrop" in files else None
-    return Reference(image.permute(2, 0, 1).float().clamp(0, 1), params, camera, model.name, outcrop)
+    outcrop = None
+    if "outcrop" in data:
+        if data["outcrop"].shape != (H, W):
+            raise Morph4DError(f"{path}: outcrop must be ({H}, {W}) like the image, got {tuple(data['outcrop'].shape)}")
+        outcrop = torch.as_tensor(data["outcrop"], dtype=torch.float32)
+        check_range(outcrop, "outcrop", str(path), 0.0, 1.0)
+    return Reference(image.permute(2, 0, 1).contiguous(), params, camera, model.name, outcrop)
 
 
 def canonicalize(ref: Reference, model: HeadModel) -> Reference:

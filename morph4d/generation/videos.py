@@ -15,7 +15,6 @@ This module is the format's one writer (``write_videos``) and one reader (``read
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +25,14 @@ from morph4d import __version__
 from morph4d.cameras import Cameras
 from morph4d.errors import Morph4DError
 from morph4d.heads import HeadParams
+from morph4d.heads.animation import MAX_FRAMES
 from morph4d.io import write_json
+from morph4d.validate import check_finite, check_image_size, check_intrinsics, check_rotation, read_json
 from morph4d.video import grid, read_png, write_mp4, write_png
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+
 PARAM_KEYS = ("shape", "expression", "jaw", "neck", "eyes", "rotation", "translation")
 
 
@@ -82,14 +84,26 @@ def read_manifest(root: str | Path) -> dict:
         path = path / MANIFEST
     if not path.is_file():
         raise Morph4DError(f"no manifest at {path}; run `morph4d generate` (or `morph4d data ...`) first")
-    try:
-        manifest = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise Morph4DError(f"{path} is not a morph4d manifest (not JSON: {e})") from None
-    if not isinstance(manifest, dict) or manifest.get("version") != FORMAT_VERSION:
-        raise Morph4DError(f"{path}: unknown generated-videos format (version "
-                           f"{manifest.get('version') if isinstance(manifest, dict) else None}; expected "
+    manifest = read_json(path, "generated-videos manifest")
+    if manifest.get("version") != FORMAT_VERSION:
+        raise Morph4DError(f"{path}: unknown generated-videos format (version {manifest.get('version')}; expected "
                            f"{FORMAT_VERSION})")
+    try:
+        views, frames = manifest["views"], int(manifest["frames"])
+        sizes = {(int(v["width"]), int(v["height"])) for v in views}
+        R, t, K = (torch.tensor([v[key] for v in views], dtype=torch.float64) for key in ("R", "t", "K"))
+        params = {k: torch.tensor(manifest["params"][k], dtype=torch.float32) for k in PARAM_KEYS}
+        float(manifest["fps"]), str(manifest["head_model"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise Morph4DError(f"{path}: not a complete manifest ({type(e).__name__}: {e})") from None
+    if not views or len(sizes) != 1 or not 1 <= frames <= MAX_FRAMES:
+        raise Morph4DError(f"{path}: expected >= 1 views of one size and 1..{MAX_FRAMES} frames")
+    check_image_size(*sizes.pop(), str(path))
+    check_rotation(R, "views' R", str(path))
+    check_finite(t, "views' t", str(path))
+    check_intrinsics(K, "views' K", str(path))
+    for k, v in params.items():
+        check_finite(v, f"params.{k}", str(path))
     return manifest
 
 

@@ -34,8 +34,11 @@ from morph4d.errors import Morph4DError
 from morph4d.heads.base import HeadParams
 from morph4d.heads.model import HeadModel
 from morph4d.io import atomic_path
+from morph4d.validate import check_finite, read_npz
 
 FORMAT_VERSION = 1
+MAX_FRAMES = 100_000   # ~67 minutes at 25 fps: a bound on what an animation file may ask the renderers for
+MAX_FPS = 1000.0
 ALIASES = {"expr": "expression", "jaw_pose": "jaw", "neck_pose": "neck", "global_orient": "rotation",
            "transl": "translation", "eye_pose": "eyes", "betas": "shape"}
 BUILTIN_ANIMATIONS = ("talk", "smile", "surprise", "head_turn")
@@ -72,13 +75,13 @@ class Animation:
 def load_animation(path: str | Path, model: HeadModel) -> Animation:
     """Load an animation file for ``model``; missing optional fields become zeros (see module doc)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"animation file not found: {path}")
-    try:
-        data = np.load(path, allow_pickle=False)
-        raw = {ALIASES.get(k, k): data[k] for k in data.files}
-    except Exception as e:
-        raise Morph4DError(f"{path} is not a readable .npz animation ({e})") from e
+    raw = {ALIASES.get(k, k): v for k, v in read_npz(path, "animation file").items()}
+    for k, v in raw.items():
+        if k != "head_model" and v.dtype.kind not in "uif":
+            raise Morph4DError(f"{path}: '{k}' must be numbers, got {v.dtype}")
+    if "version" in raw and (raw["version"].size != 1 or int(raw["version"].reshape(-1)[0]) != FORMAT_VERSION):
+        raise Morph4DError(f"{path}: animation format version {raw['version'].tolist()} is unknown (this morph4d "
+                           f"reads version {FORMAT_VERSION})")
     if "leye_pose" in raw and "reye_pose" in raw:
         raw["eyes"] = np.concatenate([raw.pop("leye_pose"), raw.pop("reye_pose")], axis=-1)
     missing = [k for k in ("expression", "jaw", "head_model") if k not in raw]
@@ -92,7 +95,15 @@ def load_animation(path: str | Path, model: HeadModel) -> Animation:
     params = HeadParams(shape=shape, expression=t("expression", model.num_expression), jaw=t("jaw", 3),
                         neck=t("neck", 3), eyes=t("eyes", 6), rotation=t("rotation", 3),
                         translation=t("translation", 3))
-    anim = Animation(params, float(raw.get("fps", 25.0)), str(raw["head_model"]), path.stem)
+    for k in ("shape", "expression", "jaw", "neck", "eyes", "rotation", "translation"):
+        check_finite(getattr(params, k), k, str(path))
+    fps = raw.get("fps", np.array(25.0))
+    if fps.size != 1 or not np.isfinite(float(fps.reshape(-1)[0])) or not 0 < float(fps.reshape(-1)[0]) <= MAX_FPS:
+        raise Morph4DError(f"{path}: fps must be one number in (0, {MAX_FPS}], got {fps.tolist()}")
+    if not 1 <= max(n, 0) <= MAX_FRAMES:
+        raise Morph4DError(f"{path}: an animation needs 1 to {MAX_FRAMES} frames (jaw (F, 3)), got "
+                           f"{tuple(raw['jaw'].shape)}")
+    anim = Animation(params, float(fps.reshape(-1)[0]), str(raw["head_model"]), path.stem)
     try:
         anim.check_model(model)
     except ValueError as e:

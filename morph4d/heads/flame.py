@@ -56,8 +56,9 @@ class _Pickled:
         self.state = state
 
 
-class _RefusedGlobal(pickle.UnpicklingError):
-    """A global outside the allow-list; kept distinct from a corrupt file's errors."""
+class _RefusedGlobal(pickle.UnpicklingError, Morph4DError):
+    """A global outside the allow-list (nothing of it ran); kept distinct from a corrupt file's errors, and a
+    user error: the command says the file was refused and exits 2."""
 
 
 class _FlameUnpickler(pickle.Unpickler):

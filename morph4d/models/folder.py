@@ -54,8 +54,9 @@ def pack_models(mmvdm: str | Path, vae: str | Path, out: str | Path, provenance:
     """Write a model folder ``out/mmvdm`` (bfloat16 storage: half the bytes) + ``out/vae`` (float32: the
     decoder's precision shows directly in the pixels) from trained weights folders, plus ``provenance.json``."""
     out = Path(out)
-    MMVDM.from_pretrained(mmvdm).save_pretrained(out / "mmvdm", dtype=torch.bfloat16)
-    CausalVideoAutoencoder.from_pretrained(vae).save_pretrained(out / "vae")
+    model, autoencoder = MMVDM.from_pretrained(mmvdm), CausalVideoAutoencoder.from_pretrained(vae)  # both read first
+    model.save_pretrained(out / "mmvdm", dtype=torch.bfloat16)
+    autoencoder.save_pretrained(out / "vae")
     if provenance is not None:
         write_json(out / "provenance.json", provenance)
     return out

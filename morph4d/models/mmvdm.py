@@ -44,7 +44,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from morph4d.errors import Morph4DError
-from morph4d.io import load_weights, save_weights
+from morph4d.io import config_from_json, load_state_strict, load_weights, save_weights
 
 COGVIDEOX_TOKENS = 13 * 32 * 32  # N_t: CogVideoX's default 49 frames (13 latent) at 512 px (MVP4D §3.3)
 CONFIG_NAME = "config.json"
@@ -298,16 +298,14 @@ class MMVDM(nn.Module):
                         dtype: torch.dtype = torch.float32) -> "MMVDM":
         """Rebuild from ``save_pretrained``'s folder and load strictly."""
         raw, state = load_weights(path, "MMVDM", {f.name for f in fields(MMVDMConfig)})
-        return cls._from_state_dict(MMVDMConfig(**raw), state, device, dtype, Path(path))
+        config = config_from_json(MMVDMConfig, raw, str(Path(path) / CONFIG_NAME))
+        return cls._from_state_dict(config, state, device, dtype, Path(path))
 
     @classmethod
     def _from_state_dict(cls, config, state, device, dtype, source) -> "MMVDM":
         with torch.device("meta"):
             model = cls(config)
-        try:
-            model.load_state_dict(state, strict=True, assign=True)
-        except RuntimeError as e:
-            raise Morph4DError(f"weights in {source} do not match the config: {e}") from None
+        load_state_strict(model, state, f"weights in {source}")
         return model.to(device=device, dtype=dtype)
 
     @classmethod

@@ -40,7 +40,7 @@ from diffusers.models.autoencoders.autoencoder_kl_cogvideox import AutoencoderKL
 from torch import nn
 
 from morph4d.errors import Morph4DError
-from morph4d.io import load_weights, save_weights
+from morph4d.io import config_from_json, load_state_strict, load_weights, save_weights
 from morph4d.models.latent import LATENT_CHANNELS, LATENT_FACTOR, TEMPORAL_FACTOR, check_frame_count, latent_frames
 
 CONFIG_NAME = "config.json"
@@ -444,13 +444,10 @@ class CausalVideoAutoencoder(VideoAutoencoder):
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> "CausalVideoAutoencoder":
         path = Path(path)
         raw, state = load_weights(path, "CausalVideoAutoencoder", {f.name for f in fields(CausalVAEConfig)})
-        config = CausalVAEConfig(**{**raw, "channels": tuple(raw["channels"])})
+        config = config_from_json(CausalVAEConfig, raw, str(path / CONFIG_NAME))
         with torch.device("meta"):
             model = cls(config)
-        try:
-            model.load_state_dict({k: v.to(device) for k, v in state.items()}, strict=True, assign=True)
-        except RuntimeError as e:
-            raise Morph4DError(f"{path / WEIGHTS_NAME} does not match {path / CONFIG_NAME}: {e}") from None
+        load_state_strict(model, {k: v.to(device) for k, v in state.items()}, f"weights in {path / WEIGHTS_NAME}")
         return model.eval()
 
 

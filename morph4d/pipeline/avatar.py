@@ -70,6 +70,8 @@ def run_avatar(cfg: AvatarConfig, log=print) -> dict:
         preset=cfg.plan, guidance=cfg.guidance, seed=cfg.seed, key_steps=cfg.key_steps, other_steps=cfg.other_steps),
         head=cfg.head, flame_path=cfg.flame_path, model=cfg.model)
     get_animation(cfg.reanimate, generation.head, cfg.render_frames).check_model(generation.head)
+    if not (out / "generated" / MANIFEST).is_file():
+        generation.models()   # a broken model folder is refused before the run folder is created
     state = json.loads(json.dumps(asdict(cfg)))
     state["reference"] = generation.identity["reference"]
     state["model_weights"] = generation.identity["model_weights"]  # retrained weights = another run, never stale outputs

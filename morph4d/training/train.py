@@ -293,9 +293,10 @@ def train(cfg: TrainConfig, out_dir, stop_after: int | None = None, log=print) -
         raise Morph4DError(f"batch size {cfg.batch_size} (global) does not split over {accelerator.num_processes} "
                            f"processes")
     local_batch = cfg.batch_size // accelerator.num_processes
+    vae, diffusion = load_vae(cfg, device), Diffusion.for_model(model)
+    val = data.validation(cfg.stages[0].resolutions[0])   # reads a first window: broken images refused before any write
     if main:
         write_json(out / "config.json", cfg.to_json())
-    vae, diffusion = load_vae(cfg, device), Diffusion.for_model(model)
     model.gradient_checkpointing = cfg.gradient_checkpointing
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.stages[0].lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -310,7 +311,6 @@ def train(cfg: TrainConfig, out_dir, stop_after: int | None = None, log=print) -
     model, opt = accelerator.prepare(model, opt)
     ema = {k: v.to(device) for k, v in ema.items()}
     logger = CsvLog(out / "log.csv", LOG_FIELDS, keep_until=step) if main else None
-    val = data.validation(cfg.stages[0].resolutions[0])
     last = cfg.total_steps if stop_after is None else min(stop_after, cfg.total_steps)
     while step < last:
         start = time.perf_counter()
