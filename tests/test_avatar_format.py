@@ -79,6 +79,18 @@ def test_animated_layout_is_browser_loadable(fitted_avatar, tmp_path):
     with pytest.raises(ValueError, match="truncated"):
         (tmp_path / "cut.m4da").write_bytes(raw[:len(raw) // 2])
         read_animated(tmp_path / "cut.m4da")
+    # a broken header or buffer table is a Morph4DError naming the file, never a KeyError / JSON traceback
+    from morph4d.errors import Morph4DError
+
+    def with_header(text: bytes) -> bytes:
+        return raw[:4] + struct.pack("<II", version, len(text)) + text
+    broken = {"not_json": with_header(b"{oops"), "no_buffers": with_header(b'{"fps": 25, "camera": {}}'),
+              "bad_dtype": with_header(json.dumps({**header, "buffers": {**header["buffers"], "faces": {
+                  **header["buffers"]["faces"], "dtype": "complex"}}}).encode()) + raw[12 + length:]}
+    for name, data in broken.items():
+        (tmp_path / f"{name}.m4da").write_bytes(data)
+        with pytest.raises(Morph4DError, match=f"{name}.m4da"):
+            read_animated(tmp_path / f"{name}.m4da")
 
 
 @torch.no_grad()

@@ -28,7 +28,6 @@ from morph4d.heads.animation import Animation, get_animation
 from morph4d.models.folder import check_model_folder, load_models, weights_digest
 from morph4d.models.latent import LATENT_CHANNELS, LATENT_FACTOR, check_frame_count, latent_frames
 
-
 RESOLUTION_MULTIPLE = 16   # 8x autoencoder x 2x2 patches (MVP4D S2.2)
 MAX_RESOLUTION = 1024      # MVP4D generates at 512 px; a bound on what one reference may ask of memory
 
