@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from morph4d.diffusion.sampling import angular_guidance_scales, ddim_sample, guided, mode_mask, per_view
+from morph4d.diffusion.sampling import angular_guidance_scales, ddim_sample, guided, mode_mask, multiview_guided
 from morph4d.diffusion.schedule import Diffusion, DiffusionConfig
 
 SHAPE = (2, 3, 4, 2, 3, 3)  # (B, V, F, C, h, w)
@@ -145,15 +145,29 @@ def test_guidance_scale_one_is_the_conditional_prediction():
         torch.testing.assert_close(out[:, v], (-x + scales[v] * (3 * x + 1))[:, v])
 
 
-def test_per_view_pass_equals_each_view_alone():
+def test_multiview_guidance_runs_each_generated_view_alone():
     def joint(x, t):  # mixes information across views: a joint pass is not a per-view pass
         return x + x.mean(dim=1, keepdim=True) * (1 + t.view(-1, 1, 1, 1, 1, 1))
+    calls = []
+
+    def single(x, t):
+        calls.append(len(x))
+        return joint(x, t)
+    cond = lambda x, t: 3 * x + 1  # noqa: E731
     g = torch.Generator().manual_seed(7)
     x, t = torch.randn(SHAPE, generator=g), torch.tensor([3, 9])
-    out = per_view(joint)(x, t)
-    alone = torch.cat([joint(x[:, v: v + 1], t) for v in range(SHAPE[1])], dim=1)
-    torch.testing.assert_close(out, alone)
-    assert not torch.allclose(out, joint(x, t))
+    scales = torch.tensor([1.0, 1.5, 2.0])
+    B, V = SHAPE[:2]
+    out = multiview_guided(cond, single, scales, torch.ones(B, V, dtype=torch.bool))(x, t)
+    alone = torch.cat([joint(x[:, v: v + 1], t) for v in range(V)], dim=1)   # each view's uncond alone
+    torch.testing.assert_close(out, alone + scales.view(1, -1, 1, 1, 1, 1) * (cond(x, t) - alone))
+    assert calls == [B * V] and not torch.allclose(alone, joint(x, t))
+    # views given whole (the sampler keeps them clean) skip the pass: the others are unchanged, theirs is cond
+    needed = torch.tensor([[True, False, True]] * B)
+    part = multiview_guided(cond, single, scales, needed)(x, t)
+    assert calls[-1] == int(needed.sum())
+    torch.testing.assert_close(part[:, needed[0]], out[:, needed[0]])
+    torch.testing.assert_close(part[:, 1], cond(x, t)[:, 1])
 
 
 def test_angular_guidance_scales():

@@ -162,3 +162,45 @@ def test_cli_generate_and_bad_input(tmp_path, models, head, capsys):
     assert main(retrained) == 2 and "different run" in capsys.readouterr().err
     assert main(["generate", "--reference", str(ref), "--model", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
     assert "not a model folder" in capsys.readouterr().err
+
+
+def test_views_given_whole_skip_the_multiview_unconditional_pass(models):
+    """Multi-view CFG without the single-view passes of the views given whole (MVP4D §4: they are returned
+    clean) samples the same latents as with them, with fewer passes."""
+    from morph4d.diffusion.sampling import ddim_sample, guidance
+    from morph4d.diffusion.schedule import Diffusion
+    _, model, _ = models
+    g = torch.Generator().manual_seed(3)
+    V, F, h = 4, 2, 4
+    x = torch.randn(1, V, F, 16, h, h, generator=g)
+    cond = torch.randn(1, V, F, model.config.conditioning_channels, h, h, generator=g)
+    ref, ref_cond = torch.randn(1, 16, h, h, generator=g), torch.randn(1, model.config.conditioning_channels, h, h,
+                                                                       generator=g)
+    mask = torch.zeros(1, V, F, dtype=torch.bool)
+    mask[:, :2] = True                                                   # views 0 and 1 given whole
+    given = torch.randn(x.shape, generator=g)
+    diffusion, scale = Diffusion.for_model(model), torch.tensor([1.2, 1.3, 1.4, 1.5])
+    calls = []
+    hook = model.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[0]))
+    with torch.no_grad():
+        out = {}
+        for name, m in (("all", None), ("skip", mask)):
+            calls.clear()
+            denoise = guidance("multiview", model, diffusion, cond, ref, ref_cond, scale, given_mask=m)
+            out[name] = ddim_sample(denoise, diffusion, x, 2, given=given, given_mask=mask)
+            out[name + "_calls"] = list(calls)
+    hook.remove()
+    torch.testing.assert_close(out["skip"], out["all"], rtol=1e-4, atol=1e-5)
+    assert out["all_calls"] == [1, V] * 2 and out["skip_calls"] == [1, 2] * 2   # (joint, single-view batch) per step
+
+
+def test_dry_run_sizes_the_plan_without_running(tmp_path, models, head, capsys):
+    from morph4d.generation.plan import PRESETS, build_plan, plan_passes
+    ref = tmp_path / "ref.npz"
+    make_reference(head).save(ref)
+    assert main(["generate", "--reference", str(ref), "--model", str(models[0]), "--plan", "small", "--dry-run",
+                 "--out", str(tmp_path / "o")]) == 0
+    text = capsys.readouterr().out
+    p = plan_passes(build_plan(PRESETS["small"]), "multiview")
+    assert f"DDIM steps {p['steps']}, joint passes {p['joint']}" in text and f"single-view passes {p['single']}" in text
+    assert "TFLOP" in text and not (tmp_path / "o").exists()

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from morph4d.cameras import view_set
-from morph4d.generation.plan import PRESETS, PlanConfig, PlanRun, build_plan, job_seed
+from morph4d.generation.plan import PRESETS, PlanConfig, PlanRun, build_plan, job_seed, plan_passes
 
 LATENT = (5, 2, 2, 2)  # small preset: 17 frames -> 5 latent frames; (F_lat, C, h, w)
 
@@ -150,3 +150,18 @@ def test_two_processes_split_the_jobs_and_match_one(tmp_path):
         assert torch.equal(one.load(j.id), two.load(j.id))
     ran = [set(json.loads((tmp_path / "two" / f"ran{r}.json").read_text())) for r in (0, 1)]
     assert ran[0] and ran[1] and ran[0].isdisjoint(ran[1]) and ran[0] | ran[1] == {j.id for j in one.jobs}
+
+
+def test_pass_count_of_the_120_preset_follows_the_formula():
+    """MVP4D S3: 100 DDIM steps for every key-view job, 50 for the clusters; multi-view CFG adds one single-view
+    pass per generated view and step, none for the 4 key views a cluster is given whole."""
+    vs = view_set("120")
+    K, C, W = int(vs.key.sum()), len(vs.clusters), 2            # 8 keys, 6 clusters of 4, windows 0-48 and 40-88
+    assert (K, C) == (8, 6)
+    jobs = build_plan(PRESETS["120"])
+    assert [j.steps for j in jobs if j.id.startswith("key")] == [100] * W
+    steps = W * (100 + C * 50)
+    assert plan_passes(jobs, "multiview") == {"jobs": W * (1 + C), "steps": steps, "joint": steps,
+                                              "single": W * (100 * K + C * 50 * 4)}   # 800 joint, 4000 single
+    assert plan_passes(jobs, "cfg") == {"jobs": 14, "steps": 800, "joint": 1600, "single": 0}
+    assert plan_passes(jobs, "none")["joint"] == 800

@@ -108,15 +108,14 @@ def unconditional_inputs(cond: torch.Tensor, ref_latent: torch.Tensor, ref_cond:
     return torch.zeros_like(cond), torch.zeros_like(ref_latent), torch.zeros_like(ref_cond)
 
 
-def per_view(denoise_single: Denoiser) -> Denoiser:
-    """Run a denoiser on every view separately, batched as (B * V, 1, ...): MVP4D's multi-view CFG needs
-    the unconditional prediction of each view alone, since a joint unconditional pass gives every view
-    the same tokens (§4)."""
-    def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        B, V = x.shape[:2]
-        out = denoise_single(x.reshape(B * V, 1, *x.shape[2:]), t.repeat_interleave(V))
-        return out.reshape(x.shape)
-    return denoise
+def _combine(c: torch.Tensor, u: torch.Tensor, scale) -> torch.Tensor:
+    """u + scale * (c - u) with ``scale`` a float or per view ``(V,)`` / ``(B, V)``."""
+    w = torch.as_tensor(scale, dtype=c.dtype)
+    if w.dim() == 1:  # per view
+        w = w.view(1, -1, 1, 1, 1, 1)
+    elif w.dim() == 2:  # per batch item and view
+        w = w.view(*w.shape, 1, 1, 1, 1)
+    return u + w * (c - u)
 
 
 def guided(cond: Denoiser, uncond: Denoiser, scale: torch.Tensor | float) -> Denoiser:
@@ -124,15 +123,22 @@ def guided(cond: Denoiser, uncond: Denoiser, scale: torch.Tensor | float) -> Den
     ``(V,)`` / ``(B, V)``. Scale 1 returns the conditional prediction exactly (uncond is not evaluated)."""
     if isinstance(scale, (int, float)) and scale == 1.0:
         return cond
+    return lambda x, t: _combine(cond(x, t), uncond(x, t), scale)
 
+
+def multiview_guided(cond: Denoiser, single: Denoiser, scale, needed: torch.Tensor) -> Denoiser:
+    """MVP4D's multi-view CFG: the unconditional prediction of each view alone (``single`` on
+    ``(n, 1, F, C, h, w)``, one item per view), only for the views flagged in ``needed`` ``(B, V)`` -- the
+    views given whole are returned clean by the sampler, so their guidance is never used and they skip
+    the pass (their unconditional prediction is taken as the conditional one)."""
     def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        c, u = cond(x, t), uncond(x, t)
-        w = torch.as_tensor(scale, dtype=x.dtype)
-        if w.dim() == 1:  # per view
-            w = w.view(1, -1, 1, 1, 1, 1)
-        elif w.dim() == 2:  # per batch item and view
-            w = w.view(*w.shape, 1, 1, 1, 1)
-        return u + w * (c - u)
+        c = cond(x, t)
+        B, V = x.shape[:2]
+        flat_x, flat_c, run = x.reshape(B * V, 1, *x.shape[2:]), c.reshape(B * V, 1, *x.shape[2:]), needed.reshape(-1)
+        u = flat_c.clone()
+        if bool(run.any()):
+            u[run] = single(flat_x[run], t.repeat_interleave(V)[run])
+        return _combine(c, u.reshape(x.shape), scale)
     return denoise
 
 
@@ -148,9 +154,11 @@ def angular_guidance_scales(view_az, view_el, ref_az, ref_el, at_0: float = 1.1,
 GUIDANCE_KINDS = ("multiview", "cfg", "none")  # MVP4D Table 7: multi-view CFG, conventional CFG, none
 
 
-def guidance(kind: str, model, diffusion: Diffusion, cond, ref_latent, ref_cond, scale) -> Denoiser:
+def guidance(kind: str, model, diffusion: Diffusion, cond, ref_latent, ref_cond, scale,
+             given_mask: torch.Tensor | None = None) -> Denoiser:
     """The three options of MVP4D's Table 7: ``"none"``, ``"cfg"`` (one joint unconditional pass) and
-    ``"multiview"`` (a separate unconditional pass per view)."""
+    ``"multiview"`` (a separate unconditional pass per generated view). ``given_mask`` ``(B, V, F_lat)``: the
+    latents the sampler keeps clean; views given whole skip their multi-view unconditional pass."""
     c = model_denoiser(model, diffusion, cond, ref_latent, ref_cond)
     if kind == "none":
         return c
@@ -159,7 +167,11 @@ def guidance(kind: str, model, diffusion: Diffusion, cond, ref_latent, ref_cond,
         return guided(c, model_denoiser(model, diffusion, u_cond, u_ref, u_ref_cond), scale)
     if kind == "multiview":
         B, V = cond.shape[:2]
-        single = model_denoiser(model, diffusion, u_cond.reshape(B * V, 1, *cond.shape[2:]),
-                                u_ref.repeat_interleave(V, 0), u_ref_cond.repeat_interleave(V, 0))
-        return guided(c, per_view(single), scale)
+        needed = torch.ones(B, V, dtype=torch.bool) if given_mask is None else ~given_mask.all(dim=2)
+        run = needed.reshape(-1)
+        single = model_denoiser(model, diffusion, u_cond.reshape(B * V, 1, *cond.shape[2:])[run],
+                                u_ref.repeat_interleave(V, 0)[run], u_ref_cond.repeat_interleave(V, 0)[run])
+        if isinstance(scale, (int, float)) and scale == 1.0:
+            return c
+        return multiview_guided(c, single, scale, needed)
     raise Morph4DError(f"guidance must be 'none', 'cfg' or 'multiview', got {kind!r}")

@@ -37,9 +37,17 @@ def generate_config(args):
 
 
 def _cmd_generate(args) -> None:
-    from morph4d.generation.generate import prepare_generation
+    from morph4d.generation.generate import plan_cost, prepare_generation
     generation = prepare_generation(args.reference, args.animation, generate_config(args), head=args.head,
                                     flame_path=args.flame_path, model=args.model, cogvideox=args.cogvideox)
+    if args.dry_run:
+        c = plan_cost(generation)
+        print(f"plan '{args.plan}': {c['views']} views, windows of {c['frames_per_window']} frames at "
+              f"{c['resolution']} px; guidance {args.guidance}; MMVDM {c['layers']} layers x {c['width']} wide\n"
+              f"jobs {c['jobs']}, DDIM steps {c['steps']}, joint passes {c['joint']} (up to "
+              f"{c['tokens_joint_max']:,} tokens), single-view passes {c['single']} ({c['tokens_single']:,} tokens)\n"
+              f"estimated {c['flop'] / 1e12:,.1f} TFLOP in the transformer blocks; nothing was run or written")
+        return
     rank, world, barrier = _distributed()
     paths = generation.run(args.out, rank, world, barrier)
     if paths:
@@ -71,6 +79,8 @@ def register(sub) -> None:
     add_generation_args(p)
     p.add_argument("--cogvideox", default=None, help="local CogVideoX-2B folder for the paper-scale autoencoder")
     p.add_argument("--out", default="out/generate", help="output folder; a killed run resumes there")
+    p.add_argument("--dry-run", action="store_true", help="check the inputs and print the plan's jobs, steps, "
+                   "network passes, tokens and estimated FLOP, without running it (to size a GPU run)")
     p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("reference", help="a tracked reference .npz from one view and frame of a dataset sequence")

@@ -9,7 +9,7 @@ head parameters, seeds, versions) that the 4D fitting reads. Every file is writt
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -20,12 +20,12 @@ from morph4d.conditioning.maps import HeadConditioner
 from morph4d.diffusion.sampling import angular_guidance_scales, ddim_sample, guidance
 from morph4d.diffusion.schedule import Diffusion
 from morph4d.errors import Morph4DError
-from morph4d.generation.plan import PRESETS, Job, PlanConfig, PlanRun, job_seed
+from morph4d.generation.plan import PRESETS, Job, PlanConfig, PlanRun, build_plan, job_seed, plan_passes
 from morph4d.generation.reference import Reference, canonicalize, load_reference, view_angles
 from morph4d.generation.videos import PARAM_KEYS, write_videos
 from morph4d.heads import HeadModel, load_head_model
 from morph4d.heads.animation import Animation, get_animation
-from morph4d.models.folder import check_model_folder, load_models, weights_digest
+from morph4d.models.folder import check_model_folder, load_models, read_mmvdm_config, weights_digest
 from morph4d.models.latent import LATENT_CHANNELS, LATENT_FACTOR, check_frame_count, latent_frames
 
 RESOLUTION_MULTIPLE = 16   # 8x autoencoder x 2x2 patches (MVP4D S2.2)
@@ -86,7 +86,7 @@ class MultiViewGenerator:
             ref_el = torch.tensor([self.ref_el] + [float(self.el[v]) for v in job.given_views])
             scale = angular_guidance_scales(self.az[job.views], self.el[job.views], ref_az, ref_el)
             denoise = guidance(self.guidance_kind, self.model, self.diffusion, cond, self.ref_latent,
-                               self.ref_cond, scale)
+                               self.ref_cond, scale, given_mask=mask[None])
             noise = torch.randn(given[None].shape, generator=generator)
             out = ddim_sample(denoise, self.diffusion, noise, job.steps, given=given[None], given_mask=mask[None],
                               callback=callback)
@@ -153,16 +153,51 @@ def prepare_generation(reference: str | Path, animation: str, cfg: GenerateConfi
     return Generation(head_model, ref, anim, cfg, identity, model, cogvideox)
 
 
+def plan_config(cfg: GenerateConfig) -> PlanConfig:
+    """The sampling plan of a generation: its preset with the run's step counts and seed."""
+    if cfg.preset not in PRESETS:
+        raise Morph4DError(f"unknown preset '{cfg.preset}'; expected one of {sorted(PRESETS)}")
+    overrides = {k: v for k, v in (("key_steps", cfg.key_steps), ("other_steps", cfg.other_steps),
+                                   ("seed", cfg.seed)) if v is not None}
+    return replace(PRESETS[cfg.preset], **overrides)
+
+
+def plan_cost(generation: Generation) -> dict:
+    """What a generation will cost, without running it: jobs, DDIM steps, network passes (``plan_passes``),
+    tokens per pass and an estimate of the MMVDM's floating-point operations (2 x multiply-adds of the
+    transformer blocks' projections, 12 D^2 per token and layer, plus attention's 4 N D per token and layer;
+    embedding and output layers left out), from the model folder's config.json alone."""
+    pcfg = plan_config(generation.config)
+    vs = view_set(pcfg.views)
+    jobs = build_plan(pcfg, vs)
+    mcfg = read_mmvdm_config(generation.model_dir)
+    h = generation.reference.camera.width // LATENT_FACTOR
+    F = latent_frames(pcfg.frames_per_window)
+    L, D = mcfg.num_layers, mcfg.inner_dim
+
+    def flop(n_tokens: int) -> float:
+        return 2.0 * L * n_tokens * (12 * D * D + 2 * n_tokens * D)
+
+    total, joint_tokens = 0.0, []
+    passes = plan_passes(jobs, generation.config.guidance)
+    single_tokens = mcfg.num_tokens(1, F, h, h)
+    for job in jobs:
+        n = mcfg.num_tokens(len(job.views), F, h, h)
+        joint_tokens.append(n)
+        per_step = flop(n) * (2 if generation.config.guidance == "cfg" else 1)
+        if generation.config.guidance == "multiview":
+            per_step += len(job.generated_views) * flop(single_tokens)
+        total += job.steps * per_step
+    return {**passes, "tokens_joint_max": max(joint_tokens), "tokens_single": single_tokens,
+            "flop": total, "layers": L, "width": D, "resolution": generation.reference.camera.width,
+            "frames_per_window": pcfg.frames_per_window, "views": len(vs.azimuth)}
+
+
 def run_generate(out: str | Path, model, vae, head: HeadModel, reference: Reference, animation: Animation,
                  cfg: GenerateConfig, identity: dict, rank: int = 0, world: int = 1, barrier=lambda: None,
                  log=print) -> dict:
     """Plan, sample (resumably, split over ``world`` processes), decode and write the outputs."""
-    if cfg.preset not in PRESETS:
-        raise Morph4DError(f"unknown preset '{cfg.preset}'; expected one of {sorted(PRESETS)}")
-    pcfg = PRESETS[cfg.preset]
-    overrides = {k: v for k, v in (("key_steps", cfg.key_steps), ("other_steps", cfg.other_steps),
-                                   ("seed", cfg.seed)) if v is not None}
-    pcfg = type(pcfg)(**{**asdict(pcfg), **overrides})
+    pcfg = plan_config(cfg)
     if animation.num_frames < pcfg.total_frames:
         raise Morph4DError(f"the '{cfg.preset}' preset generates {pcfg.total_frames} frames but the animation "
                            f"'{animation.name}' has {animation.num_frames}; give a longer animation (--frames)")

@@ -5,7 +5,9 @@
 3. temporal extension of the key videos: a window of F frames starting ``F - overlap`` frames later,
    its first ``overlap`` frames (3 latent frames for overlap 9) given from the previous window (mode 3);
 4. extension of each cluster: its 4 keys' extended videos given, and its own first latent frames (mode 4).
-Steps 3-4 repeat until ``total_frames`` are covered (49 + 40 = 89 in the paper).
+Steps 3-4 repeat until ``total_frames`` are covered (49 + 40 = 89 in the paper). Every job of the key views
+(1 and 3) runs ``key_steps`` DDIM steps, the others ``other_steps`` (MVP4D S3: 100 for the key views, 50 for
+all other views).
 
 Jobs and their dependencies are written to ``plan.json``; each finished job stores its latents in
 ``jobs/JOB.safetensors`` atomically. A job reads what it is given from its dependencies' files, never
@@ -30,7 +32,7 @@ from morph4d.errors import Morph4DError
 from morph4d.io import atomic_path, write_json
 from morph4d.models.latent import TEMPORAL_FACTOR, check_frame_count
 
-PLAN_VERSION = 1
+PLAN_VERSION = 2  # 2: the key views' extension windows run key_steps (MVP4D S3), not other_steps
 
 
 @dataclass(frozen=True)
@@ -96,12 +98,22 @@ def build_plan(cfg: PlanConfig, vs: ViewSet | None = None) -> list[Job]:
                         deps=["key_w0"], level=1))
     for w in range(1, windows):
         start = w * (F - O)
-        jobs.append(Job(f"key_w{w}", keys, start, 3, cfg.other_steps, given_frames=given_lat,
+        jobs.append(Job(f"key_w{w}", keys, start, 3, cfg.key_steps, given_frames=given_lat,
                         deps=[f"key_w{w - 1}"], level=2 * w))
         for c, (members, ckeys) in enumerate(zip(vs.clusters, vs.cluster_keys)):
             jobs.append(Job(f"cluster{c}_w{w}", members + ckeys, start, 4, cfg.other_steps, given_views=ckeys,
                             given_frames=given_lat, deps=[f"key_w{w}", f"cluster{c}_w{w - 1}"], level=2 * w + 1))
     return jobs
+
+
+def plan_passes(jobs: list[Job], guidance: str) -> dict:
+    """Network passes of a plan under a guidance kind (``diffusion.sampling.GUIDANCE_KINDS``): per DDIM step a
+    job runs one joint conditional pass over its views, plus, for ``cfg``, one joint unconditional pass, or,
+    for ``multiview``, one single-view unconditional pass per view it generates (views given whole need
+    none, MVP4D §4). Returns totals: ``steps``, ``joint`` (joint passes), ``single`` (single-view passes)."""
+    steps = sum(j.steps for j in jobs)
+    single = sum(j.steps * len(j.generated_views) for j in jobs) if guidance == "multiview" else 0
+    return {"jobs": len(jobs), "steps": steps, "joint": steps * (2 if guidance == "cfg" else 1), "single": single}
 
 
 def job_seed(seed: int, job_id: str) -> int:

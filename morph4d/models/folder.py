@@ -16,9 +16,10 @@ from pathlib import Path
 import torch
 
 from morph4d.errors import Morph4DError
-from morph4d.io import write_json
+from morph4d.io import config_from_json, write_json
 from morph4d.models.mmvdm import MMVDM, MMVDMConfig
 from morph4d.models.vae import VAE_PRESETS, CausalVideoAutoencoder, CogVideoXAutoencoder
+from morph4d.validate import read_json
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "assets" / "default"  # the embedded default
 
@@ -62,6 +63,15 @@ def pack_models(mmvdm: str | Path, vae: str | Path, out: str | Path, provenance:
     return out
 
 
+def read_mmvdm_config(path: str | Path | None = None) -> MMVDMConfig:
+    """The MMVDM's architecture from ``path/mmvdm/config.json`` (None: the embedded default), weights unread."""
+    folder = check_model_folder(DEFAULT_MODEL if path is None else path) / "mmvdm"
+    raw = read_json(folder / "config.json", "MMVDM config")
+    if raw.pop("model", None) != "MMVDM":
+        raise Morph4DError(f"{folder / 'config.json'} is not an MMVDM config")
+    return config_from_json(MMVDMConfig, raw, str(folder / "config.json"))
+
+
 def check_model_folder(path: str | Path) -> Path:
     """``path`` as a Path if it holds ``mmvdm/``, else a ``Morph4DError`` saying what a model folder is."""
     path = Path(path)
@@ -85,4 +95,4 @@ def load_models(path: str | Path | None = None, cogvideox: str | None = None):
     return model, vae
 
 
-__all__ = ["DEFAULT_MODEL", "check_model_folder", "init_models", "load_models", "pack_models", "weights_digest"]
+__all__ = ["DEFAULT_MODEL", "check_model_folder", "read_mmvdm_config", "init_models", "load_models", "pack_models", "weights_digest"]
