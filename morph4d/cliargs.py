@@ -1,7 +1,7 @@
 """Argument helpers shared by every command group's ``register`` (foundation: argparse only).
 
 Flag spellings mean one thing across all commands: ``--res`` a square size in pixels, ``--views`` a number
-of views, ``--view-set`` an MVP4D view set (120 | 360), ``--plan`` a sampling-plan preset
+of views, ``--view-set`` a view set (small | 120 | 360), ``--plan`` a sampling-plan preset
 (small | 120 | 360), ``--head`` / ``--flame-path`` the head model. Old spellings stay accepted through
 ``deprecated_alias`` and say what to write instead.
 """

@@ -53,8 +53,12 @@ def run_command(args) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # a bug: say so, keep the trace
-        print(f"internal error: {type(e).__name__}: {e}\n(this is a bug in morph4d; full traceback in "
-              f"{traceback_file(e)})", file=sys.stderr)
+        try:
+            where = f"full traceback in {traceback_file(e)}"
+        except OSError:   # no writable temporary folder: the traceback goes to the terminal instead
+            traceback.print_exception(e, file=sys.stderr)
+            where = "traceback above"
+        print(f"internal error: {type(e).__name__}: {e}\n(this is a bug in morph4d; {where})", file=sys.stderr)
         return 1
     return 0
 

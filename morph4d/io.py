@@ -62,7 +62,7 @@ def load_weights(path: str | Path, model_name: str, config_fields: set[str]) -> 
     path = Path(path)
     if not (path / WEIGHTS_CONFIG).is_file() or not (path / WEIGHTS_FILE).is_file():
         raise Morph4DError(f"expected {path / WEIGHTS_CONFIG} and {path / WEIGHTS_FILE} ({model_name}.save_pretrained)")
-    raw = read_json(path / WEIGHTS_CONFIG, f"{model_name} config")
+    raw = read_json(path / WEIGHTS_CONFIG)
     if raw.pop("model", None) != model_name or set(raw) - config_fields:
         raise Morph4DError(f"{path / WEIGHTS_CONFIG} is not a {model_name} config (unknown keys: "
                            f"{sorted(set(raw) - config_fields)})")
@@ -97,6 +97,9 @@ def config_from_json(cls, raw: dict, where: str):
         if f.name not in raw:
             continue
         v, default = raw[f.name], f.default
+        if v is None and "None" in str(f.type):   # an optional field (``int | None``)
+            values[f.name] = v
+            continue
         if isinstance(default, bool):
             ok = isinstance(v, bool)
         elif isinstance(default, int):
@@ -106,7 +109,8 @@ def config_from_json(cls, raw: dict, where: str):
         elif isinstance(default, str):
             ok = isinstance(v, str)
         elif isinstance(default, tuple):
-            ok = isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+            kinds = (int,) if all(isinstance(x, int) for x in default) else (int, float)
+            ok = isinstance(v, list) and all(isinstance(x, kinds) and not isinstance(x, bool) for x in v)
             v = tuple(v) if ok else v
         else:
             ok = v is None or isinstance(v, (int, float, str))

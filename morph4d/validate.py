@@ -49,7 +49,8 @@ def input_file(path: str | Path, what: str) -> Path:
     """``path`` as a Path when it is an existing regular file (symlinks followed), else a clear error."""
     path = Path(path)
     if path.is_dir():
-        raise Morph4DError(f"{what} {path} is a directory; expected a file")
+        raise Morph4DError(f"{what} is a directory; expected a file" if str(path) in what
+                           else f"{what} {path} is a directory; expected a file")
     if not path.is_file():
         broken = " (a symbolic link to nowhere)" if path.is_symlink() else ""
         raise InputNotFoundError(f"{what} not found: {path}{broken}")
@@ -134,15 +135,17 @@ def read_npz(path: str | Path, what: str, max_values: int | None = None) -> dict
         raise Morph4DError(f"{what} {path} is not a readable .npz file ({e})") from None
 
 
-def read_json(path: str | Path, what: str) -> dict:
-    """A JSON object from ``path``; anything else is refused with what was expected."""
-    path = input_file(path, what)
+def read_json(path: str | Path, what: str | None = None) -> dict:
+    """A JSON object from ``path``; anything else is refused with what was expected. ``what`` names the file
+    in messages (default: its path)."""
+    label = what or str(path)
+    path = input_file(path, label)
     try:
         value = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise Morph4DError(f"{what} {path} is not JSON ({e})") from None
+        raise Morph4DError(f"{label} is not valid JSON ({e})") from None
     if not isinstance(value, dict):
-        raise Morph4DError(f"{what} {path}: expected a JSON object, got {type(value).__name__}")
+        raise Morph4DError(f"{label}: expected a JSON object, got {type(value).__name__}")
     return value
 
 

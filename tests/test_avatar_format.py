@@ -1,5 +1,5 @@
 """`morph4d export`: the animated .m4da format round-trips to Avatar.world through its documented placement
-(numpy, avatar_format.place), the .ply frame equals Avatar.world, and bad input exits 2 without touching
+(numpy, avatar.animated.place), the .ply frame equals Avatar.world, and bad input exits 2 without touching
 existing outputs."""
 
 import json

@@ -558,6 +558,10 @@ DATASET_CASES = {
     "meta_missing_views": _edit_json("meta.json", lambda m: m.pop("views")),
     "meta_nan_fps": _edit_json("meta.json", lambda m: m.update(fps=float("nan"))),
     "meta_nan_width": _edit_json("meta.json", lambda m: m.update(width=float("nan"))),
+    "meta_frames_text": _edit_json("meta.json", lambda m: m.update(num_frames="x")),
+    "meta_views_a_number": _edit_json("meta.json", lambda m: m.update(views=5)),
+    "meta_is_a_list": lambda seq, pngs: (seq / "meta.json").write_text("[1, 2]"),
+    "meta_binary": lambda seq, pngs: (seq / "meta.json").write_bytes(b"\xff\xfe\x00garbage"),
     "cameras_nan_R": _edit_npz("cameras.npz", R=_set((0, 0, 0), np.nan)),
     "cameras_nan_K": _edit_npz("cameras.npz", K=_set((0, 0, 0), np.nan)),
     "cameras_inf_t": _edit_npz("cameras.npz", t=_set((0, 2), np.inf)),
@@ -685,6 +689,8 @@ GENERATED_CASES = {
     "frame_png_garbage": lambda root: garbage(root / "views" / "01" / "0002.png"),
     "camera_nan_R": _edit_manifest(_set_in_view(0, "R", (0, 0), float("nan"))),
     "camera_inf_K": _edit_manifest(_set_in_view(1, "K", (0, 0), float("inf"))),
+    "view_index_text": _edit_manifest(lambda m: m["views"][0].update(index="00")),
+    "frame_of_another_size": lambda root: (root / "views" / "01" / "0002.png").write_bytes(png_header_only(48, 48)),
 }
 
 
@@ -722,3 +728,57 @@ def test_existing_output_is_unchanged(command, capsys, tmp_path, dataset, fitted
     }[command]
     assert_refused(argv, capsys, [out])
     assert out.read_bytes() == b"an earlier output"
+
+
+# ---------------------------------------------------------------------------------------------------
+# values refused before any run folder exists, and near misses that must still be accepted
+# ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv", [
+    ["avatar", "--key-steps", "0"], ["avatar", "--fit-iterations", "0"], ["generate", "--other-steps", "0"]],
+    ids=["avatar_key_steps_0", "avatar_fit_iterations_0", "generate_other_steps_0"])
+def test_bad_numbers_are_refused_before_the_run_folder(argv, capsys, tmp_path, models, reference):
+    out = tmp_path / "out"
+    assert_refused([*argv, "--reference", reference, "--model", models, "--out", out], capsys, [out])
+
+
+@pytest.mark.parametrize("res", ["-5", "0", "72", "100000"])
+def test_reference_resolution_is_bounded(res, capsys, tmp_path, dataset):
+    ds, seq = dataset
+    assert_refused(["reference", "--sequence", ds / seq, "--res", res, "--out", tmp_path / "r.npz"], capsys,
+                   [tmp_path / "r.npz"])
+
+
+@pytest.mark.parametrize("res", ["-3", "0", "100000"])
+def test_fit_resolution_is_bounded(res, capsys, tmp_path, dataset):
+    ds, seq = dataset
+    assert_refused(["fit", ds / seq, "--res", res, "--iterations", "1", "--out", tmp_path / "a"], capsys,
+                   [tmp_path / "a"])
+
+
+def test_near_misses_are_accepted(tmp_path, head, reference, animation):
+    """What users' files look like: a resampled float image overshooting [0, 1] a little, an animation with a
+    tracker's extra metadata, a model config with an optional field left None."""
+    from morph4d.generation.reference import load_reference
+    from morph4d.heads.animation import load_animation
+    from morph4d.models.mmvdm import MMVDM, MMVDMConfig
+    arrays = npz_arrays(reference)
+    arrays["image"] = arrays["image"].astype(np.float32) * 1.05 - 0.02          # bicubic-like overshoot
+    arrays["image"][0, 0] = -0.05
+    save_npz(tmp_path / "overshoot.npz", arrays)
+    img = load_reference(tmp_path / "overshoot.npz", head).image
+    assert float(img.min()) == 0.0 and float(img.max()) == 1.0
+    arrays["image"] = (npz_arrays(reference)["image"] * 65535).astype(np.uint16)
+    save_npz(tmp_path / "uint16.npz", arrays)
+    with pytest.raises(ValueError, match="uint8 or floats"):
+        load_reference(tmp_path / "uint16.npz", head)
+    anim = npz_arrays(animation)
+    save_npz(tmp_path / "tracked.npz", {**anim, "subject": np.array("actor 3"), "valid": np.ones(25, bool)})
+    assert load_animation(tmp_path / "tracked.npz", head).num_frames == anim["jaw"].shape[0]
+    MMVDM(MMVDMConfig.preset("tiny", base_tokens=None), generator=torch.Generator().manual_seed(0)).save_pretrained(
+        tmp_path / "m")
+    assert MMVDM.from_pretrained(tmp_path / "m").config.base_tokens is None
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    (tmp_path / "m" / "config.json").write_text(json.dumps({**config, "patch_size": 2.0}))
+    with pytest.raises(ValueError, match="patch_size"):
+        MMVDM.from_pretrained(tmp_path / "m")

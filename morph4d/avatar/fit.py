@@ -82,6 +82,8 @@ class FitConfig:
     seed: int = 0
 
     def check(self) -> None:
+        if self.resolution is not None and not 8 <= self.resolution <= 2048:
+            raise Morph4DError(f"the fit's resolution must be 8 to 2048 px (or the images' own), got {self.resolution}")
         if self.iterations < 1 or self.checkpoint_every < 1 or not 0 <= self.sh_degree <= 3 \
                 or not 0 <= self.backface_dropout <= 1:
             raise Morph4DError(f"invalid fit configuration: {self}")

@@ -50,6 +50,7 @@ from morph4d.validate import (
     check_intrinsics,
     check_rotation,
     open_image,
+    read_json,
     read_npz,
 )
 
@@ -257,12 +258,9 @@ def read_meta(path: str | Path) -> dict:
     name = path.name.split(".partial-")[0].lstrip(".")
     if not path.is_dir():
         raise Morph4DError(f"sequence '{name}': folder {path} does not exist")
-    try:
-        meta = json.loads((path / "meta.json").read_text())
-    except FileNotFoundError:
-        raise Morph4DError(f"sequence '{name}': meta.json is missing in {path}") from None
-    except json.JSONDecodeError as e:
-        raise Morph4DError(f"sequence '{name}': meta.json is not valid JSON ({e})") from None
+    if not (path / "meta.json").exists():
+        raise Morph4DError(f"sequence '{name}': meta.json is missing in {path}")
+    meta = read_json(path / "meta.json", f"sequence '{name}': meta.json")
     if meta.get("format") != SEQUENCE_FORMAT:
         raise Morph4DError(f"sequence '{name}': meta.json is not a {SEQUENCE_FORMAT} file")
     if meta.get("version") != FORMAT_VERSION:
@@ -272,6 +270,12 @@ def read_meta(path: str | Path) -> dict:
                if k not in meta]
     if missing:
         raise Morph4DError(f"sequence '{name}': meta.json lacks {missing}")
+    for key in ("num_frames", "width", "height"):
+        if isinstance(meta[key], bool) or not isinstance(meta[key], int):
+            raise Morph4DError(f"sequence '{name}': meta.json {key} must be a whole number, got {meta[key]!r}")
+    if not isinstance(meta["views"], list) or not meta["views"] or not all(
+            isinstance(v, str) and v and "/" not in v and v not in (".", "..") for v in meta["views"]):
+        raise Morph4DError(f"sequence '{name}': meta.json 'views' must be a non-empty list of view folder names")
     fps = meta["fps"]
     if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps < float("inf"):
         raise Morph4DError(f"sequence '{name}': meta.json fps must be a positive number, got {fps!r}")
@@ -287,14 +291,8 @@ def read_sequence(path: str | Path, check_images: bool = False) -> Sequence:
     path = Path(path)
     meta = read_meta(path)
     name, V, Fr = meta["name"], len(meta["views"]), int(meta["num_frames"])
-    try:
-        W, H = int(meta["width"]), int(meta["height"])
-    except (TypeError, ValueError):
-        raise Morph4DError(f"sequence '{name}': meta.json width/height must be whole numbers") from None
+    W, H = meta["width"], meta["height"]
     check_image_size(W, H, f"sequence '{name}': meta.json")
-    if not isinstance(meta["views"], list) or not all(isinstance(v, str) and v and "/" not in v and v not in
-                                                        (".", "..") for v in meta["views"]) or not meta["views"]:
-        raise Morph4DError(f"sequence '{name}': meta.json 'views' must be a non-empty list of view folder names")
     if Fr < 1:
         raise Morph4DError(f"sequence '{name}': meta.json num_frames must be >= 1, got {Fr}")
     cam = _load_npz(path / "cameras.npz", "the cameras", name)
@@ -383,10 +381,7 @@ def read_index(root: str | Path) -> dict:
     if not path.is_file():
         raise Morph4DError(f"{root} is not a morph4d dataset: dataset.json is missing (make one with "
                            f"`morph4d data synth` or `morph4d data import`)")
-    try:
-        index = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise Morph4DError(f"{path} is not valid JSON ({e})") from None
+    index = read_json(path)
     if index.get("format") != DATASET_FORMAT or not isinstance(index.get("sequences"), list):
         raise Morph4DError(f"{path} is not a {DATASET_FORMAT} index (needs 'format' and a 'sequences' list)")
     if index.get("version") != FORMAT_VERSION:

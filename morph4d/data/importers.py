@@ -41,6 +41,7 @@ from morph4d.data.synth import CROP_SCALE, head_crops
 from morph4d.errors import Morph4DError
 from morph4d.heads import HeadModel
 from morph4d.heads.animation import load_animation
+from morph4d.validate import IMAGE_ERRORS, check_image_size, check_intrinsics, open_image, read_npz
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".avif", ".webp")
 
@@ -116,14 +117,32 @@ def _opencv_cameras(R: np.ndarray, t: np.ndarray, K: np.ndarray, width: int, hei
     return Cameras(f(R), f(np.asarray(t) * world_scale), f(K), width, height)
 
 
+def _open(data: bytes | Path) -> Image.Image:
+    """A source image opened header-first: unreadable, or over ``validate.max_pixels()``, is refused by name."""
+    if isinstance(data, Path):
+        return open_image(data, f"source image {data}")
+    saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None   # our limit applies, from the header
+    try:
+        im = Image.open(io.BytesIO(data))
+    except IMAGE_ERRORS as e:
+        raise Morph4DError(f"a source image is not readable ({e})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+    check_image_size(*im.size, "a source image")
+    return im
+
+
 def _image_size(data: bytes | Path) -> tuple[int, int]:
-    with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as im:
+    with _open(data) as im:
         return im.size
 
 
 def _decode(data: bytes | Path, mode: str) -> np.ndarray:
-    with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as im:
-        return np.asarray(im.convert(mode))
+    with _open(data) as im:
+        try:
+            return np.asarray(im.convert(mode))
+        except IMAGE_ERRORS as e:
+            raise Morph4DError(f"source image {data if isinstance(data, Path) else ''} is not readable ({e})") from None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -393,10 +412,11 @@ def discover_ava256(cfg: ImportConfig) -> list[Source]:
         fits_path = Path(cfg.fits) / f"{_sanitize(cap.name)}.npz"
         if not fits_path.is_file():
             raise Morph4DError(f"ava256: fits {fits_path} not found (one FITS/CAPTURE.npz with 'frame_id' per capture)")
-        with np.load(fits_path, allow_pickle=False) as data:
-            if "frame_id" not in data.files:
-                raise Morph4DError(f"ava256: {fits_path} lacks 'frame_id' (F,): the frame each fitted row belongs to")
-            frame_ids = [int(x) for x in data["frame_id"]]
+        data = read_npz(fits_path, "ava256 fits")
+        if "frame_id" not in data or data["frame_id"].dtype.kind not in "iu":
+            raise Morph4DError(f"ava256: {fits_path} lacks 'frame_id' (F,) integers: the frame each fitted row "
+                               f"belongs to")
+        frame_ids = [int(x) for x in data["frame_id"]]
         image_dir = cap / "decoder" / "image"
         first = _zip_or_folder(image_dir / f"cam{ids[0]}", f"{frame_ids[0]:06d}.avif")
         if first is None:
@@ -451,10 +471,11 @@ def discover_vfhq(cfg: ImportConfig) -> list[Source]:
         fits_path = Path(cfg.fits) / f"{name}.npz"
         if not fits_path.is_file():
             raise Morph4DError(f"vfhq: fits {fits_path} not found (one FITS/CLIP.npz per clip, with 'K')")
-        with np.load(fits_path, allow_pickle=False) as data:
-            if "K" not in data.files or data["K"].shape != (3, 3):
-                raise Morph4DError(f"vfhq: {fits_path} needs 'K' (3, 3): the pixel intrinsics of the clip's frames")
-            K = data["K"].astype(np.float64)
+        data = read_npz(fits_path, "vfhq fits")
+        if "K" not in data or data["K"].shape != (3, 3) or data["K"].dtype.kind not in "iuf":
+            raise Morph4DError(f"vfhq: {fits_path} needs 'K' (3, 3): the pixel intrinsics of the clip's frames")
+        check_intrinsics(data["K"], "K", f"vfhq: {fits_path}")
+        K = data["K"].astype(np.float64)
         W, H = _image_size(files[0])
         eye = torch.eye(3)[None]
         cameras = Cameras(eye, torch.zeros(1, 3), torch.as_tensor(K, dtype=torch.float32)[None], W, H)

@@ -62,11 +62,11 @@ def ddim_sample(denoise: Denoiser, diffusion: Diffusion, noise: torch.Tensor, nu
     eta > 0 adds DDIM's stochasticity, drawn from ``generator``. ``callback(step, num_steps, x0)``.
     """
     if noise.dim() != 6:
-        raise Morph4DError(f"latents must be (B, V, F, C, h, w), got {tuple(noise.shape)}")
+        raise ValueError(f"latents must be (B, V, F, C, h, w), got {tuple(noise.shape)}")
     keep = None
     if given is not None:
         if given_mask is None or given.shape != noise.shape or given_mask.shape != noise.shape[:3]:
-            raise Morph4DError(f"given must be {tuple(noise.shape)} with given_mask {tuple(noise.shape[:3])}")
+            raise ValueError(f"given must be {tuple(noise.shape)} with given_mask {tuple(noise.shape[:3])}")
         keep = given_mask[..., None, None, None]
     ts = diffusion.timesteps(num_steps)
     B = noise.shape[0]

@@ -9,6 +9,7 @@ head parameters, seeds, versions) that the 4D fitting reads. Every file is writt
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -17,19 +18,23 @@ from tqdm import tqdm
 
 from morph4d.cameras import VIEW_FOV, VIEW_RADIUS, Cameras, ViewSet, view_set
 from morph4d.conditioning.maps import HeadConditioner
-from morph4d.diffusion.sampling import angular_guidance_scales, ddim_sample, guidance
+from morph4d.diffusion.sampling import GUIDANCE_KINDS, angular_guidance_scales, ddim_sample, guidance
 from morph4d.diffusion.schedule import Diffusion
 from morph4d.errors import Morph4DError
 from morph4d.generation.plan import PRESETS, Job, PlanConfig, PlanRun, build_plan, job_seed, plan_passes
-from morph4d.generation.reference import Reference, canonicalize, load_reference, view_angles
+from morph4d.generation.reference import (
+    MAX_REFERENCE_RESOLUTION,
+    RESOLUTION_MULTIPLE,
+    Reference,
+    canonicalize,
+    load_reference,
+    view_angles,
+)
 from morph4d.generation.videos import PARAM_KEYS, write_videos
 from morph4d.heads import HeadModel, load_head_model
 from morph4d.heads.animation import Animation, get_animation
 from morph4d.models.folder import check_model_folder, load_models, read_mmvdm_config, weights_digest
 from morph4d.models.latent import LATENT_CHANNELS, LATENT_FACTOR, check_frame_count, latent_frames
-
-RESOLUTION_MULTIPLE = 16   # 8x autoencoder x 2x2 patches (MVP4D S2.2)
-MAX_RESOLUTION = 1024      # MVP4D generates at 512 px; a bound on what one reference may ask of memory
 
 
 @dataclass(frozen=True)
@@ -135,21 +140,24 @@ def prepare_generation(reference: str | Path, animation: str, cfg: GenerateConfi
     and the run's identity is built (absolute paths + the weights' SHA-256), before anything is written."""
     if cfg.preset not in PRESETS:
         raise Morph4DError(f"unknown plan preset '{cfg.preset}'; expected one of {sorted(PRESETS)}")
+    plan_config(cfg).check()   # step counts
+    if cfg.guidance not in GUIDANCE_KINDS:
+        raise Morph4DError(f"unknown guidance '{cfg.guidance}'; expected one of {list(GUIDANCE_KINDS)}")
     head_model = load_head_model(head, flame_path=flame_path)
     ref = load_reference(reference, head_model)
     H, W = ref.camera.height, ref.camera.width
-    if H != W or W % RESOLUTION_MULTIPLE or not RESOLUTION_MULTIPLE <= W <= MAX_RESOLUTION:
+    if H != W or W % RESOLUTION_MULTIPLE or not RESOLUTION_MULTIPLE <= W <= MAX_REFERENCE_RESOLUTION:
         raise Morph4DError(f"{reference}: the reference image is {W}x{H}; generation needs a square head crop whose "
-                           f"side is a multiple of {RESOLUTION_MULTIPLE} up to {MAX_RESOLUTION} px (the model's "
+                           f"side is a multiple of {RESOLUTION_MULTIPLE} up to {MAX_REFERENCE_RESOLUTION} px (the model's "
                            f"resolution: 64 for the embedded default, 512 at paper scale)")
     anim = get_animation(animation, head_model, PRESETS[cfg.preset].total_frames)
     anim.check_model(head_model)
     if model is not None:
         check_model_folder(model)
-    identity = {"reference": str(Path(reference).resolve()), "animation": animation, "head": head_model.name,
-                "model": str(Path(model).resolve()) if model else "embedded-default",
+    identity = {"reference": os.path.abspath(reference), "animation": animation, "head": head_model.name,
+                "model": os.path.abspath(model) if model else "embedded-default",
                 "model_weights": weights_digest(model),
-                "cogvideox": str(Path(cogvideox).resolve()) if cogvideox else None}
+                "cogvideox": os.path.abspath(cogvideox) if cogvideox else None}
     return Generation(head_model, ref, anim, cfg, identity, model, cogvideox)
 
 

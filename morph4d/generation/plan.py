@@ -19,7 +19,6 @@ accelerate launch, gloo or nccl) that split the jobs of each dependency level pr
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -31,6 +30,7 @@ from morph4d.cameras import ViewSet, view_set
 from morph4d.errors import Morph4DError
 from morph4d.io import atomic_path, write_json
 from morph4d.models.latent import TEMPORAL_FACTOR, check_frame_count
+from morph4d.validate import read_json
 
 PLAN_VERSION = 2  # 2: the key views' extension windows run key_steps (MVP4D S3), not other_steps
 
@@ -142,7 +142,7 @@ class PlanRun:
                  "jobs": [asdict(j) for j in self.jobs]}
         plan_file = self.root / "plan.json"
         if plan_file.exists():
-            old = json.loads(plan_file.read_text())
+            old = read_json(plan_file)
             if {k: old.get(k) for k in ("version", "config", "identity")} != \
                     {k: state[k] for k in ("version", "config", "identity")}:
                 raise Morph4DError(f"{self.root} holds the state of a different run (plan.json differs in its "

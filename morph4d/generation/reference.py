@@ -57,7 +57,9 @@ def held_out_reference(h: HeldOut, head_model: str) -> Reference:
 
 
 REFERENCE_VERSIONS = (1,)  # versions of the tracked reference file this morph4d reads (files before 1 had none)
-IMAGE_SLACK = 0.01         # float images may overshoot [0, 1] by rounding (renders, resampling): clamped within it
+IMAGE_SLACK = 0.1          # float images overshoot [0, 1] after resampling (bicubic, Lanczos: up to ~10%): clamped
+RESOLUTION_MULTIPLE = 16         # 8x autoencoder x 2x2 patches (MVP4D S2.2): the sides a generation can take
+MAX_REFERENCE_RESOLUTION = 1024  # MVP4D generates at 512 px; a bound on what one reference may ask of memory
 
 
 def load_reference(path: str | Path, model: HeadModel) -> Reference:
@@ -83,7 +85,7 @@ def load_reference(path: str | Path, model: HeadModel) -> Reference:
         raise Morph4DError(f"{path}: the reference was tracked with the '{data['head_model']}' head model, but the "
                            f"head model in use is '{model.name}'")
     raw = data["image"]
-    if raw.ndim != 3 or raw.shape[-1] != 3 or raw.dtype.kind not in "uf":
+    if raw.ndim != 3 or raw.shape[-1] != 3 or (raw.dtype.kind != "f" and raw.dtype != np.uint8):
         raise Morph4DError(f"{path}: image must be an (H, W, 3) array of uint8 or floats in [0, 1], got "
                            f"{raw.dtype} {tuple(raw.shape)}")
     H, W = raw.shape[:2]
@@ -146,6 +148,9 @@ def reference_from_sequence(sequence: str | Path, view: int, frame: int, resolut
     to ``resolution`` px, its camera cropped alike, the frame's head parameters, and the outcropping mask."""
     import torch.nn.functional as F
 
+    if not RESOLUTION_MULTIPLE <= resolution <= MAX_REFERENCE_RESOLUTION or resolution % RESOLUTION_MULTIPLE:
+        raise Morph4DError(f"--res must be a multiple of {RESOLUTION_MULTIPLE} from {RESOLUTION_MULTIPLE} to "
+                           f"{MAX_REFERENCE_RESOLUTION} (the generation's resolutions), got {resolution}")
     seq = read_sequence(sequence)
     if not (0 <= view < seq.num_views and 0 <= frame < seq.num_frames):
         raise Morph4DError(f"sequence '{seq.name}' has {seq.num_views} views and {seq.num_frames} frames; got view "

@@ -27,7 +27,7 @@ from morph4d.errors import Morph4DError
 from morph4d.heads import HeadParams
 from morph4d.heads.animation import MAX_FRAMES
 from morph4d.io import write_json
-from morph4d.validate import check_finite, check_image_size, check_intrinsics, check_rotation, read_json
+from morph4d.validate import check_finite, check_image_size, check_intrinsics, check_rotation, open_image, read_json
 from morph4d.video import grid, read_png, write_mp4, write_png
 
 FORMAT_VERSION = 1
@@ -84,12 +84,15 @@ def read_manifest(root: str | Path) -> dict:
         path = path / MANIFEST
     if not path.is_file():
         raise Morph4DError(f"no manifest at {path}; run `morph4d generate` (or `morph4d data ...`) first")
-    manifest = read_json(path, "generated-videos manifest")
+    manifest = read_json(path)
     if manifest.get("version") != FORMAT_VERSION:
         raise Morph4DError(f"{path}: unknown generated-videos format (version {manifest.get('version')}; expected "
                            f"{FORMAT_VERSION})")
     try:
-        views, frames = manifest["views"], int(manifest["frames"])
+        views, frames = manifest["views"], manifest["frames"]
+        if isinstance(frames, bool) or not isinstance(frames, int) or not all(
+                isinstance(v["index"], int) and not isinstance(v["index"], bool) for v in views):
+            raise ValueError("'frames' and each view's 'index' must be whole numbers")
         sizes = {(int(v["width"]), int(v["height"])) for v in views}
         R, t, K = (torch.tensor([v[key] for v in views], dtype=torch.float64) for key in ("R", "t", "K"))
         params = {k: torch.tensor(manifest["params"][k], dtype=torch.float32) for k in PARAM_KEYS}
@@ -117,6 +120,16 @@ class GeneratedVideos:
     manifest: dict
 
 
+def _read_frame(root: Path, view: int, frame: int, width: int, height: int) -> torch.Tensor:
+    """One frame, its size checked against the manifest's from the file header before it is decoded."""
+    path = frame_path(root, view, frame)
+    where = f"{root}: frame {path.relative_to(root)}"
+    with open_image(path, where) as im:
+        if im.size != (width, height):
+            raise Morph4DError(f"{where} is {im.size[0]}x{im.size[1]}, expected {width}x{height} (manifest.json)")
+    return read_png(path)
+
+
 def read_videos(root: str | Path) -> GeneratedVideos:
     """Every frame of every view of a generated-videos folder, with its cameras and head parameters."""
     root = Path(root)
@@ -127,10 +140,10 @@ def read_videos(root: str | Path) -> GeneratedVideos:
                if not frame_path(root, v["index"], f).is_file()]
     if missing:
         raise Morph4DError(f"{root}: the manifest lists frames that are missing, e.g. {missing[:3]}")
-    images = torch.stack([torch.stack([read_png(frame_path(root, v["index"], f)) for f in range(m["frames"])])
+    images = torch.stack([torch.stack([_read_frame(root, v["index"], f, W, H) for f in range(m["frames"])])
                           for v in views]).permute(0, 1, 4, 2, 3)
     t = lambda key: torch.tensor([v[key] for v in views], dtype=torch.float32)  # noqa: E731
-    params = HeadParams(**{k: torch.tensor(v, dtype=torch.float32) for k, v in m["params"].items()})
+    params = HeadParams(**{k: torch.tensor(m["params"][k], dtype=torch.float32) for k in PARAM_KEYS})
     return GeneratedVideos(images, Cameras(t("R"), t("t"), t("K"), W, H), params, m["head_model"], m["fps"], m)
 
 

@@ -39,6 +39,8 @@ from morph4d.validate import check_finite, read_npz
 FORMAT_VERSION = 1
 MAX_FRAMES = 100_000   # ~67 minutes at 25 fps: a bound on what an animation file may ask the renderers for
 MAX_FPS = 1000.0
+NUMERIC_KEYS = {"shape", "expression", "jaw", "neck", "eyes", "rotation", "translation", "fps", "version",
+                "leye_pose", "reye_pose"}
 ALIASES = {"expr": "expression", "jaw_pose": "jaw", "neck_pose": "neck", "global_orient": "rotation",
            "transl": "translation", "eye_pose": "eyes", "betas": "shape"}
 BUILTIN_ANIMATIONS = ("talk", "smile", "surprise", "head_turn")
@@ -76,9 +78,9 @@ def load_animation(path: str | Path, model: HeadModel) -> Animation:
     """Load an animation file for ``model``; missing optional fields become zeros (see module doc)."""
     path = Path(path)
     raw = {ALIASES.get(k, k): v for k, v in read_npz(path, "animation file").items()}
-    for k, v in raw.items():
-        if k != "head_model" and v.dtype.kind not in "uif":
-            raise Morph4DError(f"{path}: '{k}' must be numbers, got {v.dtype}")
+    for k in NUMERIC_KEYS & set(raw):   # other keys (a tracker's metadata) are ignored
+        if raw[k].dtype.kind not in "uif":
+            raise Morph4DError(f"{path}: '{k}' must be numbers, got {raw[k].dtype}")
     if "version" in raw and (raw["version"].size != 1 or int(raw["version"].reshape(-1)[0]) != FORMAT_VERSION):
         raise Morph4DError(f"{path}: animation format version {raw['version'].tolist()} is unknown (this morph4d "
                            f"reads version {FORMAT_VERSION})")

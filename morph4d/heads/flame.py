@@ -24,6 +24,7 @@ from morph4d.errors import Morph4DError
 from morph4d.heads.base import PARENTS
 from morph4d.heads.model import HeadModel
 from morph4d.io import atomic_path
+from morph4d.validate import read_npz
 
 # FLAME's shapedirs hold 300 identity components followed by 100 expression components (Li et al. §3).
 NUM_SHAPE_TOTAL, NUM_EXPRESSION_TOTAL = 300, 100
@@ -98,8 +99,7 @@ def _read_raw(path: Path) -> dict:
         is_zip = fh.read(4) == b"PK\x03\x04"  # .npz files are zip archives
     try:
         if is_zip:
-            with np.load(path, allow_pickle=False) as data:
-                return {k: data[k] for k in data.files if k in FLAME_KEYS}
+            return {k: v for k, v in read_npz(path, "FLAME model").items() if k in FLAME_KEYS}
         with open(path, "rb") as fh:
             data = _FlameUnpickler(fh, encoding="latin1").load()  # latin1: Python 2 strings and arrays
     except _RefusedGlobal:
@@ -151,8 +151,10 @@ def _read_uvs(uv_path: Path, num_faces: int) -> tuple[np.ndarray, np.ndarray]:
         raise FileNotFoundError(f"FLAME UV file not found: {uv_path}; expected the official 'FLAME_texture.npz' "
                                 f"(keys 'vt', 'ft') from the FLAME texture space at https://flame.is.tue.mpg.de")
     try:
-        with np.load(uv_path, allow_pickle=False) as data:
-            vt, ft = data["vt"], data["ft"]
+        data = read_npz(uv_path, "FLAME texture file")
+        vt, ft = data["vt"], data["ft"]
+    except Morph4DError:
+        raise
     except Exception as e:  # not an .npz, missing keys, or pickled object arrays
         raise Morph4DError(f"{uv_path} is not a readable FLAME texture file ({type(e).__name__}: {e}); expected "
                            f"'FLAME_texture.npz' with arrays 'vt' (M, 2) and 'ft' ({num_faces}, 3)") from e

@@ -34,8 +34,6 @@ import numba
 import numpy as np
 import torch
 
-from morph4d.errors import Morph4DError
-
 BACKENDS = ("auto", "numba", "torch")
 
 
@@ -283,11 +281,11 @@ def _raster_numba(screen: torch.Tensor, faces: torch.Tensor, height: int, width:
 def _check_faces(faces: torch.Tensor, num_vertices: int) -> None:
     if not isinstance(faces, torch.Tensor) or faces.ndim != 2 or faces.shape[1] != 3 or faces.dtype != torch.int64:
         got = f"{tuple(faces.shape)} {faces.dtype}" if isinstance(faces, torch.Tensor) else type(faces).__name__
-        raise Morph4DError(f"faces must be a (T, 3) int64 tensor, got {got}")
+        raise ValueError(f"faces must be a (T, 3) int64 tensor, got {got}")
     if faces.numel():
         low, high = (int(x) for x in faces.aminmax())
         if low < 0 or high >= num_vertices:
-            raise Morph4DError(f"faces must index vertices in [0, {num_vertices}), got range [{low}, {high}]")
+            raise ValueError(f"faces must index vertices in [0, {num_vertices}), got range [{low}, {high}]")
 
 
 def rasterize_screen(screen: torch.Tensor, faces: torch.Tensor, height: int, width: int,
@@ -304,14 +302,14 @@ def rasterize_screen(screen: torch.Tensor, faces: torch.Tensor, height: int, wid
     Results are on ``screen.device``.
     """
     if backend not in BACKENDS:
-        raise Morph4DError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if not isinstance(screen, torch.Tensor) or screen.ndim != 3 or screen.shape[-1] != 3 \
             or not screen.dtype.is_floating_point:
         got = f"{tuple(screen.shape)} {screen.dtype}" if isinstance(screen, torch.Tensor) else type(screen).__name__
-        raise Morph4DError(f"screen must be a (B, N, 3) floating-point tensor of (u, v, z_cam), got {got}")
+        raise ValueError(f"screen must be a (B, N, 3) floating-point tensor of (u, v, z_cam), got {got}")
     _check_faces(faces, screen.shape[1])
     if not (isinstance(height, numbers.Integral) and isinstance(width, numbers.Integral) and height > 0 and width > 0):
-        raise Morph4DError(f"height and width must be positive ints, got {height!r} x {width!r}")
+        raise ValueError(f"height and width must be positive ints, got {height!r} x {width!r}")
     height, width = int(height), int(width)
 
     screen, faces = screen.detach(), faces.to(screen.device)
@@ -338,7 +336,7 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, cameras, height: int 
             or (vertices.ndim == 3 and vertices.shape[0] != B) or not vertices.dtype.is_floating_point:
         got = f"{tuple(vertices.shape)} {vertices.dtype}" if isinstance(vertices, torch.Tensor) \
             else type(vertices).__name__
-        raise Morph4DError(f"vertices must be floating-point (N, 3) or (B={B}, N, 3) to match the cameras, got {got}")
+        raise ValueError(f"vertices must be floating-point (N, 3) or (B={B}, N, 3) to match the cameras, got {got}")
     if vertices.ndim == 2:
         vertices = vertices.expand(B, -1, -1)
     height = cameras.height if height is None else height
@@ -359,7 +357,7 @@ def interpolate(attributes: torch.Tensor, faces: torch.Tensor, raster: RasterRes
             or (attributes.ndim == 3 and attributes.shape[0] != B) or not attributes.dtype.is_floating_point:
         got = f"{tuple(attributes.shape)} {attributes.dtype}" if isinstance(attributes, torch.Tensor) \
             else type(attributes).__name__
-        raise Morph4DError(f"attributes must be a floating-point (N, C) or (B={B}, N, C) tensor, got {got}")
+        raise ValueError(f"attributes must be a floating-point (N, C) or (B={B}, N, C) tensor, got {got}")
     N, C = attributes.shape[-2:]
     _check_faces(faces, N)
     vertex = faces[raster.triangle_id.clamp(min=0)]  # (B, H, W, 3) vertex ids of each pixel's triangle

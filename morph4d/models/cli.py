@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 from morph4d.errors import Morph4DError
+from morph4d.validate import read_json
 
 
 def _cmd_model_init(args) -> None:
@@ -23,8 +23,7 @@ def _cmd_model_pack(args) -> None:
     for name in ("mmvdm", "vae"):   # the training runs' resolved configs travel with the weights
         cfg = os.path.join(os.path.dirname(os.path.abspath(getattr(args, name))), "config.json")
         if os.path.isfile(cfg):
-            with open(cfg) as fh:
-                prov[f"{name}_training_config"] = json.load(fh)
+            prov[f"{name}_training_config"] = read_json(cfg)
     out = pack_models(args.mmvdm, args.vae, args.out, prov)
     print(f"wrote {out / 'mmvdm'}, {out / 'vae'} and {out / 'provenance.json'}")
 

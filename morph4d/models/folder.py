@@ -66,7 +66,7 @@ def pack_models(mmvdm: str | Path, vae: str | Path, out: str | Path, provenance:
 def read_mmvdm_config(path: str | Path | None = None) -> MMVDMConfig:
     """The MMVDM's architecture from ``path/mmvdm/config.json`` (None: the embedded default), weights unread."""
     folder = check_model_folder(DEFAULT_MODEL if path is None else path) / "mmvdm"
-    raw = read_json(folder / "config.json", "MMVDM config")
+    raw = read_json(folder / "config.json")
     if raw.pop("model", None) != "MMVDM":
         raise Morph4DError(f"{folder / 'config.json'} is not an MMVDM config")
     return config_from_json(MMVDMConfig, raw, str(folder / "config.json"))

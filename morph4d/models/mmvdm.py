@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import json
 import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -45,6 +44,7 @@ from torch.utils.checkpoint import checkpoint
 
 from morph4d.errors import Morph4DError
 from morph4d.io import config_from_json, load_state_strict, load_weights, save_weights
+from morph4d.validate import read_json
 
 COGVIDEOX_TOKENS = 13 * 32 * 32  # N_t: CogVideoX's default 49 frames (13 latent) at 512 px (MVP4D §3.3)
 CONFIG_NAME = "config.json"
@@ -145,8 +145,8 @@ class EntropyScaledAttnProcessor:
                  image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
         if attention_mask is not None or image_rotary_emb is not None:
-            raise Morph4DError("the MMVDM attends over all tokens with sinusoidal positions: no mask, no rotary "
-                               "embedding expected")
+            raise ValueError("the MMVDM attends over all tokens with sinusoidal positions: no mask, no rotary "
+                             "embedding expected")
         n_text = encoder_hidden_states.shape[1]
         x = torch.cat([encoder_hidden_states, hidden_states], 1) if n_text else hidden_states  # (B, N, D)
         q, k, v = (proj(x).unflatten(-1, (attn.heads, -1)).transpose(1, 2)  # (B, heads, N, d)
@@ -267,26 +267,26 @@ class MMVDM(nn.Module):
     def _check_inputs(self, latents, cond, ref_latent, ref_cond, timestep) -> None:
         cfg = self.config
         if latents.ndim != 6:
-            raise Morph4DError(f"latents must be (B, V, F, C, h, w), got shape {tuple(latents.shape)}")
+            raise ValueError(f"latents must be (B, V, F, C, h, w), got shape {tuple(latents.shape)}")
         B, V, F, C, H, W = latents.shape
         Cc, p = cfg.conditioning_channels, cfg.patch_size
         if C != cfg.latent_channels:
-            raise Morph4DError(f"latents must have {cfg.latent_channels} channels (B, V, F, {cfg.latent_channels}, h, w),"
-                               f" got shape {tuple(latents.shape)}")
+            raise ValueError(f"latents must have {cfg.latent_channels} channels (B, V, F, {cfg.latent_channels}, h, w),"
+                             f" got shape {tuple(latents.shape)}")
         if min(B, V, F) < 1:
-            raise Morph4DError(f"latents need at least one item, view and latent frame, got shape {tuple(latents.shape)}")
+            raise ValueError(f"latents need at least one item, view and latent frame, got shape {tuple(latents.shape)}")
         if H % p or W % p:
-            raise Morph4DError(f"latent height and width must be divisible by patch_size={p}, got {H}x{W}")
+            raise ValueError(f"latent height and width must be divisible by patch_size={p}, got {H}x{W}")
         if cond.shape != (B, V, F, Cc, H, W):
-            raise Morph4DError(f"cond must be (B, V, F, C_cond, h, w) = {(B, V, F, Cc, H, W)} with C_cond = "
-                               f"{Cc} channels of the model's conditioning layout (morph4d.conditioning.maps."
-                               f"ConditioningLayout), got {tuple(cond.shape)}")
+            raise ValueError(f"cond must be (B, V, F, C_cond, h, w) = {(B, V, F, Cc, H, W)} with C_cond = "
+                             f"{Cc} channels of the model's conditioning layout (morph4d.conditioning.maps."
+                             f"ConditioningLayout), got {tuple(cond.shape)}")
         if ref_latent.shape != (B, C, H, W) or ref_cond.shape != (B, Cc, H, W):
-            raise Morph4DError(f"ref_latent must be {(B, C, H, W)} and ref_cond {(B, Cc, H, W)} (one reference latent "
-                               f"and its conditioning per item), got {tuple(ref_latent.shape)} and "
-                               f"{tuple(ref_cond.shape)}")
+            raise ValueError(f"ref_latent must be {(B, C, H, W)} and ref_cond {(B, Cc, H, W)} (one reference latent "
+                             f"and its conditioning per item), got {tuple(ref_latent.shape)} and "
+                             f"{tuple(ref_cond.shape)}")
         if timestep.shape != (B,):
-            raise Morph4DError(f"timestep must be ({B},): one timestep per item, got {tuple(timestep.shape)}")
+            raise ValueError(f"timestep must be ({B},): one timestep per item, got {tuple(timestep.shape)}")
 
     # -- weights: config.json + model.safetensors ---------------------------------------------------------
     def save_pretrained(self, path: str | Path, dtype: torch.dtype | None = None) -> None:
@@ -326,7 +326,7 @@ class MMVDM(nn.Module):
                                f"{single} (or {index} with its shards)")
         signature = inspect.signature(CogVideoXTransformer3DModel.__init__).parameters.values()
         dc = {p.name: p.default for p in signature if p.default is not p.empty}  # keys a config may omit
-        dc.update(json.loads(config_file.read_text()))
+        dc.update(read_json(config_file))
         expected = {"in_channels": 16, "out_channels": 16, "patch_size_t": None, "ofs_embed_dim": None,
                     "use_rotary_positional_embeddings": False, "use_learned_positional_embeddings": False,
                     "attention_bias": True, "activation_fn": "gelu-approximate", "timestep_activation_fn": "silu",
@@ -341,7 +341,7 @@ class MMVDM(nn.Module):
             "temporal_interpolation_scale": dc["temporal_interpolation_scale"], "norm_eps": dc["norm_eps"],
             "flip_sin_to_cos": dc["flip_sin_to_cos"], "freq_shift": dc["freq_shift"], **overrides})
         shards = [single] if single.is_file() else \
-            sorted({folder / f for f in json.loads(index.read_text())["weight_map"].values()})
+            sorted({folder / f for f in read_json(index).get("weight_map", {}).values()})
         state = {}
         for shard in shards:
             state.update(load_file(shard))

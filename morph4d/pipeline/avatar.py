@@ -32,6 +32,9 @@ from morph4d.generation.generate import GenerateConfig, prepare_generation
 from morph4d.generation.videos import MANIFEST
 from morph4d.heads.animation import get_animation
 from morph4d.io import write_json
+from morph4d.validate import read_json
+
+RUN_VERSION = 2   # of the run folder; 2: the stage layout (plan/head fields, plan version 2)
 
 
 @dataclass(frozen=True)
@@ -70,14 +73,16 @@ def run_avatar(cfg: AvatarConfig, log=print) -> dict:
         preset=cfg.plan, guidance=cfg.guidance, seed=cfg.seed, key_steps=cfg.key_steps, other_steps=cfg.other_steps),
         head=cfg.head, flame_path=cfg.flame_path, model=cfg.model)
     get_animation(cfg.reanimate, generation.head, cfg.render_frames).check_model(generation.head)
+    cfg.fit.check()
     if not (out / "generated" / MANIFEST).is_file():
         generation.models()   # a broken model folder is refused before the run folder is created
     state = json.loads(json.dumps(asdict(cfg)))
     state["reference"] = generation.identity["reference"]
     state["model_weights"] = generation.identity["model_weights"]  # retrained weights = another run, never stale outputs
+    state["run_version"] = RUN_VERSION
     state.pop("out")
     cfg_file = out / "pipeline.json"
-    if cfg_file.is_file() and json.loads(cfg_file.read_text()) != state:
+    if cfg_file.is_file() and read_json(cfg_file) != state:
         raise Morph4DError(f"{out} holds a run with another configuration (pipeline.json differs); use another "
                            f"--out folder or delete it")
     write_json(cfg_file, state)
@@ -112,4 +117,4 @@ def run_avatar(cfg: AvatarConfig, log=print) -> dict:
     return {k: str(p) for k, p in paths.items()}
 
 
-__all__ = ["AvatarConfig", "run_avatar"]
+__all__ = ["RUN_VERSION", "AvatarConfig", "run_avatar"]

@@ -6,7 +6,6 @@ embedded default: a held-out synthetic person's portrait -> multi-view videos ->
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -26,7 +25,8 @@ from morph4d.heads.animation import get_animation
 from morph4d.io import write_json
 from morph4d.mesh.shade import preview_colors, shade_mesh
 from morph4d.models.folder import weights_digest
-from morph4d.pipeline.avatar import AvatarConfig, run_avatar
+from morph4d.pipeline.avatar import RUN_VERSION, AvatarConfig, run_avatar
+from morph4d.validate import read_json
 from morph4d.video import grid, write_mp4, write_png
 
 
@@ -126,9 +126,11 @@ def _avatar_stage(cfg: DemoConfig, out: Path, log) -> dict:
     head = load_head_model("builtin")
     ref_path = out / "avatar" / "reference.npz"
     previous = out / "avatar" / "pipeline.json"
-    if previous.is_file() and json.loads(previous.read_text()).get("model_weights") != weights_digest(cfg.avatar_model):
-        log(f"the model changed since the last demo in {out / 'avatar'}: starting its avatar afresh")
-        shutil.rmtree(out / "avatar")
+    if previous.is_file():
+        state = read_json(previous)
+        if state.get("model_weights") != weights_digest(cfg.avatar_model) or state.get("run_version") != RUN_VERSION:
+            log(f"the model or morph4d changed since the last demo in {out / 'avatar'}: starting its avatar afresh")
+            shutil.rmtree(out / "avatar")
     if not ref_path.is_file():
         h = held_out_identity(head, 0, PRESETS["small"].total_frames, cfg.avatar_resolution, VIEW_RADIUS, VIEW_FOV)
         held_out_reference(h, head.name).save(ref_path)

@@ -1,5 +1,5 @@
 """``morph4d train`` and ``morph4d train-vae``: thin commands over the typed presets of
-``morph4d.training.curriculum`` and ``morph4d.training.train_vae``.
+``morph4d.training.curriculum`` (the MMVDM's and the autoencoder's).
 
 ``register(subparsers)`` adds both commands to the ``morph4d`` parser; ``main(argv)`` runs them alone. Bad
 input (a missing or empty data folder, a preset that does not fit the data, a checkpoint from another

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from morph4d.conditioning.maps import ConditioningLayout
-from morph4d.data.format import mix_seed
+from morph4d.data.format import mix_seed, read_index
 from morph4d.data.loader import MultiViewWindows, WindowConfig
 from morph4d.diffusion.sampling import ddim_sample, model_denoiser, unconditional_inputs
 from morph4d.diffusion.schedule import Diffusion
@@ -48,6 +48,7 @@ from morph4d.training.curriculum import (
     sample_mode,
     sample_resolution,
 )
+from morph4d.validate import read_json
 from morph4d.video import grid, write_png
 
 CHECKPOINT = "checkpoint.pt"
@@ -69,8 +70,8 @@ class TrainData:
         if not roots:
             raise Morph4DError("training needs at least one dataset folder")
         for root in roots:   # the held-out identities (data.identity.EVAL_SEEDS) never enter training
-            info = json.loads((Path(root) / "dataset.json").read_text()) if (Path(root) / "dataset.json").is_file() else {}
-            if info.get("synth", {}).get("split") == "eval":
+            info = read_index(root)
+            if (info.get("synth") or {}).get("split") == "eval":
                 raise Morph4DError(f"{root} holds the held-out evaluation identities (synthesized with --split eval); "
                                    f"they are never trained on")
         self.roots, self.seed = [str(r) for r in roots], seed
@@ -232,7 +233,7 @@ def load_vae(cfg: TrainConfig, device):
     """The frozen autoencoder: ``cfg.vae_path`` (ours or CogVideoX's), else a seeded ``cfg.vae`` preset."""
     if cfg.vae_path is None:
         vae = CausalVideoAutoencoder(VAE_PRESETS[cfg.vae], generator=torch.Generator().manual_seed(cfg.seed))
-    elif json.loads((Path(cfg.vae_path) / "config.json").read_text()).get("model") == "CausalVideoAutoencoder":
+    elif read_json(Path(cfg.vae_path) / "config.json").get("model") == "CausalVideoAutoencoder":
         vae = CausalVideoAutoencoder.from_pretrained(cfg.vae_path)
     else:
         vae = CogVideoXAutoencoder.from_pretrained(cfg.vae_path)

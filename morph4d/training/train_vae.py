@@ -64,11 +64,12 @@ def train_vae(cfg: VAETrainConfig, out_dir, stop_after: int | None = None, log=p
                      conditioning=False)
     stage, image_stage = Stage(cfg.iterations, cfg.lr, (res,)), Stage(cfg.iterations, cfg.lr, (image_res,))
     state = load_checkpoint(out / CHECKPOINT, cfg)
-    write_json(out / "config.json", cfg.to_json())
     if cfg.init is not None:
         vae = CausalVideoAutoencoder.from_pretrained(cfg.init).train()
     else:
         vae = CausalVideoAutoencoder(VAE_PRESETS[cfg.vae], generator=torch.Generator().manual_seed(cfg.seed))
+    data.validation(res)   # reads a first window: broken images are refused before the run folder is written
+    write_json(out / "config.json", cfg.to_json())
     if cfg.decoder_only:
         vae.encoder.requires_grad_(False)
     opt = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=cfg.lr)

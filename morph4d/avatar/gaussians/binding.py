@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 
 from morph4d.avatar.gaussians.rasterize import rgb_to_sh
-from morph4d.errors import Morph4DError
 
 EPS = 1e-12  # guards the normalisations of degenerate (zero-area) triangles
 
@@ -111,17 +110,17 @@ class BoundGaussians:
     def __post_init__(self):
         G = self.binding.shape[0] if isinstance(self.binding, torch.Tensor) else -1
         if not isinstance(self.binding, torch.Tensor) or self.binding.dim() != 1 or self.binding.dtype != torch.int64:
-            raise Morph4DError("binding must be a (G,) int64 tensor of triangle indices")
+            raise ValueError("binding must be a (G,) int64 tensor of triangle indices")
         for name, shape in [("local_means", (G, 3)), ("log_scales", (G, 3)), ("quats", (G, 4)),
                             ("opacity_logits", (G,))]:
             x = getattr(self, name)
             if not isinstance(x, torch.Tensor) or tuple(x.shape) != shape or not x.dtype.is_floating_point:
                 got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-                raise Morph4DError(f"{name} must be a floating-point tensor of shape {shape}, got {got}")
+                raise ValueError(f"{name} must be a floating-point tensor of shape {shape}, got {got}")
         if not isinstance(self.sh, torch.Tensor) or self.sh.dim() != 3 or self.sh.shape[0] != G \
                 or self.sh.shape[2] != 3 or self.sh.shape[1] not in (1, 4, 9, 16):
             got = tuple(self.sh.shape) if isinstance(self.sh, torch.Tensor) else type(self.sh).__name__
-            raise Morph4DError(f"sh must have shape (G={G}, K, 3) with K in (1, 4, 9, 16), got {got}")
+            raise ValueError(f"sh must have shape (G={G}, K, 3) with K in (1, 4, 9, 16), got {got}")
 
     def __len__(self) -> int:
         return self.binding.shape[0]
@@ -149,11 +148,11 @@ class BoundGaussians:
         """Activated world-space Gaussians on the posed mesh ``vertices (N, 3)``, ``faces (T, 3)`` int64."""
         if not isinstance(vertices, torch.Tensor) or vertices.dim() != 2 or vertices.shape[1] != 3:
             got = tuple(vertices.shape) if isinstance(vertices, torch.Tensor) else type(vertices).__name__
-            raise Morph4DError(f"vertices must be a (N, 3) tensor (one posed mesh), got {got}")
+            raise ValueError(f"vertices must be a (N, 3) tensor (one posed mesh), got {got}")
         if not isinstance(faces, torch.Tensor) or faces.dim() != 2 or faces.shape[1] != 3 or faces.dtype != torch.int64:
-            raise Morph4DError("faces must be a (T, 3) int64 tensor")
+            raise ValueError("faces must be a (T, 3) int64 tensor")
         if len(self) and int(self.binding.max()) >= faces.shape[0]:
-            raise Morph4DError(f"binding indexes triangle {int(self.binding.max())} but faces has {faces.shape[0]}")
+            raise ValueError(f"binding indexes triangle {int(self.binding.max())} but faces has {faces.shape[0]}")
         R, k, centroid = triangle_frames(vertices, faces)
         return self.place(R, k, centroid, matrix_to_quaternion(R))
 

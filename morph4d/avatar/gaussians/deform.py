@@ -7,7 +7,7 @@ encoding. The U-Net therefore outputs a time-dependent UV deformation map per fr
 
 UV convention (written once here): a square map ``(..., C, S, S)`` covers ``[0, 1]^2``; ``u`` runs along
 the columns (left -> right) and ``v`` along the rows (top -> bottom), so texel (row i, col j) has its
-centre at ``(u, v) = ((j + 0.5) / S, (i + 0.5) / S)``. This is the layout ``render.raster`` produces when
+centre at ``(u, v) = ((j + 0.5) / S, (i + 0.5) / S)``. This is the layout ``mesh.raster`` produces when
 a mesh is rasterized with ``(u * S, v * S)`` as screen coordinates.
 
 Each Gaussian reads the map at one UV: the UV centroid of the triangle it is bound to (GaussianAvatars
@@ -35,11 +35,11 @@ def frame_embedding(frame_index: torch.Tensor, num_frames: int, channels: int = 
     frames always get distinct embeddings; values lie in [-1, 1].
     """
     if channels <= 0 or channels % 2:
-        raise Morph4DError(f"channels must be a positive even number, got {channels}")
+        raise ValueError(f"channels must be a positive even number, got {channels}")
     if num_frames < 1:
-        raise Morph4DError(f"num_frames must be >= 1, got {num_frames}")
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     if not isinstance(frame_index, torch.Tensor) or frame_index.dim() != 1:
-        raise Morph4DError("frame_index must be a (F,) tensor of frame indices")
+        raise ValueError("frame_index must be a (F,) tensor of frame indices")
     t = frame_index.to(torch.float32) / max(num_frames - 1, 1)  # (F,)
     freqs = math.pi * 2.0 ** torch.arange(channels // 2, dtype=torch.float32, device=t.device)
     angles = t[:, None] * freqs  # (F, channels/2)
@@ -55,7 +55,7 @@ def uv_positional_encoding(size: int, num_frequencies: int = 4) -> torch.Tensor:
     4 frequencies resolve a 128-px map's features down to ~1/16 of the map).
     """
     if size < 1 or num_frequencies < 0:
-        raise Morph4DError(f"need size >= 1 and num_frequencies >= 0, got {size}, {num_frequencies}")
+        raise ValueError(f"need size >= 1 and num_frequencies >= 0, got {size}, {num_frequencies}")
     c = (torch.arange(size, dtype=torch.float32) + 0.5) / size  # texel centres in (0, 1)
     v, u = torch.meshgrid(c, c, indexing="ij")  # (S, S): v along rows, u along columns
     channels = [2 * u - 1, 2 * v - 1]
@@ -169,9 +169,9 @@ def sample_uv(uv_map: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     puts texel centres at ``(j + 0.5) / S``, and ``padding_mode="border"`` clamps lookups near the edges.
     """
     if not isinstance(uv_map, torch.Tensor) or uv_map.dim() != 4:
-        raise Morph4DError("uv_map must be a (F, C, S, S) tensor")
+        raise ValueError("uv_map must be a (F, C, S, S) tensor")
     if not isinstance(uv, torch.Tensor) or uv.dim() != 2 or uv.shape[1] != 2:
-        raise Morph4DError("uv must be a (G, 2) tensor of (u, v) coordinates")
+        raise ValueError("uv must be a (G, 2) tensor of (u, v) coordinates")
     Fn, G = uv_map.shape[0], uv.shape[0]
     grid = (2 * uv.to(uv_map) - 1).expand(Fn, 1, G, 2)  # (F, 1, G, 2): x = u (columns), y = v (rows)
     out = F.grid_sample(uv_map, grid, mode="bilinear", padding_mode="border", align_corners=False)

@@ -54,7 +54,6 @@ from torch.autograd.function import once_differentiable
 from morph4d.avatar.gaussians import _kernels
 from morph4d.avatar.gaussians._kernels import ALPHA_MAX, ALPHA_MIN, T_MIN, TILE
 from morph4d.cameras import Cameras
-from morph4d.errors import Morph4DError
 
 BACKENDS = ("auto", "numba", "torch", "gsplat")
 NEAR = 0.01  # metres: default near plane (gsplat's default; a head is never closer to a camera)
@@ -333,8 +332,8 @@ def _check(name: str, x, shape: tuple, expected: str, dtype=None) -> None:
         and all(s is None or s == n for s, n in zip(shape, x.shape)) and (dtype is None or x.dtype == dtype)
     if not ok:
         got = f"{tuple(x.shape)} {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
-        raise Morph4DError(f"{name} must be a floating-point tensor of shape {expected}"
-                           f"{'' if dtype is None else f' and dtype {dtype}'}, got {got}")
+        raise ValueError(f"{name} must be a floating-point tensor of shape {expected}"
+                         f"{'' if dtype is None else f' and dtype {dtype}'}, got {got}")
 
 
 def render_gaussians(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor, opacities: torch.Tensor,
@@ -356,9 +355,9 @@ def render_gaussians(means: torch.Tensor, quats: torch.Tensor, scales: torch.Ten
     All tensors share one floating dtype and device; results are on that device.
     """
     if backend not in BACKENDS:
-        raise Morph4DError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if not isinstance(cameras, Cameras):
-        raise Morph4DError(f"cameras must be a morph4d.cameras.Cameras, got {type(cameras).__name__}")
+        raise ValueError(f"cameras must be a morph4d.cameras.Cameras, got {type(cameras).__name__}")
     _check("means", means, (None, 3), "(G, 3)")
     G, dtype = means.shape[0], means.dtype
     _check("quats", quats, (G, 4), f"(G, 4) with G = {G}", dtype)
@@ -367,21 +366,21 @@ def render_gaussians(means: torch.Tensor, quats: torch.Tensor, scales: torch.Ten
     if isinstance(colors, torch.Tensor) and colors.dim() == 3:
         _check("colors", colors, (G, None, 3), f"(G, K, 3) with G = {G}", dtype)
         if colors.shape[1] not in (1, 4, 9, 16):
-            raise Morph4DError(f"SH colors must have K = 1, 4, 9 or 16 coefficients (degree 0..3), got K = "
-                               f"{colors.shape[1]}")
+            raise ValueError(f"SH colors must have K = 1, 4, 9 or 16 coefficients (degree 0..3), got K = "
+                             f"{colors.shape[1]}")
         if sh_degree is not None and not (0 <= sh_degree and (sh_degree + 1) ** 2 <= colors.shape[1]):
-            raise Morph4DError(f"sh_degree must be in [0, {round(math.sqrt(colors.shape[1])) - 1}] for K = "
-                               f"{colors.shape[1]} coefficients, got {sh_degree}")
+            raise ValueError(f"sh_degree must be in [0, {round(math.sqrt(colors.shape[1])) - 1}] for K = "
+                             f"{colors.shape[1]} coefficients, got {sh_degree}")
     else:
         _check("colors", colors, (G, 3), f"(G, 3) RGB or (G, K, 3) SH with G = {G}", dtype)
         if sh_degree is not None:
-            raise Morph4DError(f"sh_degree={sh_degree} needs SH colors of shape (G, K, 3), got RGB (G, 3)")
+            raise ValueError(f"sh_degree={sh_degree} needs SH colors of shape (G, K, 3), got RGB (G, 3)")
     devices = {x.device for x in (means, quats, scales, opacities, colors)}
     if len(devices) != 1:
-        raise Morph4DError(f"means, quats, scales, opacities and colors must be on one device, got {devices}")
+        raise ValueError(f"means, quats, scales, opacities and colors must be on one device, got {devices}")
     background = torch.as_tensor(background, dtype=dtype, device=means.device)
     if background.shape != (3,):
-        raise Morph4DError(f"background must be 3 values (RGB), got shape {tuple(background.shape)}")
+        raise ValueError(f"background must be 3 values (RGB), got shape {tuple(background.shape)}")
 
     if backend == "auto":
         backend = "gsplat" if means.is_cuda and _gsplat_available() else "numba"
