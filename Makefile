@@ -18,10 +18,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 venv: $(STAMP)
 
-# one thread: the embedded default's small networks gain nothing from a second one, and on a busy machine two
-# OpenMP threads spin at barriers (a sampling step measured ~3 s instead of ~0.2 s; README "Quality report")
+# threads: every command decides them itself (morph4d/threads.py; --threads N overrides)
 demo: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/morph4d demo --out $(OUT)
+	$(BIN)/morph4d demo --out $(OUT)
 
 # tests/test_viewer.py drives Debian's chromium headless; as root, install it when missing (quietly). Elsewhere
 # the test skips and says why.

@@ -84,13 +84,32 @@ def test_visual_hull_shell_of_a_ball():
     masks = (d2 < (f * radius / (D * D - radius * radius) ** 0.5) ** 2)[None].expand(len(cams), -1, -1)
     voxel = 0.004
     box = torch.tensor([[-0.06, -0.06, -0.06], [0.06, 0.06, 0.06]])  # "mesh" vertices: only their bounding box
-    points, observed, pixels = hull_points(masks, cams, box, OffMeshConfig(hull_voxel=voxel, hull_margin=0.02))
+    points, observed, pixels = hull_points(masks, cams, box, OffMeshConfig(hull_voxel=voxel, hull_voxel_pixels=None,
+                                                                        hull_margin=0.02))
     dist = points.norm(dim=-1)
     assert len(points) > 500
     assert dist.min() > radius - 1.5 * voxel  # nothing inside the ball is carved: no shell deep inside it
     assert dist.median() < radius + 2 * voxel  # 36 views carve the hull close to the ball
     assert observed.shape == (len(points), len(cams)) and observed.float().mean() > 0.9
     assert torch.allclose(pixels, cams.project(points)[..., :2].transpose(0, 1))
+
+
+def test_hull_voxel_counts_in_pixels_where_pixels_are_coarser():
+    """The hull's voxel is cfg.hull_voxel metres, or hull_voxel_pixels pixels at the head if that is larger:
+    4 mm at 128 px and above (where it was chosen), ~1.45 pixels at 64 px."""
+    from morph4d.avatar.gaussians.offmesh import hull_voxel, pixel_footprint
+    box = torch.tensor([[-0.06, -0.06, -0.06], [0.06, 0.06, 0.06]])
+    cfg = OffMeshConfig()
+    sizes = {}
+    for size in (64, 128, 512):
+        cams = orbit_cameras(torch.tensor([0.0, 90.0]), torch.tensor([0.0, 0.0]), 0.75, 26.0, size, size)
+        foot = pixel_footprint(cams, box)
+        assert foot == pytest.approx(0.75 / float(cams.K[0, 0, 0]), rel=1e-5)   # distance / focal length
+        sizes[size] = hull_voxel(cfg, cams, box)
+        assert sizes[size] == pytest.approx(max(cfg.hull_voxel, cfg.hull_voxel_pixels * foot))
+    assert sizes[128] == sizes[512] == cfg.hull_voxel
+    assert sizes[64] > 1.8 * cfg.hull_voxel
+    assert hull_voxel(OffMeshConfig(hull_voxel_pixels=None), cams, box) == cfg.hull_voxel
 
 
 def test_sift_tracks_on_rendered_views(tmp_path):

@@ -107,6 +107,14 @@ def test_guidance_options_with_the_tiny_model(head):
         torch.testing.assert_close(mv, 2 * plain - alone, atol=1e-5, rtol=1e-5)
         joint = guidance("cfg", model, d, cond, ref, ref_cond, 2.0)(x, t)
         assert not torch.allclose(joint, mv, atol=1e-4)
+        # conventional CFG runs conditional + unconditional as one batched forward: the same as two passes
+        uncond = model_denoiser(model, d, torch.zeros_like(cond), torch.zeros_like(ref), torch.zeros_like(ref_cond))
+        torch.testing.assert_close(joint, 2 * plain - uncond(x, t), atol=1e-5, rtol=1e-5)
+        calls = []
+        handle = model.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+        guidance("cfg", model, d, cond, ref, ref_cond, 2.0)(x, t)
+        handle.remove()
+        assert calls == [2 * B]
 
 
 def _worker(rank, out, init_file, models_root):

@@ -16,14 +16,18 @@
 * Adam with one group per raw tensor + one for the U-Net; atomic checkpoints; a killed run resumes at the
   same iteration with the same random state, Gaussians, U-Net and density statistics.
 
-Loop: sample (view, frame, neighbour) -> pose -> deform -> to_world -> back-face dropout -> render -> loss ->
-backward -> step -> density control -> log / checkpoint.
+Loop: sample (view, frame, neighbour) -> back-face dropout -> deform + place the kept Gaussians (the
+neighbour frame: rotations only) -> render -> loss -> backward -> step -> density control -> log / checkpoint.
+The mesh is fixed, so triangle frames and facing tests are computed once per frame / (view, frame).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import time
+from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,7 +35,6 @@ import torch
 
 from morph4d.avatar.gaussians import (
     BoundGaussians,
-    WorldGaussians,
     matrix_to_quaternion,
     render_gaussians,
     triangle_frames,
@@ -164,8 +167,27 @@ def load_fit_data(path: str | Path, resolution: int | None = None) -> FitData:
                    _resize(masks[:, :, None], size)[:, :, 0])
 
 
-def _subset(world: WorldGaussians, keep: torch.Tensor) -> WorldGaussians:
-    return WorldGaussians(world.means[keep], world.quats[keep], world.scales[keep], world.opacities[keep], world.sh[keep])
+class PhaseClock:
+    """Wall and CPU (process) seconds per phase of the fit loop, for ``benchmarks/bench_fit.py``:
+    ``with clock("render"): ...``. ``fit_sequence`` without one runs the same code under a null context."""
+
+    PHASES = ("sample", "deform", "dropout", "render", "loss", "backward", "adam", "densify", "log")
+
+    def __init__(self):
+        self.wall, self.cpu, self.iterations = defaultdict(float), defaultdict(float), 0
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str):
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.wall[phase] += time.perf_counter() - wall
+            self.cpu[phase] += time.process_time() - cpu
+
+
+def _no_clock(phase: str):
+    return contextlib.nullcontext()
 
 
 def initial_gaussians(seq: FitData, head, vertices: torch.Tensor, cfg: FitConfig, views: list[int], log=print) -> BoundGaussians:
@@ -186,9 +208,10 @@ def initial_gaussians(seq: FitData, head, vertices: torch.Tensor, cfg: FitConfig
 
 
 def fit_sequence(sequence: str | Path, out: str | Path, cfg: FitConfig = FitConfig(), flame_path=None,
-                 log=print, stop_after: int | None = None) -> dict:
+                 log=print, stop_after: int | None = None, clock: PhaseClock | None = None) -> dict:
     """Fit (or resume fitting) an avatar to a dataset sequence or generated videos (``load_fit_data``);
-    writes ``out/avatar.safetensors`` (``morph4d.avatar.model``) when the last iteration is done."""
+    writes ``out/avatar.safetensors`` (``morph4d.avatar.model``) when the last iteration is done. ``clock``
+    collects the seconds of each phase of the loop (``PhaseClock``)."""
     cfg.check()
     seq = load_fit_data(sequence, cfg.resolution)
     out = Path(out)
@@ -248,57 +271,77 @@ def fit_sequence(sequence: str | Path, out: str | Path, cfg: FitConfig = FitConf
 
     end = cfg.iterations if stop_after is None else min(cfg.iterations, stop_after)
     dc = cfg.densify
+    phase = _no_clock if clock is None else clock
+    facing: dict[tuple[int, int], torch.Tensor] = {}  # (view, frame) -> (T,) triangles facing it; the mesh is fixed
+    uvs = None  # each Gaussian's UV, until density control changes the Gaussians
     while step < end:
         # 1. data: a training view, a frame and (for the velocity terms) a neighbouring frame
-        v = views[int(torch.randint(len(views), (1,), generator=g))]
-        f = int(torch.randint(F, (1,), generator=g))
-        frames = [f]
-        if net is not None and F > 1:
-            frames.append(f + 1 if f + 1 < F else f - 1)
-        # 2. forward: deform (U-Net, MVP4D S2.4), pose, bind
-        terms_in = {}
-        if net is not None:
-            maps, offsets = deformation_offsets(net, gaussian_uvs(head, bound), torch.tensor(frames), F)  # (2, G, 6)
-            worlds = [deform_gaussians(bound, offsets[i]).place(*geometry[fr]) for i, fr in enumerate(frames)]
-            terms_in["deform_map"] = maps
-        else:
-            worlds = [bound.place(*geometry[f])]
-        # 3. back faces: drop Gaussians of triangles facing away from this view with p = 0.2
-        facing = facing_camera(vertices[f], head.faces, cameras[[v]])[0]
-        keep = backface_dropout(bound, facing, cfg.backface_dropout, generator=g)
-        world = _subset(worlds[0], keep)
-        r = render_gaussians(world.means, world.quats, world.scales, world.opacities, world.sh, cameras[[v]])
-        if dc is not None and r.means2d is not None:
-            r.means2d.retain_grad()
-        pred = r.image.permute(0, 3, 1, 2)  # (1, 3, H, W)
-        if len(worlds) == 2:
-            terms_in["world_quats"] = torch.stack([worlds[0].quats[keep], worlds[1].quats[keep]])
-            terms_in["deform"] = offsets[:, keep, :3]
+        with phase("sample"):
+            v = views[int(torch.randint(len(views), (1,), generator=g))]
+            f = int(torch.randint(F, (1,), generator=g))
+            frames = [f]
+            if net is not None and F > 1:
+                frames.append(f + 1 if f + 1 < F else f - 1)
+        # 2. back faces: drop Gaussians of triangles facing away from this view with p = 0.2 (MVP4D S2.4). First,
+        #    so that everything after it computes only the kept Gaussians (the U-Net draws no random numbers).
+        with phase("dropout"):
+            if (v, f) not in facing:
+                with torch.no_grad():
+                    facing[v, f] = facing_camera(vertices[f], head.faces, cameras[[v]])[0]
+            keep = backface_dropout(bound, facing[v, f], cfg.backface_dropout, generator=g).nonzero()[:, 0]
+            sub = bound.select(keep)
+        # 3. forward: deform (U-Net, MVP4D S2.4), pose, bind; of the neighbouring frame only the rotations
+        with phase("deform"):
+            terms_in = {}
+            if net is not None:
+                if uvs is None:
+                    uvs = gaussian_uvs(head, bound)
+                maps, offsets = deformation_offsets(net, uvs[keep], torch.tensor(frames), F)  # (2, G', 6)
+                world = deform_gaussians(sub, offsets[0]).place(*geometry[f])
+                terms_in["deform_map"] = maps
+                if len(frames) == 2:
+                    neighbour = deform_gaussians(sub, offsets[1]).world_quats(geometry[frames[1]][3])
+                    terms_in["world_quats"] = torch.stack([world.quats, neighbour])
+                    terms_in["deform"] = offsets[:, :, :3]
+            else:
+                world = sub.place(*geometry[f])
+        with phase("render"):
+            r = render_gaussians(world.means, world.quats, world.scales, world.opacities, world.sh, cameras[[v]])
+            if dc is not None and r.means2d is not None:
+                r.means2d.retain_grad()
+            pred = r.image.permute(0, 3, 1, 2)  # (1, 3, H, W)
         # 4. losses, backward, step (3DGS's exponential decay of the means' learning rate)
-        if cfg.lr_means_final is not None:
-            means_group = next(grp for grp in opt.param_groups if grp["name"] == "local_means")
-            means_group["lr"] = cfg.lr_means * (cfg.lr_means_final / cfg.lr_means) ** (step / cfg.iterations)
-        loss, terms = total_loss(pred, images[v, f][None], local_means=bound.local_means[keep],
-                                 log_scales=bound.log_scales[keep], weights=weights, **terms_in)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
+        with phase("loss"):
+            loss, terms = total_loss(pred, images[v, f][None], local_means=sub.local_means,
+                                     log_scales=sub.log_scales, weights=weights, **terms_in)
+        with phase("backward"):
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+        with phase("adam"):
+            if cfg.lr_means_final is not None:
+                means_group = next(grp for grp in opt.param_groups if grp["name"] == "local_means")
+                means_group["lr"] = cfg.lr_means * (cfg.lr_means_final / cfg.lr_means) ** (step / cfg.iterations)
+            opt.step()
+            step += 1
         # 5. density control (3DGS): accumulate view-space gradients, clone / split / prune
-        if dc is not None and r.means2d is not None and r.means2d.grad is not None:
-            kept = keep.nonzero()[:, 0]
-            vis = r.visible[0]
-            dstate.add(kept[vis], r.means2d.grad[0][vis], cameras.width)
-            if dc.start <= step < dc.stop and step % dc.every == 0:
-                bound, dstate, stats = densify_and_prune(bound, dstate, dc, opt, generator=g)
-                log(f"step {step}: density control {stats}")
-        last = {"step": step, "loss": float(loss.detach()), "psnr": psnr(pred.detach(), images[v, f][None]),
-                "gaussians": len(bound)}
-        if step % cfg.log_every == 0 or step == end:
-            log(f"step {step}/{cfg.iterations}: loss {last['loss']:.4f}, PSNR {last['psnr']:.2f} dB, "
-                f"{len(bound)} Gaussians")
-        if step % cfg.checkpoint_every == 0 or step == end:
-            save()
+        with phase("densify"):
+            if dc is not None and r.means2d is not None and r.means2d.grad is not None:
+                vis = r.visible[0]
+                dstate.add(keep[vis], r.means2d.grad[0][vis], cameras.width)
+                if dc.start <= step < dc.stop and step % dc.every == 0:
+                    bound, dstate, stats = densify_and_prune(bound, dstate, dc, opt, generator=g)
+                    uvs = None
+                    log(f"step {step}: density control {stats}")
+        with phase("log"):
+            last = {"step": step, "loss": float(loss.detach()), "psnr": psnr(pred.detach(), images[v, f][None]),
+                    "gaussians": len(bound)}
+            if step % cfg.log_every == 0 or step == end:
+                log(f"step {step}/{cfg.iterations}: loss {last['loss']:.4f}, PSNR {last['psnr']:.2f} dB, "
+                    f"{len(bound)} Gaussians")
+            if step % cfg.checkpoint_every == 0 or step == end:
+                save()
+        if clock is not None:
+            clock.iterations += 1
     if step >= cfg.iterations:
         save_avatar(out, bound, head.name, F, net, fitted_params=seq.params, extra={"sequence": seq.name})
     return last

@@ -164,7 +164,15 @@ def guidance(kind: str, model, diffusion: Diffusion, cond, ref_latent, ref_cond,
         return c
     u_cond, u_ref, u_ref_cond = unconditional_inputs(cond, ref_latent, ref_cond)
     if kind == "cfg":
-        return guided(c, model_denoiser(model, diffusion, u_cond, u_ref, u_ref_cond), scale)
+        if isinstance(scale, (int, float)) and scale == 1.0:
+            return c
+        # one forward of 2B items instead of two of B: the conditional and unconditional inputs have the same
+        # shape, so they batch (the multi-view kind cannot: its conditional pass attends across the V views
+        # jointly, its unconditional one over each view alone; those run as two forwards per step, the second
+        # batching the views as items, never one forward per view)
+        both = model_denoiser(model, diffusion, torch.cat([cond, u_cond]), torch.cat([ref_latent, u_ref]),
+                              torch.cat([ref_cond, u_ref_cond]))
+        return lambda x, t: _combine(*both(torch.cat([x, x]), torch.cat([t, t])).chunk(2), scale)
     if kind == "multiview":
         B, V = cond.shape[:2]
         needed = torch.ones(B, V, dtype=torch.bool) if given_mask is None else ~given_mask.all(dim=2)

@@ -93,14 +93,16 @@ def run_avatar(cfg: AvatarConfig, log=print) -> dict:
              "viewer": out / "viewer" / "index.html"}
     # 1-2. conditioning + sampling plan -> multi-view videos
     if not _stage(log, "generate", paths["generated"]):
+        t = time.perf_counter()
         generation.run(out / "generated", log=log)
-        times["generate"] = time.perf_counter() - t0
+        times["generate"] = time.perf_counter() - t
     # 3. 4D fit
     if not _stage(log, "fit", paths["avatar"]):
         t = time.perf_counter()
         fit_sequence(out / "generated", out / "avatar", cfg.fit, flame_path=cfg.flame_path, log=log)
         times["fit"] = time.perf_counter() - t
     # 4. renders, export, viewer
+    t = time.perf_counter()
     if not _stage(log, "render", paths["video"]):
         render_video(out / "avatar", paths["video"], "fitted", cfg.render_frames, cfg.render_resolution, orbit=True,
                      flame_path=cfg.flame_path)
@@ -111,6 +113,7 @@ def run_avatar(cfg: AvatarConfig, log=print) -> dict:
         export(out / "avatar", paths["ply"], "ply", "fitted", frame=0, flame_path=cfg.flame_path)
     if not _stage(log, "viewer", paths["viewer"]):
         export(out / "avatar", out / "viewer", "html", "fitted", flame_path=cfg.flame_path)
+    times["render_export_viewer"] = time.perf_counter() - t
     if times:
         write_json(out / "timings.json", {**{k: round(v, 1) for k, v in times.items()},
                                           "total_this_call": round(time.perf_counter() - t0, 1)})

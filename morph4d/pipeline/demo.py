@@ -6,6 +6,7 @@ embedded default: a held-out synthetic person's portrait -> multi-view videos ->
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -26,6 +27,7 @@ from morph4d.io import write_json
 from morph4d.mesh.shade import preview_colors, shade_mesh
 from morph4d.models.folder import weights_digest
 from morph4d.pipeline.avatar import RUN_VERSION, AvatarConfig, run_avatar
+from morph4d.threads import thread_counts
 from morph4d.validate import read_json
 from morph4d.video import grid, write_mp4, write_png
 
@@ -102,6 +104,7 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
                         torch.full((len(v),), 8.0, dtype=torch.float64), cfg, cfg.sheet_resolution)
         write_png(paths["contact_sheet"], grid(tiles, cols=cfg.sheet_frames))
         log(f"wrote {paths['contact_sheet']}")
+    seconds = {"head_videos": time.perf_counter() - start}
     # 3. the MVP4D conditioning maps of the same animation, as channel grids (MVP4D Fig. S9)
     if cfg.conditioning and (cfg.frames - 1) % 4 == 0:
         viz = run_viz(VizConfig(out=str(out / "conditioning"), animation=cfg.animation, frames=cfg.frames,
@@ -109,13 +112,19 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
                       log=lambda *_: None)
         paths["conditioning"] = Path(viz["overview"])
         log(f"wrote {viz['overview']} and {viz['channels']}")
+    seconds["conditioning"] = time.perf_counter() - start - sum(seconds.values())
     # 4. MVP4D end to end: a held-out synthetic person's portrait -> 4D avatar (morph4d avatar)
     if cfg.avatar and cfg.head == "builtin":
         avatar = _avatar_stage(cfg, out, log)
         paths.update(avatar_video=Path(avatar["video"]), avatar_reanimated=Path(avatar["reanimated"]),
                      avatar_viewer=Path(avatar["viewer"]), generated=Path(avatar["generated"]).parent / "grid.mp4")
-    write_json(paths["config"], {"demo": asdict(cfg), "head_model": model.describe(),
-                                 "seconds": round(time.perf_counter() - start, 2)})
+        seconds["avatar"] = time.perf_counter() - start - sum(seconds.values())   # its stages: avatar/timings.json
+    total = time.perf_counter() - start
+    write_json(paths["config"], {"demo": asdict(cfg), "head_model": model.describe(), "seconds": round(total, 2),
+                                 "stage_seconds": {k: round(v, 2) for k, v in seconds.items()},
+                                 "threads": thread_counts(), "load_average": [round(x, 2) for x in os.getloadavg()]})
+    log(f"demo: {total:.0f} s wall ({', '.join(f'{k} {v:.0f} s' for k, v in seconds.items())}); load average "
+        f"{os.getloadavg()[0]:.2f}")
     return {k: str(p) for k, p in paths.items()}
 
 

@@ -159,12 +159,19 @@ class BoundGaussians:
     def place(self, R: torch.Tensor, k: torch.Tensor, centroid: torch.Tensor, q_R: torch.Tensor) -> WorldGaussians:
         """``to_world`` from per-triangle frames (``triangle_frames`` output plus ``q_R = matrix_to_quaternion(R)``,
         all indexed by triangle): lets a caller whose mesh is fixed (a fit) compute them once per frame."""
-        R, k, centroid, q_R = R[self.binding], k[self.binding], centroid[self.binding], q_R[self.binding]
+        R, k, centroid = R[self.binding], k[self.binding], centroid[self.binding]
         # R mu as a broadcast product: batched 3 x 3 matmuls (bmm) are several times slower on the CPU
         means = k[:, None] * (R * self.local_means[:, None, :]).sum(-1) + centroid
-        quats = quaternion_multiply(q_R, F.normalize(self.quats, dim=-1))
-        return WorldGaussians(means=means, quats=quats, scales=k[:, None] * self.log_scales.exp(),
+        return WorldGaussians(means=means, quats=self.world_quats(q_R), scales=k[:, None] * self.log_scales.exp(),
                               opacities=torch.sigmoid(self.opacity_logits), sh=self.sh)
+
+    def world_quats(self, q_R: torch.Tensor) -> torch.Tensor:
+        """The world rotations of ``place`` alone (``q_R``: per-triangle frame quaternions), ``(G, 4)``."""
+        return quaternion_multiply(q_R[self.binding], F.normalize(self.quats, dim=-1))
+
+    def select(self, index: torch.Tensor) -> "BoundGaussians":
+        """The Gaussians at ``index`` (``(G',)`` int64), as differentiable views of these tensors' rows."""
+        return BoundGaussians(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The raw tensors by name: a plain-dict checkpoint, one optimizer group per entry."""
