@@ -96,7 +96,7 @@ def test_visual_hull_shell_of_a_ball():
 
 def test_hull_voxel_counts_in_pixels_where_pixels_are_coarser():
     """The hull's voxel is cfg.hull_voxel metres, or hull_voxel_pixels pixels at the head if that is larger:
-    4 mm at 128 px and above (where it was chosen), ~1.45 pixels at 64 px."""
+    4 mm at 128 px and above here (0.75 m, 26 deg), 1.2 pixels at 64 px."""
     from morph4d.avatar.gaussians.offmesh import hull_voxel, pixel_footprint
     box = torch.tensor([[-0.06, -0.06, -0.06], [0.06, 0.06, 0.06]])
     cfg = OffMeshConfig()
@@ -108,7 +108,7 @@ def test_hull_voxel_counts_in_pixels_where_pixels_are_coarser():
         sizes[size] = hull_voxel(cfg, cams, box)
         assert sizes[size] == pytest.approx(max(cfg.hull_voxel, cfg.hull_voxel_pixels * foot))
     assert sizes[128] == sizes[512] == cfg.hull_voxel
-    assert sizes[64] > 1.8 * cfg.hull_voxel
+    assert sizes[64] > 1.5 * cfg.hull_voxel
     assert hull_voxel(OffMeshConfig(hull_voxel_pixels=None), cams, box) == cfg.hull_voxel
 
 

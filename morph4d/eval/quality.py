@@ -53,7 +53,6 @@ from morph4d.io import atomic_path, write_json
 from morph4d.mesh.raster import interpolate, rasterize
 from morph4d.metrics import psnr, ssim
 from morph4d.models.folder import load_models, weights_digest
-from morph4d.threads import torch_threads
 from morph4d.video import grid, write_png
 
 ANGLE_BINS = ((0.0, 15.0), (15.0, 30.0), (30.0, 45.0), (45.0, 90.0))
@@ -209,13 +208,9 @@ def generate_window(model, vae, head, h: HeldOut, cameras, angles, guidance_kind
 
 def run_quality(out: str | Path, model_dir: str | None = None, cfg: QualityConfig = QualityConfig(),
                 log=print) -> dict:
-    """All measurements (module doc) -> ``out/report.json`` and ``out/report.md``; returns the report.
-
-    Torch runs on one thread: its thread pool and numba's (the rasterizer) otherwise compete for the cores, which
-    made the report 2.2x slower on 2 cores (141 s vs 59 s for 3 validation identities); results depend on the
-    thread count in their last bits, so one fixed count also keeps the report reproducible."""
-    with torch_threads(1):
-        return _run_quality(out, model_dir, cfg, log)
+    """All measurements (module doc) -> ``out/report.json`` and ``out/report.md``; returns the report. Runs on
+    the threads the command configured (``morph4d.threads``; results depend on the count in their last bits)."""
+    return _run_quality(out, model_dir, cfg, log)
 
 
 def _run_quality(out: Path | str, model_dir: str | None, cfg: QualityConfig, log) -> dict:

@@ -49,7 +49,7 @@ class OffMeshConfig:
     scale: float = 0.002           # metres: initial world standard deviation of a new Gaussian
     opacity: float = 0.1           # GaussianAvatars' initial opacity
     hull_voxel: float | None = 0.004  # metres: voxel side of the visual-hull seeds (None: SIFT tracks only) ...
-    hull_voxel_pixels: float | None = 1.45  # ... or this many pixels at the head's distance, if larger (None: off)
+    hull_voxel_pixels: float | None = 1.2   # ... or this many pixels at the head's distance, if larger (None: off)
     hull_margin: float = 0.08      # metres: the hull is searched in the mesh's bounding box grown by this
     mask_dilate: int = 1           # pixels: masks are dilated so that one missed pixel carves nothing
 
@@ -188,9 +188,10 @@ def pixel_footprint(cameras: Cameras, vertices: torch.Tensor) -> float:
 def hull_voxel(cfg: OffMeshConfig, cameras: Cameras, vertices: torch.Tensor) -> float:
     """The hull's voxel side: ``cfg.hull_voxel`` metres, or ``cfg.hull_voxel_pixels`` pixels if larger.
 
-    4 mm was chosen at 128 px, where a pixel spans ~2.75 mm (finer voxels fitted worse there: README); at
-    64 px the same 4 mm put ~33k seeds on a head 60 px tall, a third of all the Gaussians for detail the
-    images do not resolve. Counting in pixels keeps the seeds as dense in the image at every resolution."""
+    4 mm was chosen on the synthetic rig at 128 px (README: finer voxels fitted held-out views worse), where a
+    pixel spans 3.2 mm at the head: 1.2 pixels reproduces it there. At 64 px the same 4 mm put ~30k seeds on a
+    head ~60 px tall, 40% of all the Gaussians, for detail the images do not resolve; counting in pixels keeps
+    the seeds as dense in the image at every resolution (issue 20: fewer Gaussians, faster fit)."""
     voxel = cfg.hull_voxel
     if cfg.hull_voxel_pixels is not None:
         voxel = max(voxel, cfg.hull_voxel_pixels * pixel_footprint(cameras, vertices))
