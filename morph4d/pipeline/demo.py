@@ -50,7 +50,7 @@ class DemoConfig:
     conditioning_resolution: int = 256
     avatar: bool = True           # held-out synthetic portrait -> `morph4d avatar` (generate, fit, render, view)
     avatar_resolution: int = 64   # the embedded default's resolution
-    avatar_iterations: int = DEMO_ITERATIONS   # fit.FIT_PRESETS["demo"] (README: measured <= 5 min)
+    avatar_iterations: int = DEMO_ITERATIONS   # fit.FIT_PRESETS["demo"] (README "Speed": 119 s of the demo)
     avatar_model: str | None = None         # model folder (None: the embedded default)
     avatar_key_steps: int | None = None     # DDIM steps (None: the small plan's)
     avatar_other_steps: int | None = None
