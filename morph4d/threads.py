@@ -61,11 +61,22 @@ def _openmp_one_level() -> None:
     flash-attention kernel's GEMMs) then starts a team of its own: 4 threads on 2 cores, spinning at each
     other's barriers (an MMVDM forward measured 6x slower, its attention 15-20x; benchmarks/bench_threads.py).
     Nothing here nests on purpose, so one level loses nothing."""
+    for path in _loaded_openmp_runtimes():
+        try:
+            ctypes.CDLL(path).omp_set_max_active_levels(1)   # already loaded: dlopen returns that copy
+        except (OSError, AttributeError):
+            continue
+
+
+def _loaded_openmp_runtimes() -> list[str]:
+    """Paths of the GNU OpenMP runtimes this process has loaded (torch's own copy, which some wheels name
+    ``libgomp-<hash>.so.1``, and the one numba links, when they differ); none on other runtimes (macOS: libomp)."""
     try:
-        libgomp = ctypes.CDLL("libgomp.so.1")   # the runtime torch loaded (same soname): not a second copy
-    except OSError:   # another OpenMP runtime (macOS: libomp) or none; nothing to fix there
-        return
-    libgomp.omp_set_max_active_levels(1)
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "libgomp" in line and line.rstrip().endswith((".so", ".so.1"))}
+    except OSError:   # not Linux
+        return []
+    return sorted(paths)
 
 
 def thread_counts() -> dict:
