@@ -7,7 +7,7 @@ at 8 views x 49 frames x 512 px (MVP4D's generation size) first, then at smaller
 fit. It also times the Gaussian renderer's ``auto`` backend (gsplat on CUDA when installed, else ours). Prints
 one JSON line per measurement. Without CUDA it says so and exits 0.
 
-    python benchmarks/gpu_check.py [--preset paper] [--repeats 3]
+    python -m benchmarks.gpu_check [--preset paper] [--repeats 3]   # from the repository root
 """
 
 import argparse

@@ -14,14 +14,14 @@ decided for both (issue 20):
   the "flash attention ~5x slower in bf16 training" of session 5. Nothing of ours nests on purpose, so the
   runtime gets one active level (``_openmp_one_level``) wherever we set a count.
 * The wait policy stays libgomp's default (threads spin briefly before sleeping): ``OMP_WAIT_POLICY=PASSIVE``
-  measured 2x slower fit iterations (0.25 vs 0.13 s) and equal sampling on an idle machine, and the policy
-  can only be chosen before the runtime loads, i.e. by the user's environment.
+  measured 2x slower fit iterations and equal sampling, and the policy can only be chosen before the
+  runtime loads, i.e. by the user's environment.
 
-Measured with ``benchmarks/bench_threads.py`` (40 demo-fit iterations and the default's sampling, each set-up
-in a fresh process, idle 2-core machine, load average ~1): 2 threads 0.121-0.127 s/iteration and
-0.253-0.281 s/step, 1 thread 0.199 s and 0.418 s. Every command therefore defaults to the machine's core
-count (``DEFAULT_THREADS``) and takes ``--threads N``. Results of torch reductions depend on the thread
-count in their last bits; code that must be reproducible runs a block under ``torch_threads``.
+``benchmarks/bench_threads.py`` measures each set-up (demo-fit iterations and the default's sampling, each in
+a fresh process; its table with the load average is in README "Speed: threads and the fit"): 2 threads were
+fastest for both, about 1.45x ahead of 1 thread. Every command therefore defaults to the machine's core count
+(``DEFAULT_THREADS``) and takes ``--threads N``. Results of torch reductions depend on the thread count in
+their last bits; code that must be reproducible runs a block under ``torch_threads``.
 """
 
 from __future__ import annotations

@@ -118,10 +118,15 @@ def _combine(c: torch.Tensor, u: torch.Tensor, scale) -> torch.Tensor:
     return u + w * (c - u)
 
 
+def _unguided(scale) -> bool:
+    """A plain scale of exactly 1: guidance returns the conditional prediction, no unconditional pass runs."""
+    return isinstance(scale, (int, float)) and scale == 1.0
+
+
 def guided(cond: Denoiser, uncond: Denoiser, scale: torch.Tensor | float) -> Denoiser:
     """Classifier-free guidance: uncond + scale * (cond - uncond). ``scale``: a float or per view
     ``(V,)`` / ``(B, V)``. Scale 1 returns the conditional prediction exactly (uncond is not evaluated)."""
-    if isinstance(scale, (int, float)) and scale == 1.0:
+    if _unguided(scale):
         return cond
     return lambda x, t: _combine(cond(x, t), uncond(x, t), scale)
 
@@ -164,7 +169,7 @@ def guidance(kind: str, model, diffusion: Diffusion, cond, ref_latent, ref_cond,
         return c
     u_cond, u_ref, u_ref_cond = unconditional_inputs(cond, ref_latent, ref_cond)
     if kind == "cfg":
-        if isinstance(scale, (int, float)) and scale == 1.0:
+        if _unguided(scale):
             return c
         # one forward of 2B items instead of two of B: the conditional and unconditional inputs have the same
         # shape, so they batch (the multi-view kind cannot: its conditional pass attends across the V views
@@ -179,7 +184,7 @@ def guidance(kind: str, model, diffusion: Diffusion, cond, ref_latent, ref_cond,
         run = needed.reshape(-1)
         single = model_denoiser(model, diffusion, u_cond.reshape(B * V, 1, *cond.shape[2:])[run],
                                 u_ref.repeat_interleave(V, 0)[run], u_ref_cond.repeat_interleave(V, 0)[run])
-        if isinstance(scale, (int, float)) and scale == 1.0:
+        if _unguided(scale):
             return c
         return multiview_guided(c, single, scale, needed)
     raise Morph4DError(f"guidance must be 'none', 'cfg' or 'multiview', got {kind!r}")

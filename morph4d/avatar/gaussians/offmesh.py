@@ -271,5 +271,6 @@ def offmesh_gaussians(images: torch.Tensor, cameras: Cameras, vertices: torch.Te
     return g
 
 
-__all__ = ["OffMeshConfig", "hull_points", "hull_voxel", "pixel_footprint", "match_tracks", "triangulate", "reprojection_error", "bind_points",
+__all__ = ["OffMeshConfig", "hull_points", "hull_voxel", "pixel_footprint", "match_tracks", "triangulate",
+           "reprojection_error", "bind_points",
            "offmesh_gaussians", "fundamental"]
