@@ -27,13 +27,14 @@ STAGES = {
     "diffusion": ("foundation", "heads", "mesh", "models", "conditioning", "data"),
     "training": ("foundation", "heads", "mesh", "models", "conditioning", "data", "diffusion"),
     "generation": ("foundation", "heads", "mesh", "models", "conditioning", "data", "diffusion"),
+    "tracking": ("foundation", "heads", "mesh", "models", "conditioning", "data", "diffusion", "generation"),
     "avatar": ("foundation", "heads", "mesh", "models", "conditioning", "data", "diffusion", "generation"),
     "eval": ("foundation", "heads", "mesh", "models", "conditioning", "data", "diffusion", "training", "generation",
-             "avatar"),
+             "tracking", "avatar"),
     "pipeline": ("foundation", "heads", "mesh", "models", "conditioning", "data", "diffusion", "training",
-                 "generation", "avatar", "eval"),
-    "cli": ("foundation", "heads", "mesh", "models", "conditioning", "data", "diffusion", "training", "generation",
-            "avatar", "eval", "pipeline"),
+                 "generation", "tracking", "avatar", "eval"),
+    "cli": ("foundation", "heads", "mesh", "models", "conditioning", "data", "diffusion", "training",
+            "generation", "tracking", "avatar", "eval", "pipeline"),
 }
 
 
