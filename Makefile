@@ -14,6 +14,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet --no-deps mediapipe==0.10.21  # only its face .tflite files (see pyproject.toml)
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -117,8 +117,8 @@ def evaluate_case(model: HeadModel, emb: LandmarkEmbedding, fm, k: int, yaw: flo
     aligned = umeyama(v_fit.T[idx].double(), v_true.T[idx].double())
     vertex_mm = float((aligned - v_true.T[idx].double()).norm(dim=-1).mean() * 1000)
     # 2D landmarks through each camera
-    lm_true = cam.project(emb.points(model(truth)[0], model)[None])[0, :, :2]
-    lm_fit = project(emb.points(model(fit)[0], model), torch.tensor(track.focal), res / 2, res / 2)
+    lm_true = cam.project(emb.points(model(truth)[0], model, yaw)[None])[0, :, :2]
+    lm_fit = project(emb.points(model(fit)[0], model, yaw), torch.tensor(track.focal), res / 2, res / 2)
     iod = float((obs.landmarks[0, 33] - obs.landmarks[0, 263]).norm())
     err2d = (lm_fit - lm_true).norm(dim=-1).mean()
     pose = rotation_angle_deg(head_to_camera(fit, CAMERA_R), head_to_camera(truth, cam.R[0]))

@@ -38,24 +38,44 @@ MAX_SPREAD_M = 0.006       # landmarks whose samples scatter more than 6 mm (med
 
 @dataclass
 class LandmarkEmbedding:
+    """Per landmark and per view bin: a triangle, barycentrics and a fit weight. ``yaws`` are the bins' centres
+    (degrees, the camera's azimuth seen from the head, CONVENTIONS.md); a fit interpolates linearly between the
+    two nearest bins at its current head pose. A FLAME file has one bin (``yaws = [0]``): a fixed embedding."""
     landmarks: torch.Tensor   # (L,) MediaPipe face-mesh indices
-    faces: torch.Tensor       # (L,) triangle of the head mesh
-    bary: torch.Tensor        # (L, 3) barycentric coordinates in it
-    weight: torch.Tensor      # (L,) fit weight in [0, 1]
+    faces: torch.Tensor       # (B, L) triangle of the head mesh
+    bary: torch.Tensor        # (B, L, 3) barycentric coordinates in it
+    weight: torch.Tensor      # (B, L) fit weight in [0, 1]
+    yaws: torch.Tensor        # (B,) bin centres, degrees, increasing
     head_model: str
 
     def vertices_used(self, model: HeadModel) -> torch.Tensor:
         """The head vertices the embedding touches (sorted, unique)."""
         return torch.unique(model.faces[self.faces].reshape(-1))
 
-    def points(self, vertices: torch.Tensor, model: HeadModel) -> torch.Tensor:
-        """Landmark positions ``(..., L, 3)`` from posed vertices ``(..., N, 3)``."""
-        tri = vertices[..., model.faces[self.faces], :]  # (..., L, 3, 3)
-        return (tri * self.bary[..., None]).sum(-2)
+    def view_weights(self, yaw_deg: torch.Tensor) -> torch.Tensor:
+        """Interpolation weights ``(..., B)`` of the bins at ``yaw_deg`` (...,): linear, clamped at the ends."""
+        y = self.yaws.to(yaw_deg.dtype)
+        if len(y) == 1:
+            return torch.ones(*yaw_deg.shape, 1, dtype=yaw_deg.dtype)
+        yaw = yaw_deg.clamp(float(y[0]), float(y[-1]))
+        hi = torch.searchsorted(y, yaw.detach().contiguous(), right=True).clamp(1, len(y) - 1)
+        lo = hi - 1
+        t = (yaw - y[lo]) / (y[hi] - y[lo])
+        w = torch.zeros(*yaw.shape, len(y), dtype=yaw.dtype)
+        w.scatter_(-1, lo[..., None], (1 - t)[..., None])
+        w.scatter_add_(-1, hi[..., None], t[..., None])
+        return w
+
+    def points(self, vertices: torch.Tensor, model: HeadModel, yaw_deg: torch.Tensor | float = 0.0) -> torch.Tensor:
+        """Landmark positions ``(..., L, 3)`` from posed vertices ``(..., N, 3)`` seen from ``yaw_deg``."""
+        tri = vertices[..., model.faces[self.faces], :]  # (..., B, L, 3, 3)
+        per_bin = (tri * self.bary[..., None]).sum(-2)    # (..., B, L, 3)
+        w = self.view_weights(torch.as_tensor(yaw_deg, dtype=vertices.dtype))
+        return (per_bin * w[..., :, None, None]).sum(-3)
 
     def save(self, path: str | Path, **provenance) -> None:
         arrays = dict(landmarks=self.landmarks.numpy(), faces=self.faces.numpy(), bary=self.bary.numpy(),
-                      weight=self.weight.numpy(), head_model=np.array(self.head_model),
+                      weight=self.weight.numpy(), yaws=self.yaws.numpy(), head_model=np.array(self.head_model),
                       version=np.array(EMBEDDING_VERSION))
         arrays.update({f"provenance_{k}": np.array(v) for k, v in provenance.items()})
         with atomic_path(path) as tmp:
@@ -69,29 +89,35 @@ def load_embedding(path: str | Path, model: HeadModel) -> LandmarkEmbedding:
     data = read_npz(path, "landmark embedding")
     if {"landmarks", "faces", "bary"} <= set(data):
         lm, faces, bary = data["landmarks"], data["faces"], data["bary"]
-        weight = data["weight"] if "weight" in data else np.ones(len(lm))
         name = str(data["head_model"]) if "head_model" in data else model.name
         if name != model.name:
             raise Morph4DError(f"{path}: the landmark embedding is for the '{name}' head model, but the head model in "
                                f"use is '{model.name}'")
     elif {"lmk_face_idx", "lmk_b_coords", "landmark_indices"} <= set(data):
         lm, faces, bary = data["landmark_indices"], data["lmk_face_idx"], data["lmk_b_coords"]
-        weight = np.ones(len(lm))
     else:
         raise Morph4DError(f"{path} is not a landmark embedding: expected arrays (landmarks, faces, bary) or FLAME's "
                            f"MediaPipe embedding (lmk_face_idx, lmk_b_coords, landmark_indices); found {sorted(data)}")
-    L = len(lm)
-    if not (faces.shape == (L,) and bary.shape == (L, 3) and weight.shape == (L,)) or L == 0:
-        raise Morph4DError(f"{path}: expected L landmark indices, L triangles and (L, 3) barycentrics, got "
-                           f"{lm.shape}, {faces.shape}, {bary.shape}")
+    if faces.ndim == 1:  # one view bin
+        faces, bary = faces[None], bary[None]
+    L, B = len(lm), faces.shape[0]
+    weight = data["weight"] if "weight" in data else np.ones((B, L))
+    yaws = data["yaws"] if "yaws" in data else np.zeros(B)
+    if weight.ndim == 1:
+        weight = weight[None]
+    if L == 0 or lm.ndim != 1 or faces.shape != (B, L) or bary.shape != (B, L, 3) or weight.shape != (B, L) \
+            or yaws.shape != (B,) or (B > 1 and not np.all(np.diff(yaws) > 0)):
+        raise Morph4DError(f"{path}: expected L landmark indices, (B, L) triangles, (B, L, 3) barycentrics, (B, L) "
+                           f"weights and B increasing view bins; got {lm.shape}, {faces.shape}, {bary.shape}, "
+                           f"{weight.shape}, {yaws.shape}")
     T = model.faces.shape[0]
     if faces.min() < 0 or faces.max() >= T or lm.min() < 0 or lm.max() >= 468:
         raise Morph4DError(f"{path}: triangle indices must lie in [0, {T}) for head model '{model.name}' and "
                            f"landmark indices in [0, 468); got triangles {faces.min()}..{faces.max()}, landmarks "
                            f"{lm.min()}..{lm.max()}")
+    f32 = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32))  # noqa: E731
     return LandmarkEmbedding(torch.as_tensor(lm, dtype=torch.long), torch.as_tensor(faces, dtype=torch.long),
-                             torch.as_tensor(bary, dtype=torch.float32), torch.as_tensor(weight, dtype=torch.float32),
-                             model.name)
+                             f32(bary), f32(weight), f32(yaws), model.name)
 
 
 def default_embedding(model: HeadModel, path: str | Path | None = None) -> LandmarkEmbedding:
@@ -162,12 +188,14 @@ def _closest_bary(p, a, b, c, iterations: int = 40):
     return torch.where(inside[:, None], out, on_edge)
 
 
-CALIBRATION_SEEDS = range(700000, 700120)  # training-range identities (identity.EVAL_SEEDS start at 900000)
+CALIBRATION_SEEDS = range(700000, 700160)  # training-range identities (identity.EVAL_SEEDS start at 900000)
+VIEW_BINS = tuple(range(-60, 61, 15))        # degrees of camera azimuth around the head
+MAX_AZIMUTH = 62.0
 
 
-def calibrate(model: HeadModel, seeds=CALIBRATION_SEEDS, res: int = 512, views_per_identity: int = 2,
-              log=print) -> tuple[LandmarkEmbedding, dict]:
-    """Measure the built-in head's MediaPipe embedding on synthetic renders (module docstring)."""
+def calibrate(model: HeadModel, seeds=CALIBRATION_SEEDS, res: int = 512, views_per_identity: int = 3,
+              bins=VIEW_BINS, log=print) -> tuple[LandmarkEmbedding, dict]:
+    """Measure the built-in head's MediaPipe embedding on synthetic renders (module docstring), per view bin."""
     from morph4d.cameras import VIEW_FOV, VIEW_RADIUS, orbit_cameras
     from morph4d.data.format import mix_seed, select_frames
     from morph4d.data.identity import sample_identity
@@ -175,12 +203,12 @@ def calibrate(model: HeadModel, seeds=CALIBRATION_SEEDS, res: int = 512, views_p
     from morph4d.data.synth import random_animation
     from morph4d.mesh.raster import rasterize
     from morph4d.mesh.shade import vertex_normals
-    from morph4d.tracking.detect import NUM_MESH_LANDMARKS, FaceModels
+    from morph4d.tracking.detect import MEDIAPIPE_VERSION, NUM_MESH_LANDMARKS, FaceModels
+    from morph4d.tracking.observe import observe_image
 
     fm = FaceModels()
     skin = skin_triangles(model)
-    template = model.template
-    samples = [[] for _ in range(NUM_MESH_LANDMARKS)]
+    points, azimuths, owners = [], [], []  # per sample: template point, view azimuth, landmark
     renders = 0
     for seed in seeds:
         g = torch.Generator().manual_seed(mix_seed("embedding", seed))
@@ -188,8 +216,9 @@ def calibrate(model: HeadModel, seeds=CALIBRATION_SEEDS, res: int = 512, views_p
         scene = make_scene(model, identity, res)
         params, _ = random_animation(model, 1, 25.0, g)
         params = select_frames(params.replace(shape=identity.shape.clone()), [0])
-        params = params.replace(rotation=torch.zeros_like(params.rotation), neck=params.neck * 0.3)
-        az = (torch.rand(views_per_identity, generator=g) * 2 - 1) * 35
+        zero = torch.zeros_like(params.rotation)
+        params = params.replace(rotation=zero, neck=zero)  # the camera alone sets the view
+        az = (torch.rand(views_per_identity, generator=g) * 2 - 1) * MAX_AZIMUTH
         el = (torch.rand(views_per_identity, generator=g) * 2 - 1) * 15
         cams = orbit_cameras(az, el, VIEW_RADIUS, VIEW_FOV, res, res)
         images, _ = render_sequence(scene, params, cams, sample_lighting(g), RenderConfig())
@@ -198,50 +227,58 @@ def calibrate(model: HeadModel, seeds=CALIBRATION_SEEDS, res: int = 512, views_p
         raster = rasterize(verts, model.faces, cams)
         for v in range(views_per_identity):
             img = images[v, 0].numpy().astype(np.float32)
-            found = fm.detect(img)
-            if not found:
-                continue
-            pts, presence = fm.mesh(img, fm.roi_from_detection(found[0]))
-            pts, presence = fm.mesh(img, fm.roi_from_landmarks(pts))
-            if presence < 0.5:
+            try:  # the same evidence the tracker uses (observe: two passes, averaged crop variations)
+                pts = observe_image(fm, img, "calibration render")[0].landmarks
+            except Morph4DError:
                 continue
             renders += 1
-            cols = np.clip(pts[:, 0].astype(int), 0, res - 1)
-            rows = np.clip(pts[:, 1].astype(int), 0, res - 1)
+            cols = torch.as_tensor(np.clip(pts[:, 0].astype(int), 0, res - 1))
+            rows = torch.as_tensor(np.clip(pts[:, 1].astype(int), 0, res - 1))
             tri = raster.triangle_id[v, rows, cols]
-            bary = raster.bary[v, rows, cols]
-            centre = cams.centers[v]
-            for i in range(NUM_MESH_LANDMARKS):
-                t = int(tri[i])
-                if t < 0 or not skin[t]:
-                    continue
-                f = model.faces[t]
-                n = (normals[f] * bary[i][:, None]).sum(0)
-                p = (verts[f] * bary[i][:, None]).sum(0)
-                facing = float(torch.dot(n / n.norm(), (centre - p) / (centre - p).norm()))
-                if facing < FACING_MIN:
-                    continue
-                samples[i].append((template[f] * bary[i][:, None]).sum(0))
+            ok = tri >= 0
+            ok[ok.clone()] = skin[tri[ok]]
+            idx = torch.nonzero(ok)[:, 0]
+            f = model.faces[tri[idx]]                                    # (n, 3)
+            bary = raster.bary[v, rows[idx], cols[idx]]                  # (n, 3)
+            n = (normals[f] * bary[..., None]).sum(1)
+            p = (verts[f] * bary[..., None]).sum(1)
+            view = cams.centers[v] - p
+            facing = (n * view).sum(-1) / (n.norm(dim=-1) * view.norm(dim=-1))
+            keep = facing >= FACING_MIN
+            points.append((model.template[f[keep]] * bary[keep][..., None]).sum(1))
+            azimuths.append(torch.full((int(keep.sum()),), float(az[v])))
+            owners.append(idx[keep])
         log(f"seed {seed}: {renders} renders with a face")
-    med, spread, keep = [], [], []
-    for i, s in enumerate(samples):
-        if len(s) < max(5, renders // 5):
-            continue
-        s = torch.stack(s)
-        m = s.median(0).values
-        d = (s - m).norm(dim=-1).median()
-        if d > MAX_SPREAD_M:
-            continue
-        keep.append(i)
-        med.append(m)
-        spread.append(d)
-    tri, bary = closest_on_triangles(torch.stack(med), template, model.faces, skin)
-    spread = torch.stack(spread)
-    emb = LandmarkEmbedding(torch.tensor(keep), tri, bary.float(), 1 / (1 + (spread / SPREAD_SCALE_M) ** 2),
-                            model.name)
-    info = dict(mediapipe=__import__("morph4d.tracking.detect", fromlist=["x"]).MEDIAPIPE_VERSION,
-                seeds=f"{seeds.start}..{seeds.stop - 1}", renders=renders, res=res,
-                median_spread_mm=float(spread.median() * 1000), landmarks=len(keep))
+    points, azimuths, owners = torch.cat(points), torch.cat(azimuths), torch.cat(owners)
+    step = float(bins[1] - bins[0])
+    B = len(bins)
+    centre = torch.full((B, NUM_MESH_LANDMARKS, 3), float("nan"))
+    spread = torch.full((B, NUM_MESH_LANDMARKS), float("inf"))
+    for b, c in enumerate(bins):
+        near = (azimuths - c).abs() <= step  # the samples of this bin's triangular interpolation support
+        for i in range(NUM_MESH_LANDMARKS):
+            s = points[near & (owners == i)]
+            if len(s) < 8:
+                continue
+            m = s.median(0).values
+            centre[b, i] = m
+            spread[b, i] = (s - m).norm(dim=-1).median()
+    # landmarks measured (spread under MAX_SPREAD_M) in the frontal bin are kept; bins where one was not
+    # measured take the nearest measured bin's position with weight 0
+    valid = spread <= MAX_SPREAD_M
+    keep = torch.nonzero(valid[B // 2])[:, 0]
+    weight = torch.where(valid, 1 / (1 + (spread / SPREAD_SCALE_M) ** 2), torch.zeros(()))[:, keep]
+    centre = centre[:, keep]
+    for b in range(B):
+        for j in range(len(keep)):
+            if not valid[b, keep[j]]:
+                nearest = min((abs(b2 - b), b2) for b2 in range(B) if valid[b2, keep[j]])[1]
+                centre[b, j] = centre[nearest, j]
+    tri, bary = closest_on_triangles(centre.reshape(-1, 3), model.template, model.faces, skin)
+    emb = LandmarkEmbedding(keep, tri.reshape(B, -1), bary.reshape(B, -1, 3).float(), weight.float(),
+                            torch.tensor(bins, dtype=torch.float32), model.name)
+    info = dict(mediapipe=MEDIAPIPE_VERSION, seeds=f"{seeds.start}..{seeds.stop - 1}", renders=renders, res=res,
+                median_spread_mm=float(spread[valid].median() * 1000), landmarks=len(keep), bins=B)
     return emb, info
 
 

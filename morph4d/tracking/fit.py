@@ -69,9 +69,10 @@ class LandmarkHead(nn.Module):
         used = torch.unique(torch.cat([model.faces[embedding.faces].reshape(-1), *pupils]))
         remap = torch.full((model.num_vertices,), -1, dtype=torch.long)
         remap[used] = torch.arange(len(used))
-        self.faces = remap[model.faces[embedding.faces]]                 # (L, 3) into the subset
-        self.bary = embedding.bary
-        self.weight = embedding.weight
+        self.embedding = embedding
+        self.faces = remap[model.faces[embedding.faces]]                 # (B, L, 3) into the subset
+        self.bary = embedding.bary                                        # (B, L, 3)
+        self.weight = embedding.weight                                    # (B, L)
         # image-left eye first: the subject's right eye (x < 0) faces the camera on the image's left
         self.pupils = [remap[p] for p in pupils] if len(pupils) == 2 else []
         self.template = model.template[used]
@@ -99,12 +100,23 @@ class LandmarkHead(nn.Module):
         posed, _ = linear_blend_skinning(v, joints, rot, self.skin, (-1, 0, 1, 1, 1))
         return posed + p.translation[..., None, :]
 
-    def forward(self, p: HeadParams) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Landmarks ``(..., L, 3)`` and pupil centres ``(..., 2, 3)`` (image-left eye first) or None."""
+    def forward(self, p: HeadParams, view: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Landmarks ``(..., L, 3)`` interpolated between the embedding's view bins by ``view`` (..., B) (default:
+        the frontal bin's weights) and pupil centres ``(..., 2, 3)`` (image-left eye first) or None."""
         v = self.vertices(p)
-        lm = (v[..., self.faces, :] * self.bary[..., None]).sum(-2)
+        per_bin = (v[..., self.faces, :] * self.bary[..., None]).sum(-2)   # (..., B, L, 3)
+        if view is None:
+            view = self.embedding.view_weights(torch.zeros(p.jaw.shape[:-1]))
+        lm = (per_bin * view[..., :, None, None]).sum(-3)
         pupils = torch.stack([v[..., i, :].mean(-2) for i in self.pupils], -2) if self.pupils else None
         return lm, pupils
+
+    def view_yaw(self, p: HeadParams) -> torch.Tensor:
+        """Azimuth (degrees) of the tracking camera (at the origin) seen from the head, in the head's frame."""
+        root = self.j_template[0] + torch.einsum("ks,...s->...k", self.j_shape[0], p.shape)
+        to_camera = -(root + p.translation)                                # world, head root -> camera
+        local = (axis_angle_to_matrix(p.rotation).transpose(-1, -2) @ to_camera[..., None])[..., 0]
+        return torch.rad2deg(torch.atan2(local[..., 0], local[..., 2]))
 
 
 def project(points: torch.Tensor, focal: torch.Tensor, cx: float, cy: float) -> torch.Tensor:
@@ -172,33 +184,31 @@ class _Energy:
         self.target = obs.landmarks[:, emb.landmarks]                 # (F, L, 2)
         self.iris = obs.irises
         self.open = obs.openness
-        self.sqrt_w = (head.weight / head.weight.sum()).sqrt() * math.sqrt(cfg.data_weight)
+        self.weight_sum = head.weight.sum(-1).mean()                  # landmark weights normalised per frame
         self.scale = obs.scale() / 100                                # residuals in percent of the inter-ocular distance
         self.cx, self.cy = obs.width / 2, obs.height / 2
         self.log_f0 = math.log(focal0)
         self.shape_std = SHAPE_STD.get(head.model_name, 1.0)
         self.builtin = head.model_name == "builtin"
 
-    def frame(self, v: torch.Tensor, shared: torch.Tensor, i: torch.Tensor | int, robust: torch.Tensor | None = None
-              ) -> torch.Tensor:
-        """Residual vector of frame ``i`` for frame unknowns ``v`` and shared unknowns ``shared``. ``robust``:
-        per-landmark (and per-iris) IRLS weights of the Huber loss, fixed during one LM step."""
+    def frame(self, v: torch.Tensor, shared: torch.Tensor, i: torch.Tensor | int, aux: torch.Tensor) -> torch.Tensor:
+        """Residual vector of frame ``i`` for frame unknowns ``v`` and shared unknowns ``shared``. ``aux`` (from
+        ``aux``, fixed during one LM step): the Huber IRLS weights per landmark and iris, then the view bins'
+        interpolation weights at the current pose."""
         c, head = self.cfg, self.head
         x = _unpack_frame(head, v)
         shape, log_f = shared[:-1], shared[-1]
         p = HeadParams(shape, x["expression"], x["jaw"], torch.zeros(3), x["eyes"], x["rotation"], x["translation"])
-        lm, pupils = head(p)
+        L = self.target.shape[1]
+        robust, view = aux[:L + 2], aux[L + 2:]
+        lm, pupils = head(p, view)
         f = log_f.exp()
-        out = []
+        sqrt_w = (view @ head.weight / self.weight_sum).clamp(min=0).sqrt() * math.sqrt(c.data_weight)
         d = (project(lm, f, self.cx, self.cy) - self.target[i]) / self.scale[i]       # (L, 2) percent
-        L = d.shape[0]
-        rw = robust[:L] if robust is not None else 1.0
-        out.append((d * (self.sqrt_w * rw)[:, None]).reshape(-1))
+        out = [(d * (sqrt_w * robust[:L])[:, None]).reshape(-1)]
         if pupils is not None and self.iris is not None:
             di = (project(pupils, f, self.cx, self.cy) - self.iris[i]) / self.scale[i]   # (2, 2)
-            wi = (self.open[i] * c.iris_weight * c.data_weight / 2).sqrt()
-            if robust is not None:
-                wi = wi * robust[L:]
+            wi = (self.open[i] * c.iris_weight * c.data_weight / 2).sqrt() * robust[L:]
             out.append((di * wi[:, None]).reshape(-1))
         out.append(math.sqrt(c.expression_weight) * x["expression"])
         if self.builtin:
@@ -208,21 +218,29 @@ class _Energy:
         out.append(math.sqrt(c.eyes_weight) * x["eyes"])
         return torch.cat(out)
 
+    def aux(self, v: torch.Tensor, shared: torch.Tensor, i: int) -> torch.Tensor:
+        """View-bin weights at the current pose, and the IRLS weights sqrt(min(1, delta / |r|)) of the Huber loss
+        per landmark and per iris at the current estimate."""
+        L = self.target.shape[1]
+        with torch.no_grad():
+            x = _unpack_frame(self.head, v)
+            p = HeadParams(shared[:-1], x["expression"], x["jaw"], torch.zeros(3), x["eyes"], x["rotation"],
+                           x["translation"])
+            view = self.head.embedding.view_weights(self.head.view_yaw(p).float())
+            r = self.frame(v, shared, i, torch.cat([torch.ones(L + 2), view]))
+            sqrt_w = (view @ self.head.weight / self.weight_sum).clamp(min=1e-12).sqrt() * math.sqrt(self.cfg.data_weight)
+            dist = r[:2 * L].reshape(L, 2).norm(dim=-1) / sqrt_w               # unweighted distance in percent
+            iris = torch.ones(2)
+            if self.iris is not None and self.head.pupils:
+                wi = (self.open[i] * self.cfg.iris_weight * self.cfg.data_weight / 2).sqrt().clamp(min=1e-12)
+                iris = r[2 * L:2 * L + 4].reshape(2, 2).norm(dim=-1) / wi
+            robust = (self.cfg.huber / torch.cat([dist, iris]).clamp(min=1e-9)).clamp(max=1.0).sqrt()
+        return torch.cat([robust, view])
+
     def shared_prior(self, shared: torch.Tensor) -> torch.Tensor:
         c = self.cfg
         return torch.cat([math.sqrt(c.shape_weight) * shared[:-1] / self.shape_std,
                           math.sqrt(c.focal_weight) * (shared[-1:] - self.log_f0)])
-
-    def robust_weights(self, v: torch.Tensor, shared: torch.Tensor, i: int) -> torch.Tensor:
-        """IRLS weights sqrt(min(1, delta / |r|)) per landmark and per iris at the current estimate."""
-        with torch.no_grad():
-            r = self.frame(v, shared, i)
-        L = self.target.shape[1]
-        n = 2 * L + (4 if self.iris is not None and self.head.pupils else 0)
-        pts = r[:n].reshape(-1, 2).norm(dim=-1)
-        w = torch.cat([self.sqrt_w, torch.ones((n - 2 * L) // 2)]) if n > 2 * L else self.sqrt_w
-        scaled = pts / w.clamp(min=1e-12)            # the unweighted distance in percent
-        return (self.cfg.huber / scaled.clamp(min=1e-9)).clamp(max=1.0).sqrt()
 
 
 def _lm_solve(H: torch.Tensor, g: torch.Tensor, lam: float) -> torch.Tensor:
@@ -255,7 +273,7 @@ def _lm_joint(energy: _Energy, frames: list[int], V: torch.Tensor, shared: torch
     lam, cost = 1e-3, None
     for _ in range(iterations):
         Vs, sh = unflatten(theta)
-        robust = [energy.robust_weights(Vs[k], sh, frames[k]) for k in range(K)]
+        robust = [energy.aux(Vs[k], sh, frames[k]) for k in range(K)]
         r = residual(theta, robust)
         cost = float(r.pow(2).sum())
         J = jacfwd(residual)(theta, robust).double()   # forward mode may promote; solve in float64 anyway
@@ -291,7 +309,7 @@ def _lm_frames(energy: _Energy, V: torch.Tensor, shared: torch.Tensor, iteration
     lam = torch.full((F,), 1e-3, dtype=torch.float64)
     H = None
     for _ in range(iterations):
-        robust = torch.stack([energy.robust_weights(V[f], shared, f) for f in range(F)])
+        robust = torch.stack([energy.aux(V[f], shared, f) for f in range(F)])
         r = batched_r(V, ids, robust)
         cost = r.pow(2).sum(-1)
         J = batched_J(V, ids, robust).double()                            # (F, M, P)

@@ -39,9 +39,27 @@ def eye_openness(pts: np.ndarray) -> np.ndarray:
     return np.array(out, np.float32)
 
 
-def _evidence(fm: FaceModels, image: np.ndarray, roi: Roi) -> FrameEvidence:
+# crop variations the face mesh is averaged over (scale, shifts as fractions of the ROI, rotation): test-time
+# augmentation against the detector's jitter (ours; MediaPipe runs one crop)
+ROI_JITTER = ((1.0, 0.0, 0.0, 0.0), (0.9, 0.0, 0.0, 0.0), (1.1, 0.0, 0.0, 0.0), (1.0, 0.05, 0.0, 0.0),
+              (1.0, -0.05, 0.0, 0.0), (1.0, 0.0, 0.05, 0.0), (1.0, 0.0, -0.05, 0.0), (1.0, 0.0, 0.0, 0.1),
+              (1.0, 0.0, 0.0, -0.1))  # (scale, shift x, shift y, rotation in radians)
+
+
+def _jittered(fm: FaceModels, image: np.ndarray, roi: Roi, jitter) -> tuple[np.ndarray, float]:
+    pts, pres = [], []
+    c, s = np.cos(roi.angle), np.sin(roi.angle)
+    for scale, dx, dy, rot in jitter:
+        shift = np.array([[c, -s], [s, c]]) @ np.array([dx, dy]) * roi.size
+        p, q = fm.mesh(image, Roi(roi.cx + shift[0], roi.cy + shift[1], roi.size * scale, roi.angle + rot))
+        pts.append(p)
+        pres.append(q)
+    return np.mean(pts, 0), float(np.mean(pres))
+
+
+def _evidence(fm: FaceModels, image: np.ndarray, roi: Roi, jitter=ROI_JITTER) -> FrameEvidence:
     pts, presence = fm.mesh(image, roi)
-    pts, presence = fm.mesh(image, fm.roi_from_landmarks(pts))
+    pts, presence = _jittered(fm, image, fm.roi_from_landmarks(pts), jitter)
     return FrameEvidence(pts, fm.irises(image, pts), eye_openness(pts), presence, fm.roi_from_landmarks(pts))
 
 
