@@ -14,9 +14,10 @@ from morph4d.heads.cli import add_head_args, animation_help
 PLANS = tuple(PRESETS)
 
 
-def add_generation_args(p) -> None:
+def add_generation_args(p, reference_required: bool = True) -> None:
     """Arguments of a generation, shared by ``generate`` and ``avatar`` (``prepare_generation``'s inputs)."""
-    p.add_argument("--reference", required=True, help="tracked reference .npz (image + head parameters + camera)")
+    p.add_argument("--reference", required=reference_required,
+                   help="tracked reference .npz (image + head parameters + camera)")
     p.add_argument("--animation", default="talk", help=animation_help() + " (drives the generated videos)")
     p.add_argument("--plan", default="small", choices=PLANS, help="sampling-plan preset: 120 (32 views x 89 frames), "
                    "360 (48 x 89) or small (8 x 25, for the CPU; default)")

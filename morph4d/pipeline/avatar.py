@@ -1,11 +1,13 @@
 """``morph4d avatar``: one tracked portrait -> a re-animatable 4D Gaussian avatar, in one resumable command.
 
-MVP4D's whole pipeline (§3-4): reference -> conditioning + sampling plan -> multi-view videos
+MVP4D's whole pipeline (§3-4): [photo -> tracked reference (``morph4d track``)] -> conditioning + sampling plan -> multi-view videos
 (``generate``) -> Gaussians bound to the head mesh fitted to them (``fit``) -> renders (the fitted
 animation replayed from an orbiting camera, and a NEW animation the avatar never saw) + a 3DGS ``.ply`` +
 the WebGL viewer folder. Outputs in ``OUT``::
 
     pipeline.json        the resolved configuration (a rerun with another one is refused)
+    track/               a photo given as the reference: reference.npz + overlay.png (morph4d track)
+    drive/               --drive VIDEO: animation.npz + overlay.mp4 (morph4d track), the re-animation
     generated/           multi-view videos + manifest.json (morph4d generate; resumable job by job)
     avatar/              avatar.safetensors (morph4d fit; resumable from its checkpoint)
     avatar.mp4           the fitted animation, orbiting camera
@@ -20,6 +22,7 @@ and fitting also resume inside their stage); each output file is written atomica
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,7 +42,7 @@ RUN_VERSION = 2   # of the run folder; 2: the stage layout (plan/head fields, pl
 
 @dataclass(frozen=True)
 class AvatarConfig:
-    reference: str                       # tracked reference .npz (morph4d/generation/reference.py)
+    reference: str                       # tracked reference .npz (morph4d/generation/reference.py) or a photo
     out: str
     model: str | None = None             # model folder (None: the embedded default)
     animation: str = "talk"              # drives the generated videos (the avatar's fitted sequence)
@@ -54,6 +57,9 @@ class AvatarConfig:
     reanimate: str = "surprise"          # a built-in animation the avatar was not fitted on
     render_frames: int = 49
     render_resolution: int = 128
+    drive: str | None = None             # a driving video: tracked, it re-animates the avatar (replaces reanimate)
+    reference_res: int = 64              # a photo's reference crop: the generation's resolution (64: embedded default)
+    embedding: str | None = None         # landmark embedding for tracking (FLAME needs one)
 
 
 def _stage(log, name: str, path: Path) -> bool:
@@ -68,16 +74,32 @@ def _stage(log, name: str, path: Path) -> bool:
 def run_avatar(cfg: AvatarConfig, log=print) -> dict:
     """Run (or resume) every stage of the module docstring; returns the output paths."""
     out = Path(cfg.out)
+    from morph4d.tracking.run import TrackConfig, is_video, run_track
+    if cfg.drive is not None and not is_video(cfg.drive):
+        raise Morph4DError(f"--drive {cfg.drive}: expected a video file (MP4, MOV, MKV, WebM, AVI, ...)")
+    reference, reanimate = cfg.reference, cfg.reanimate
+    # 0. tracking: a photo becomes the tracked reference, a driving video the re-animation (each skipped when done)
+    if Path(cfg.reference).suffix.lower() != ".npz":
+        reference = str(out / "track" / "reference.npz")
+        if not _stage(log, "track", Path(reference)):
+            run_track(TrackConfig(cfg.reference, str(out / "track"), cfg.reference_res, cfg.head, cfg.flame_path,
+                                  cfg.embedding), log=log)
+    if cfg.drive is not None:
+        reanimate = str(out / "drive" / "animation.npz")
+        if not _stage(log, "track video", Path(reanimate)):
+            run_track(TrackConfig(cfg.drive, str(out / "drive"), cfg.reference_res, cfg.head, cfg.flame_path,
+                                  cfg.embedding), log=log)
     # check every input before any work: plan preset, head model, reference, animations, model folder
-    generation = prepare_generation(cfg.reference, cfg.animation, GenerateConfig(
+    generation = prepare_generation(reference, cfg.animation, GenerateConfig(
         preset=cfg.plan, guidance=cfg.guidance, seed=cfg.seed, key_steps=cfg.key_steps, other_steps=cfg.other_steps),
         head=cfg.head, flame_path=cfg.flame_path, model=cfg.model)
-    get_animation(cfg.reanimate, generation.head, cfg.render_frames).check_model(generation.head)
+    get_animation(reanimate, generation.head, cfg.render_frames).check_model(generation.head)
     cfg.fit.check()
     if not (out / "generated" / MANIFEST).is_file():
         generation.models()   # a broken model folder is refused before the run folder is created
     state = json.loads(json.dumps(asdict(cfg)))
-    state["reference"] = generation.identity["reference"]
+    state["reference"] = os.path.abspath(cfg.reference)
+    state["drive"] = os.path.abspath(cfg.drive) if cfg.drive else None
     state["model_weights"] = generation.identity["model_weights"]  # retrained weights = another run, never stale outputs
     state["run_version"] = RUN_VERSION
     state.pop("out")
@@ -107,7 +129,7 @@ def run_avatar(cfg: AvatarConfig, log=print) -> dict:
         render_video(out / "avatar", paths["video"], "fitted", cfg.render_frames, cfg.render_resolution, orbit=True,
                      flame_path=cfg.flame_path)
     if not _stage(log, "reanimate", paths["reanimated"]):
-        render_video(out / "avatar", paths["reanimated"], cfg.reanimate, cfg.render_frames, cfg.render_resolution,
+        render_video(out / "avatar", paths["reanimated"], reanimate, cfg.render_frames, cfg.render_resolution,
                      orbit=True, flame_path=cfg.flame_path)
     if not _stage(log, "export", paths["ply"]):
         export(out / "avatar", paths["ply"], "ply", "fitted", frame=0, flame_path=cfg.flame_path)

@@ -129,3 +129,34 @@ def evaluate_case(model: HeadModel, emb: LandmarkEmbedding, fm, k: int, yaw: flo
     f_true = float(cam.K[0, 1, 1])
     return CaseResult(yaw, fov, float(err2d), float(err2d) / iod, pose, vertex_mm, expr_mm,
                       abs(track.focal / f_true - 1), seconds)
+
+
+def synthetic_clip(model: HeadModel, k: int, frames: int, res: int = 512, fov: float = 26.0, fps: float = 25.0):
+    """A held-out identity talking and turning (``random_animation``: yaw up to 40 degrees, blinks, gaze, jaw),
+    seen by a fixed frontal camera: (frames (F, H, W, 3) numpy, true params (F, ...), camera)."""
+    from morph4d.cameras import orbit_cameras
+    from morph4d.data.format import mix_seed
+    from morph4d.data.identity import EVAL_SEEDS, sample_identity
+    from morph4d.data.scene import RenderConfig, make_scene, render_sequence, sample_lighting
+    from morph4d.data.synth import random_animation
+
+    seed = EVAL_SEEDS.start + k
+    g = torch.Generator().manual_seed(mix_seed("tracking-clip", seed))
+    identity = sample_identity(seed, model)
+    params, _ = random_animation(model, frames, fps, g)
+    params = params.replace(shape=identity.shape.clone())
+    radius = 0.30 / (2 * math.tan(math.radians(fov) / 2)) * 1.3
+    cam = orbit_cameras(torch.tensor([0.0]), torch.tensor([0.0]), radius, fov, res, res)
+    images, _ = render_sequence(make_scene(model, identity, res), params, cam, sample_lighting(g), RenderConfig())
+    return images[0].numpy().astype(np.float32), params, cam
+
+
+def clip_pose_errors(model: HeadModel, truth: HeadParams, cam, fitted: HeadParams) -> np.ndarray:
+    """Per-frame head-pose error (degrees) of a tracked clip: head-to-camera rotations, the neck included
+    (the tracker puts all head rotation in the global rotation)."""
+    out = []
+    for i in range(truth.jaw.shape[0]):
+        Rt = cam.R[0] @ axis_angle_to_matrix(truth.rotation[i]) @ axis_angle_to_matrix(truth.neck[i])
+        Rf = CAMERA_R @ axis_angle_to_matrix(fitted.rotation[i])
+        out.append(rotation_angle_deg(Rf, Rt))
+    return np.array(out)

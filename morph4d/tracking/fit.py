@@ -31,7 +31,7 @@ from torch import nn
 
 from morph4d.cameras import Cameras
 from morph4d.heads import HeadModel, HeadParams
-from morph4d.heads.model import axis_angle_to_matrix, linear_blend_skinning
+from morph4d.heads.model import axis_angle_to_matrix
 from morph4d.tracking.embedding import LandmarkEmbedding
 
 CAMERA_R = torch.diag(torch.tensor([1.0, -1.0, -1.0]))  # world +z (the face's forward) points at the camera
@@ -49,9 +49,10 @@ class FitConfig:
     focal_weight: float = 1.0
     iris_weight: float = 1.0
     data_weight: float = 20.0      # gain of the landmark + iris terms over the priors (~ effective landmark count)
-    time_weight: float = 50.0      # video: acceleration penalty per frame
+    time_weight: float = 1e5       # video: acceleration penalty (measured on a synthetic clip: README)
     huber: float = 2.0             # residuals are in percent of the inter-ocular distance
     iterations: int = 20
+    frame_iterations: int = 8      # video frames (after the identity is fixed; started from PnP)
     candidate_iterations: int = 6
     focal_candidates: tuple = FOCAL_CANDIDATES
 
@@ -60,56 +61,92 @@ SHAPE_STD = {"builtin": 0.8}  # prior std of the shape coefficients per head mod
 
 
 class LandmarkHead(nn.Module):
-    """The head model restricted to the embedding's vertices and the pupils (module docstring)."""
+    """The head model evaluated at the landmarks only (module docstring): every landmark of every view bin, and
+    each pupil's centre, is a virtual vertex whose template position, blendshapes, pose correctives and
+    skinning weights are the barycentric (pupils: mean) blend of its triangle's vertices'. All but skinning are
+    linear in the vertices, so this is exact for them; skinning weights blended inside one ~mm triangle differ
+    from skinning the corners by far less than a micrometre (a test bounds it against ``HeadModel.forward``).
+    A frame's view weights blend the bins' virtual vertices into one set of L landmarks before posing."""
 
     def __init__(self, model: HeadModel, embedding: LandmarkEmbedding):
         super().__init__()
         self.model_name = model.name
-        pupils = [model.vertex_groups[g] for g in ("pupil_right", "pupil_left") if g in model.vertex_groups]
-        used = torch.unique(torch.cat([model.faces[embedding.faces].reshape(-1), *pupils]))
-        remap = torch.full((model.num_vertices,), -1, dtype=torch.long)
-        remap[used] = torch.arange(len(used))
         self.embedding = embedding
-        self.faces = remap[model.faces[embedding.faces]]                 # (B, L, 3) into the subset
-        self.bary = embedding.bary                                        # (B, L, 3)
         self.weight = embedding.weight                                    # (B, L)
+        corners = model.faces[embedding.faces]                            # (B, L, 3)
+        bary = embedding.bary
+
+        def blend(a: torch.Tensor) -> torch.Tensor:                       # (N, ...) -> (B, L, ...)
+            c = a[corners]                                                # (B, L, 3, ...)
+            w = bary.reshape(*bary.shape, *([1] * (c.dim() - 3)))
+            return (c * w).sum(2)
+
+        pupils = [model.vertex_groups[g] for g in ("pupil_right", "pupil_left") if g in model.vertex_groups]
+        self.has_pupils = len(pupils) == 2
         # image-left eye first: the subject's right eye (x < 0) faces the camera on the image's left
-        self.pupils = [remap[p] for p in pupils] if len(pupils) == 2 else []
-        self.template = model.template[used]
-        self.shapedirs = model.shapedirs[used]
-        self.exprdirs = model.exprdirs[used]
-        self.skin = model.skin_weights[used]
-        self.posedirs = None if model.posedirs is None else \
-            model.posedirs.reshape(36, -1, 3)[:, used].reshape(36, -1)
+        self.pupil_ids = pupils if self.has_pupils else []
+        mean = lambda a: torch.stack([a[i].mean(0) for i in self.pupil_ids]) if self.has_pupils else a[:0]  # noqa: E731
+        self.template, self.p_template = blend(model.template), mean(model.template)
+        self.shapedirs, self.p_shapedirs = blend(model.shapedirs), mean(model.shapedirs)
+        self.exprdirs, self.p_exprdirs = blend(model.exprdirs), mean(model.exprdirs)
+        self.skin, self.p_skin = blend(model.skin_weights), mean(model.skin_weights)
+        if model.posedirs is not None:
+            pd = model.posedirs.reshape(36, -1, 3).permute(1, 0, 2)       # (N, 36, 3)
+            self.posedirs, self.p_posedirs = blend(pd), mean(pd)
+        else:
+            self.posedirs = self.p_posedirs = None
         J = model.joint_regressor
         self.j_template = J @ model.template
         self.j_shape = torch.einsum("jn,nks->jks", J, model.shapedirs)
         self.j_expr = torch.einsum("jn,nke->jke", J, model.exprdirs)
         self.num_shape, self.num_expression = model.num_shape, model.num_expression
+        self.pupils = self.pupil_ids  # truthy when the model has pupils
 
-    def vertices(self, p: HeadParams) -> torch.Tensor:
+    def _blend(self, view: torch.Tensor) -> tuple:
+        """Virtual vertices for view weights (..., B): the L landmarks then the 2 pupils."""
+        batch = view.shape[:-1]
+
+        def mix(a, p):
+            out = (view @ a.reshape(a.shape[0], -1)).reshape(*batch, *a.shape[1:])
+            return torch.cat([out, p.expand(*batch, *p.shape)], len(batch))
+        pose = None if self.posedirs is None else mix(self.posedirs, self.p_posedirs)
+        return (mix(self.template, self.p_template), mix(self.shapedirs, self.p_shapedirs),
+                mix(self.exprdirs, self.p_exprdirs), mix(self.skin, self.p_skin), pose)
+
+    def vertices(self, p: HeadParams, view: torch.Tensor) -> torch.Tensor:
+        """Posed virtual vertices (..., L + 2, 3) (module docstring)."""
         p = p.expand_shape()
-        v = self.template + torch.einsum("nks,...s->...nk", self.shapedirs, p.shape) \
-            + torch.einsum("nke,...e->...nk", self.exprdirs, p.expression)
+        template, shapedirs, exprdirs, skin, posedirs = self._blend(view)
+        v = template + torch.einsum("...nks,...s->...nk", shapedirs, p.shape) \
+            + torch.einsum("...nke,...e->...nk", exprdirs, p.expression)
         joints = self.j_template + torch.einsum("jks,...s->...jk", self.j_shape, p.shape) \
             + torch.einsum("jke,...e->...jk", self.j_expr, p.expression)
         rot = axis_angle_to_matrix(p.pose())
-        if self.posedirs is not None:
-            feat = (rot[..., 1:, :, :] - torch.eye(3)).flatten(-3)
-            v = v + (feat @ self.posedirs).reshape(*feat.shape[:-1], -1, 3)
-        posed, _ = linear_blend_skinning(v, joints, rot, self.skin, (-1, 0, 1, 1, 1))
+        if posedirs is not None:
+            feat = (rot[..., 1:, :, :] - torch.eye(3)).flatten(-3)              # (..., 36)
+            v = v + torch.einsum("...npk,...p->...nk", posedirs, feat)
+        # linear blend skinning (heads.model.linear_blend_skinning's transform, as a few large products)
+        parents = (-1, 0, 1, 1, 1)
+        rel = torch.cat([joints[..., :1, :], joints[..., 1:, :] - joints[..., list(parents[1:]), :]], -2)
+        chain_r, chain_t = [rot[..., 0, :, :]], [rel[..., 0, :]]
+        for j in range(1, 5):
+            q = parents[j]
+            chain_r.append(chain_r[q] @ rot[..., j, :, :])
+            chain_t.append(chain_t[q] + (chain_r[q] @ rel[..., j, :, None])[..., 0])
+        world_r, world_t = torch.stack(chain_r, -3), torch.stack(chain_t, -2)      # (..., 5, 3, 3), (..., 5, 3)
+        offset = world_t - (world_r @ joints[..., None])[..., 0]
+        per_joint = torch.einsum("...jab,...nb->...jna", world_r, v) + offset[..., :, None, :]
+        posed = torch.einsum("...nj,...jna->...na", skin, per_joint)
         return posed + p.translation[..., None, :]
 
     def forward(self, p: HeadParams, view: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Landmarks ``(..., L, 3)`` interpolated between the embedding's view bins by ``view`` (..., B) (default:
+        """Landmarks ``(..., L, 3)`` blended between the embedding's view bins by ``view`` (..., B) (default:
         the frontal bin's weights) and pupil centres ``(..., 2, 3)`` (image-left eye first) or None."""
-        v = self.vertices(p)
-        per_bin = (v[..., self.faces, :] * self.bary[..., None]).sum(-2)   # (..., B, L, 3)
         if view is None:
             view = self.embedding.view_weights(torch.zeros(p.jaw.shape[:-1]))
-        lm = (per_bin * view[..., :, None, None]).sum(-3)
-        pupils = torch.stack([v[..., i, :].mean(-2) for i in self.pupils], -2) if self.pupils else None
-        return lm, pupils
+        v = self.vertices(p, view)
+        L = self.template.shape[1]
+        return v[..., :L, :], (v[..., L:, :] if self.has_pupils else None)
 
     def view_yaw(self, p: HeadParams) -> torch.Tensor:
         """Azimuth (degrees) of the tracking camera (at the origin) seen from the head, in the head's frame."""
@@ -191,24 +228,32 @@ class _Energy:
         self.shape_std = SHAPE_STD.get(head.model_name, 1.0)
         self.builtin = head.model_name == "builtin"
 
-    def frame(self, v: torch.Tensor, shared: torch.Tensor, i: torch.Tensor | int, aux: torch.Tensor) -> torch.Tensor:
-        """Residual vector of frame ``i`` for frame unknowns ``v`` and shared unknowns ``shared``. ``aux`` (from
+    def data(self, i) -> tuple:
+        """Frame ``i``'s observations (index or index tensor): target landmarks, irises, openness, scale."""
+        iris = self.iris[i] if self.iris is not None else torch.zeros(*self.scale[i].shape, 2, 2)
+        opened = self.open[i] if self.open is not None else torch.zeros(*self.scale[i].shape, 2)
+        return self.target[i], iris, opened, self.scale[i]
+
+    def frame(self, v: torch.Tensor, shared: torch.Tensor, data: tuple, aux: torch.Tensor) -> torch.Tensor:
+        """Residual vector of one frame for frame unknowns ``v``, shared unknowns ``shared`` and the frame's
+        observations ``data`` (``data(i)``). ``aux`` (from
         ``aux``, fixed during one LM step): the Huber IRLS weights per landmark and iris, then the view bins'
         interpolation weights at the current pose."""
         c, head = self.cfg, self.head
         x = _unpack_frame(head, v)
         shape, log_f = shared[:-1], shared[-1]
         p = HeadParams(shape, x["expression"], x["jaw"], torch.zeros(3), x["eyes"], x["rotation"], x["translation"])
+        target, iris, opened, scale = data
         L = self.target.shape[1]
         robust, view = aux[:L + 2], aux[L + 2:]
         lm, pupils = head(p, view)
         f = log_f.exp()
         sqrt_w = (view @ head.weight / self.weight_sum).clamp(min=0).sqrt() * math.sqrt(c.data_weight)
-        d = (project(lm, f, self.cx, self.cy) - self.target[i]) / self.scale[i]       # (L, 2) percent
+        d = (project(lm, f, self.cx, self.cy) - target) / scale                        # (L, 2) percent
         out = [(d * (sqrt_w * robust[:L])[:, None]).reshape(-1)]
         if pupils is not None and self.iris is not None:
-            di = (project(pupils, f, self.cx, self.cy) - self.iris[i]) / self.scale[i]   # (2, 2)
-            wi = (self.open[i] * c.iris_weight * c.data_weight / 2).sqrt() * robust[L:]
+            di = (project(pupils, f, self.cx, self.cy) - iris) / scale                   # (2, 2)
+            wi = (opened * c.iris_weight * c.data_weight / 2).sqrt() * robust[L:]
             out.append((di * wi[:, None]).reshape(-1))
         out.append(math.sqrt(c.expression_weight) * x["expression"])
         if self.builtin:
@@ -218,24 +263,28 @@ class _Energy:
         out.append(math.sqrt(c.eyes_weight) * x["eyes"])
         return torch.cat(out)
 
-    def aux(self, v: torch.Tensor, shared: torch.Tensor, i: int) -> torch.Tensor:
-        """View-bin weights at the current pose, and the IRLS weights sqrt(min(1, delta / |r|)) of the Huber loss
-        per landmark and per iris at the current estimate."""
+    def aux(self, V: torch.Tensor, shared: torch.Tensor, data: tuple) -> torch.Tensor:
+        """For frames ``V`` (F, P) with observations ``data`` (batched ``data(i)``): the view-bin weights at the
+        current pose, and the IRLS weights sqrt(min(1, delta / |r|)) of the Huber loss per landmark and per iris
+        at the current estimate; (F, L + 2 + B)."""
+        from torch.func import vmap
+
         L = self.target.shape[1]
+        F = V.shape[0]
         with torch.no_grad():
-            x = _unpack_frame(self.head, v)
-            p = HeadParams(shared[:-1], x["expression"], x["jaw"], torch.zeros(3), x["eyes"], x["rotation"],
+            x = _unpack_frame(self.head, V)
+            p = HeadParams(shared[:-1], x["expression"], x["jaw"], torch.zeros(F, 3), x["eyes"], x["rotation"],
                            x["translation"])
-            view = self.head.embedding.view_weights(self.head.view_yaw(p).float())
-            r = self.frame(v, shared, i, torch.cat([torch.ones(L + 2), view]))
+            view = self.head.embedding.view_weights(self.head.view_yaw(p).float())       # (F, B)
+            r = vmap(lambda v, d, a: self.frame(v, shared, d, a))(V, data, torch.cat([torch.ones(F, L + 2), view], 1))
             sqrt_w = (view @ self.head.weight / self.weight_sum).clamp(min=1e-12).sqrt() * math.sqrt(self.cfg.data_weight)
-            dist = r[:2 * L].reshape(L, 2).norm(dim=-1) / sqrt_w               # unweighted distance in percent
-            iris = torch.ones(2)
+            dist = r[:, :2 * L].reshape(F, L, 2).norm(dim=-1) / sqrt_w        # unweighted distance in percent
+            iris = torch.ones(F, 2)
             if self.iris is not None and self.head.pupils:
-                wi = (self.open[i] * self.cfg.iris_weight * self.cfg.data_weight / 2).sqrt().clamp(min=1e-12)
-                iris = r[2 * L:2 * L + 4].reshape(2, 2).norm(dim=-1) / wi
-            robust = (self.cfg.huber / torch.cat([dist, iris]).clamp(min=1e-9)).clamp(max=1.0).sqrt()
-        return torch.cat([robust, view])
+                wi = (data[2] * self.cfg.iris_weight * self.cfg.data_weight / 2).sqrt().clamp(min=1e-12)
+                iris = r[:, 2 * L:2 * L + 4].reshape(F, 2, 2).norm(dim=-1) / wi
+            robust = (self.cfg.huber / torch.cat([dist, iris], 1).clamp(min=1e-9)).clamp(max=1.0).sqrt()
+        return torch.cat([robust, view], 1)
 
     def shared_prior(self, shared: torch.Tensor) -> torch.Tensor:
         c = self.cfg
@@ -266,14 +315,14 @@ def _lm_joint(energy: _Energy, frames: list[int], V: torch.Tensor, shared: torch
 
     def residual(theta, robust):
         Vs, sh = unflatten(theta)
-        parts = [energy.frame(Vs[k], sh, frames[k], robust[k]) for k in range(K)]
+        parts = [energy.frame(Vs[k], sh, energy.data(frames[k]), robust[k]) for k in range(K)]
         return torch.cat(parts + [energy.shared_prior(sh)])
 
     theta = torch.cat([shared[idx], V.reshape(-1)])
     lam, cost = 1e-3, None
     for _ in range(iterations):
         Vs, sh = unflatten(theta)
-        robust = [energy.aux(Vs[k], sh, frames[k]) for k in range(K)]
+        robust = energy.aux(Vs, sh, energy.data(torch.tensor(frames)))
         r = residual(theta, robust)
         cost = float(r.pow(2).sum())
         J = jacfwd(residual)(theta, robust).double()   # forward mode may promote; solve in float64 anyway
@@ -299,17 +348,17 @@ def _lm_frames(energy: _Energy, V: torch.Tensor, shared: torch.Tensor, iteration
     from torch.func import jacfwd, vmap
 
     F, P = V.shape
-    ids = torch.arange(F)
+    ids = energy.data(torch.arange(F))  # per-frame observations, batched
 
-    def one(v, i, robust):
-        return energy.frame(v, shared, i, robust)
+    def one(v, data, robust):
+        return energy.frame(v, shared, data, robust)
 
     batched_r = vmap(one)
     batched_J = vmap(jacfwd(one))
     lam = torch.full((F,), 1e-3, dtype=torch.float64)
     H = None
     for _ in range(iterations):
-        robust = torch.stack([energy.aux(V[f], shared, f) for f in range(F)])
+        robust = energy.aux(V, shared, ids)
         r = batched_r(V, ids, robust)
         cost = r.pow(2).sum(-1)
         J = batched_J(V, ids, robust).double()                            # (F, M, P)
@@ -366,13 +415,14 @@ def _to_params(head: LandmarkHead, V: torch.Tensor, shape: torch.Tensor) -> Head
 
 def fit_landmarks(model: HeadModel, emb: LandmarkEmbedding, obs: Observations, cfg: FitConfig = FitConfig(),
                   shape: torch.Tensor | None = None, focal: float | None = None,
-                  head: LandmarkHead | None = None) -> Track:
+                  head: LandmarkHead | None = None, focal_start: float | None = None) -> Track:
     """Fit F frames jointly with one shared shape and focal length (a photo: F = 1; a video's identity: its
     keyframes). ``shape`` / ``focal`` given: kept fixed. Without ``focal`` each of ``cfg.focal_candidates`` is
-    tried on a short fit and the best is refined with the focal free."""
+    tried on a short fit and the best is refined with the focal free (``focal_start``: the only candidate)."""
     head = head or LandmarkHead(model, emb)
     side = max(obs.width, obs.height)
-    candidates = [focal] if focal is not None else [k * side for k in cfg.focal_candidates]
+    candidates = [focal] if focal is not None else [focal_start] if focal_start is not None else \
+        [k * side for k in cfg.focal_candidates]
     shape0 = torch.zeros(head.num_shape) if shape is None else shape.clone()
     free = torch.ones(head.num_shape + 1, dtype=torch.bool)
     free[:-1] = shape is None

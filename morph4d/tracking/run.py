@@ -25,7 +25,7 @@ from morph4d.heads import load_head_model
 from morph4d.io import write_json
 from morph4d.tracking.detect import MEDIAPIPE_VERSION, FaceModels
 from morph4d.tracking.embedding import default_embedding
-from morph4d.tracking.fit import FitConfig, tracking_camera
+from morph4d.tracking.fit import tracking_camera
 from morph4d.tracking.overlay import draw_overlay
 from morph4d.tracking.portrait import crop_photo, read_photo, track_photo
 from morph4d.tracking.video import read_video, track_video

@@ -15,7 +15,7 @@ tracks a 3DMM per frame the same way).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -25,13 +25,24 @@ from morph4d.heads import HeadModel
 from morph4d.heads.animation import Animation
 from morph4d.tracking.detect import FaceModels
 from morph4d.tracking.embedding import LandmarkEmbedding
-from morph4d.tracking.fit import (PER_FRAME, FitConfig, LandmarkHead, Observations, Track, _Energy, _frame_sizes,
-                                  _lm_frames, _start, _to_params, fit_landmarks)
+from morph4d.tracking.fit import (
+    PER_FRAME,
+    FitConfig,
+    LandmarkHead,
+    Observations,
+    Track,
+    _Energy,
+    _frame_sizes,
+    _lm_frames,
+    _start,
+    _to_params,
+    fit_landmarks,
+)
 from morph4d.tracking.observe import FrameEvidence, observe_frame, to_observations
 from morph4d.validate import input_file
 
 VIDEO_SIDE = 720        # frames are tracked at most this large (longer side)
-KEYFRAMES = 12
+KEYFRAMES = 8
 MAX_VIDEO_FRAMES = 20_000
 
 
@@ -144,13 +155,15 @@ def track_video(frames: list[np.ndarray], fps: float, model: HeadModel, emb: Lan
     keys = idx[np.linspace(0, len(idx) - 1, min(KEYFRAMES, len(idx))).round().astype(int)]
     keys = np.unique(keys)
     key_obs = Observations(obs_all.landmarks[keys], obs_all.irises[keys], obs_all.openness[keys], W, H)
-    identity = fit_landmarks(model, emb, key_obs, cfg, head=head)
+    first = Observations(key_obs.landmarks[:1], key_obs.irises[:1], key_obs.openness[:1], W, H)
+    start = fit_landmarks(model, emb, first, cfg, head=head)          # focal candidates on one frame
+    identity = fit_landmarks(model, emb, key_obs, replace(cfg, iterations=10), head=head, focal_start=start.focal)
     shape, focal = identity.params.shape.reshape(-1), identity.focal
     # 4. every frame, batched
     energy = _Energy(head, obs_all, emb, cfg, focal)
     shared = torch.cat([shape, torch.tensor([float(np.log(focal))])])
     V = _start(head, emb, obs_all, shape, focal)
-    V, Hmat = _lm_frames(energy, V, shared, cfg.iterations)
+    V, Hmat = _lm_frames(energy, V, shared, cfg.frame_iterations)
     # 5. zero-lag smoothing
     scale = torch.cat([torch.full((n,), 10.0 if k == "translation" else 1.0) for k, n in zip(PER_FRAME, _frame_sizes(head))])
     V = smooth_frames(V, Hmat, torch.as_tensor(found), cfg.time_weight, scale)
