@@ -190,13 +190,13 @@ class FaceModels:
 
     # -- detection --------------------------------------------------------------------------------------
     def detect(self, image: np.ndarray) -> list[Detection]:
-        """Faces in ``image``, largest first. The short-range BlazeFace first (faces within ~2 m), the full-range
-        one when it finds nothing."""
-        for key in ("detector", "detector_full"):
-            found = self._detect(image, key)
-            if found:
-                return sorted(found, key=lambda d: -d.area)
-        return []
+        """Faces in ``image``, largest first: the short-range BlazeFace (faces within ~2 m) and the full-range one
+        (smaller faces), merged (a face both find is kept once, the short-range box)."""
+        found = self._detect(image, "detector")
+        for d in self._detect(image, "detector_full"):
+            if not found or _iou(d.box, np.stack([f.box for f in found])).max() < 0.3:
+                found.append(d)
+        return sorted(found, key=lambda d: -d.area)
 
     def _detect(self, image: np.ndarray, key: str) -> list[Detection]:
         size, strides, per_layer, threshold = DETECTORS[key]
@@ -204,7 +204,7 @@ class FaceModels:
         x, px, py = _letterbox(image, size)
         raw, logits = self.net(key)(x * 2 - 1)  # BlazeFace takes [-1, 1]
         anchors = _anchors(size, strides, per_layer)
-        score = 1 / (1 + np.exp(-np.clip(logits[:, 0], -100, 100)))
+        score = 1 / (1 + np.exp(-np.clip(logits[:, 0], -80, 80)))  # float32 exp overflows past 88
         keep = np.nonzero(score >= threshold)[0]
         if keep.size == 0:
             return []

@@ -64,8 +64,8 @@ class LandmarkHead(nn.Module):
     """The head model evaluated at the landmarks only (module docstring): every landmark of every view bin, and
     each pupil's centre, is a virtual vertex whose template position, blendshapes, pose correctives and
     skinning weights are the barycentric (pupils: mean) blend of its triangle's vertices'. All but skinning are
-    linear in the vertices, so this is exact for them; skinning weights blended inside one ~mm triangle differ
-    from skinning the corners by far less than a micrometre (a test bounds it against ``HeadModel.forward``).
+    linear in the vertices, so this is exact for them; skinning weights blended inside one ~mm triangle move a
+    landmark by ~0.1 mm at most where a triangle spans two joints (a test bounds it against ``HeadModel.forward``).
     A frame's view weights blend the bins' virtual vertices into one set of L landmarks before posing."""
 
     def __init__(self, model: HeadModel, embedding: LandmarkEmbedding):

@@ -65,7 +65,7 @@ def run_track(cfg: TrackConfig, log=print) -> dict:
     info = {"config": asdict(cfg), "mediapipe_models": MEDIAPIPE_VERSION, "threads": torch.get_num_threads()}
     if is_video(cfg.input):
         frames, fps = read_video(cfg.input, cfg.max_frames)
-        tracked = track_video(frames, fps, model, emb, fm, log=log)
+        tracked = track_video(frames, fps, model, emb, fm, what=f"video {cfg.input}", log=log)
         seconds = time.perf_counter() - t0
         anim = tracked.animation
         # the clip's mean head position becomes the origin: the animation moves around the head's rest place
