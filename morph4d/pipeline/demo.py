@@ -113,7 +113,13 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
         paths["conditioning"] = Path(viz["overview"])
         log(f"wrote {viz['overview']} and {viz['channels']}")
     seconds["conditioning"] = time.perf_counter() - start - sum(seconds.values())
-    # 4. MVP4D end to end: a held-out synthetic person's portrait -> 4D avatar (morph4d avatar)
+    # 4. MVP4D end to end on a real photograph: track -> generate -> fit -> render / export / viewer
+    if cfg.avatar and cfg.head == "builtin":
+        photo = _photo_stage(cfg, out, log)
+        paths.update(photo_overlay=out / "photo" / "track" / "overlay.png", photo_video=Path(photo["video"]),
+                     photo_reanimated=Path(photo["reanimated"]), photo_viewer=Path(photo["viewer"]))
+        seconds["photo_avatar"] = time.perf_counter() - start - sum(seconds.values())
+    # 5. the same on a held-out synthetic person's portrait (ground truth exists: morph4d quality)
     if cfg.avatar and cfg.head == "builtin":
         avatar = _avatar_stage(cfg, out, log)
         paths.update(avatar_video=Path(avatar["video"]), avatar_reanimated=Path(avatar["reanimated"]),
@@ -128,25 +134,44 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
     return {k: str(p) for k, p in paths.items()}
 
 
+PORTRAIT = Path(__file__).resolve().parent.parent / "assets" / "portraits" / "eileen_collins.jpg"  # NASA, public domain
+
+
+def _fresh(cfg: DemoConfig, folder: Path, log) -> None:
+    """Delete a previous demo run in ``folder`` made with other weights or another run layout."""
+    previous = folder / "pipeline.json"
+    if previous.is_file():
+        state = read_json(previous)
+        if state.get("model_weights") != weights_digest(cfg.avatar_model) or state.get("run_version") != RUN_VERSION:
+            log(f"the model or morph4d changed since the last demo in {folder}: starting its avatar afresh")
+            shutil.rmtree(folder)
+
+
+def _run(cfg: DemoConfig, reference: str, folder: Path, log) -> dict:
+    return run_avatar(AvatarConfig(reference=reference, out=str(folder), animation=cfg.animation,
+                                   model=cfg.avatar_model, key_steps=cfg.avatar_key_steps,
+                                   other_steps=cfg.avatar_other_steps, reference_res=cfg.avatar_resolution,
+                                   fit=FitConfig(iterations=cfg.avatar_iterations, log_every=100)), log=log)
+
+
+def _photo_stage(cfg: DemoConfig, out: Path, log) -> dict:
+    """MVP4D end to end on a real photograph (issue 16): ``morph4d avatar PHOTO`` tracks it (reference.npz +
+    overlay.png in photo/track/), then generates, fits, renders and exports as for any reference."""
+    _fresh(cfg, out / "photo", log)
+    log(f"real portrait: {PORTRAIT} (NASA, public domain; source in assets/portraits/SOURCE.md)")
+    return _run(cfg, str(PORTRAIT), out / "photo", log)
+
+
 def _avatar_stage(cfg: DemoConfig, out: Path, log) -> dict:
     """MVP4D end to end on a held-out synthetic person (seed 900000: never trained on): its render from a
     reference camera is the portrait -> ``morph4d avatar`` (multi-view videos from the embedded default,
     fitted Gaussian avatar, renders, .ply, viewer)."""
     head = load_head_model("builtin")
     ref_path = out / "avatar" / "reference.npz"
-    previous = out / "avatar" / "pipeline.json"
-    if previous.is_file():
-        state = read_json(previous)
-        if state.get("model_weights") != weights_digest(cfg.avatar_model) or state.get("run_version") != RUN_VERSION:
-            log(f"the model or morph4d changed since the last demo in {out / 'avatar'}: starting its avatar afresh")
-            shutil.rmtree(out / "avatar")
+    _fresh(cfg, out / "avatar", log)
     if not ref_path.is_file():
         h = held_out_identity(head, 0, PRESETS["small"].total_frames, cfg.avatar_resolution, VIEW_RADIUS, VIEW_FOV)
         held_out_reference(h, head.name).save(ref_path)
         write_png(out / "avatar" / "reference.png", h.reference_image.permute(1, 2, 0))
     log(f"reference portrait (held-out synthetic person): {out / 'avatar' / 'reference.png'}")
-    paths = run_avatar(AvatarConfig(reference=str(ref_path), out=str(out / "avatar"), animation=cfg.animation,
-                                    model=cfg.avatar_model, key_steps=cfg.avatar_key_steps,
-                                    other_steps=cfg.avatar_other_steps,
-                                    fit=FitConfig(iterations=cfg.avatar_iterations, log_every=100)), log=log)
-    return paths
+    return _run(cfg, str(ref_path), out / "avatar", log)
