@@ -66,7 +66,8 @@ def accuracy(head, emb, fm, identities: int) -> None:
               f"{m('pose_deg'):.2f} (max {max(r.pose_deg for r in rr):.1f}) | {m('vertex_mm'):.2f} | "
               f"{m('expression_mm'):.2f} | {m('focal_rel') * 100:.0f}% |")
     m = lambda f: np.mean([getattr(r, f) for r in allr])  # noqa: E731
-    print(f"| **<= 45** | {len(allr)} | {m('landmark_px'):.1f} / {m('landmark_nme') * 100:.1f}% | **{m('pose_deg'):.2f}** "
+    print(f"| **<= 45** | {len(allr)} | {m('landmark_px'):.1f} / {m('landmark_nme') * 100:.1f}% | "
+          f"**{m('pose_deg'):.2f}** "
           f"| **{m('vertex_mm'):.2f}** | {m('expression_mm'):.2f} | {m('focal_rel') * 100:.0f}% |")
 
 
@@ -83,7 +84,8 @@ def clip(head, emb, fm, frames: int) -> None:
         print(f"clip ({frames} frames, 512 px), {name}: pose error {e.mean():.2f} deg (max {e.max():.2f}), "
               f"rotation acceleration {acc:.3f} deg/frame^2, {frames / dt:.1f} frames/s")
     tr = truth.rotation + truth.neck
-    print(f"  ground truth rotation acceleration {float((tr[2:] - 2 * tr[1:-1] + tr[:-2]).norm(dim=-1).mean()) * 180 / np.pi:.3f}")
+    truth_acc = float((tr[2:] - 2 * tr[1:-1] + tr[:-2]).norm(dim=-1).mean()) * 180 / np.pi
+    print(f"  ground truth rotation acceleration {truth_acc:.3f}")
     # the networks alone on the same frames
     t = time.perf_counter()
     prev = None

@@ -1,6 +1,7 @@
 """``morph4d avatar``: one tracked portrait -> a re-animatable 4D Gaussian avatar, in one resumable command.
 
-MVP4D's whole pipeline (§3-4): [photo -> tracked reference (``morph4d track``)] -> conditioning + sampling plan -> multi-view videos
+MVP4D's whole pipeline (§3-4): [photo -> tracked reference (``morph4d track``)] -> conditioning + sampling
+plan -> multi-view videos
 (``generate``) -> Gaussians bound to the head mesh fitted to them (``fit``) -> renders (the fitted
 animation replayed from an orbiting camera, and a NEW animation the avatar never saw) + a 3DGS ``.ply`` +
 the WebGL viewer folder. Outputs in ``OUT``::
@@ -100,7 +101,7 @@ def run_avatar(cfg: AvatarConfig, log=print) -> dict:
     state = json.loads(json.dumps(asdict(cfg)))
     state["reference"] = os.path.abspath(cfg.reference)
     state["drive"] = os.path.abspath(cfg.drive) if cfg.drive else None
-    state["model_weights"] = generation.identity["model_weights"]  # retrained weights = another run, never stale outputs
+    state["model_weights"] = generation.identity["model_weights"]  # retrained weights: another run
     state["run_version"] = RUN_VERSION
     state.pop("out")
     cfg_file = out / "pipeline.json"

@@ -55,7 +55,8 @@ def models_dir() -> Path:
         if spec is None or spec.origin is None:
             raise Morph4DError(f"the face models are not installed; {INSTALL_HINT}")
         root = Path(spec.origin).parent / "modules"
-    missing = [rel for rel in MODEL_FILES.values() if not (root / rel).is_file() and not (root / Path(rel).name).is_file()]
+    missing = [rel for rel in MODEL_FILES.values()
+               if not (root / rel).is_file() and not (root / Path(rel).name).is_file()]
     if missing:
         raise Morph4DError(f"face model files missing under {root}: {missing}; {INSTALL_HINT}")
     return root

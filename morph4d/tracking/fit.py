@@ -222,7 +222,7 @@ class _Energy:
         self.iris = obs.irises
         self.open = obs.openness
         self.weight_sum = head.weight.sum(-1).mean()                  # landmark weights normalised per frame
-        self.scale = obs.scale() / 100                                # residuals in percent of the inter-ocular distance
+        self.scale = obs.scale() / 100              # residuals in percent of the inter-ocular distance
         self.cx, self.cy = obs.width / 2, obs.height / 2
         self.log_f0 = math.log(focal0)
         self.shape_std = SHAPE_STD.get(head.model_name, 1.0)
@@ -277,7 +277,8 @@ class _Energy:
                            x["translation"])
             view = self.head.embedding.view_weights(self.head.view_yaw(p).float())       # (F, B)
             r = vmap(lambda v, d, a: self.frame(v, shared, d, a))(V, data, torch.cat([torch.ones(F, L + 2), view], 1))
-            sqrt_w = (view @ self.head.weight / self.weight_sum).clamp(min=1e-12).sqrt() * math.sqrt(self.cfg.data_weight)
+            sqrt_w = (view @ self.head.weight / self.weight_sum).clamp(min=1e-12).sqrt() \
+                * math.sqrt(self.cfg.data_weight)
             dist = r[:, :2 * L].reshape(F, L, 2).norm(dim=-1) / sqrt_w        # unweighted distance in percent
             iris = torch.ones(F, 2)
             if self.iris is not None and self.head.pupils:

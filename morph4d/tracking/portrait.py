@@ -58,8 +58,8 @@ def read_photo(path, what: str = "photo") -> tuple[np.ndarray, float]:
     with open_image(path, where) as im:
         W, H = im.size
         if min(W, H) < MIN_SIDE:
-            raise Morph4DError(f"{where} is {W}x{H} pixels; a portrait must be at least {MIN_SIDE}x{MIN_SIDE} (the face "
-                               f"needs ~64 pixels across to be tracked)")
+            raise Morph4DError(f"{where} is {W}x{H} pixels; a portrait must be at least {MIN_SIDE}x{MIN_SIDE} "
+                               f"(the face needs ~64 pixels across to be tracked)")
         try:
             if im.format == "JPEG" and max(W, H) > WORK_SIDE:
                 im.draft("RGB", (WORK_SIDE, WORK_SIDE))  # decode at 1/2, 1/4 or 1/8 scale: bounded memory

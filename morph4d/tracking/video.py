@@ -56,7 +56,8 @@ def read_video(path, max_frames: int | None = None, what: str = "video") -> tupl
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
-                raise Morph4DError(f"{what} {path} has no video stream; expected a video file (MP4, MOV, MKV, WebM, ...)")
+                raise Morph4DError(f"{what} {path} has no video stream; expected a video file (MP4, MOV, MKV, "
+                                   f"WebM, ...)")
             stream = container.streams.video[0]
             fps = float(stream.average_rate or stream.base_rate or 25.0)
             for frame in container.decode(stream):
@@ -165,7 +166,8 @@ def track_video(frames: list[np.ndarray], fps: float, model: HeadModel, emb: Lan
     V = _start(head, emb, obs_all, shape, focal)
     V, Hmat = _lm_frames(energy, V, shared, cfg.frame_iterations)
     # 5. zero-lag smoothing
-    scale = torch.cat([torch.full((n,), 10.0 if k == "translation" else 1.0) for k, n in zip(PER_FRAME, _frame_sizes(head))])
+    scale = torch.cat([torch.full((n,), 10.0 if k == "translation" else 1.0)
+                       for k, n in zip(PER_FRAME, _frame_sizes(head))])
     V = smooth_frames(V, Hmat, torch.as_tensor(found), cfg.time_weight, scale)
     params = _to_params(head, V, shape)
     anim = Animation(params.replace(shape=shape), fps, model.name, "tracked")
