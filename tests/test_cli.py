@@ -42,7 +42,8 @@ def test_demo_writes_video_contact_sheet_and_config(tmp_path):
     assert read_mp4(paths["avatar_reanimated"]).shape[0] == 49       # a new animation
     assert paths["avatar_viewer"].endswith("index.html") and (tmp_path / "demo" / "avatar" / "avatar.ply").is_file()
     # the real photograph, tracked then taken through the same pipeline
-    assert (tmp_path / "demo" / "photo" / "track" / "reference.npz").is_file() and Path(paths["photo_overlay"]).is_file()
+    assert (tmp_path / "demo" / "photo" / "track" / "reference.npz").is_file()
+    assert Path(paths["photo_overlay"]).is_file()
     assert read_mp4(paths["photo_video"]).shape[0] == 25
     config = json.loads(open(paths["config"]).read())
     assert config["demo"]["frames"] == 5 and "builtin" in config["head_model"]
