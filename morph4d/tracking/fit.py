@@ -33,6 +33,7 @@ from morph4d.cameras import Cameras
 from morph4d.heads import HeadModel, HeadParams
 from morph4d.heads.model import axis_angle_to_matrix
 from morph4d.tracking.embedding import LandmarkEmbedding
+from morph4d.tracking.observe import Observations
 
 CAMERA_R = torch.diag(torch.tensor([1.0, -1.0, -1.0]))  # world +z (the face's forward) points at the camera
 FOCAL_CANDIDATES = (0.9, 1.3, 1.9, 2.8, 4.0)           # x the image's longer side: phone wide .. portrait tele
@@ -167,25 +168,6 @@ def tracking_camera(focal: float, width: int, height: int, batch: int = 1) -> Ca
     K = torch.tensor([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1.0]])
     return Cameras(CAMERA_R.expand(batch, 3, 3).clone(), torch.zeros(batch, 3), K.expand(batch, 3, 3).clone(),
                    width, height)
-
-
-@dataclass
-class Observations:
-    """Detected 2D evidence for F frames: face-mesh landmarks (F, 468, 2), irises (F, 2, 2) image-left eye first,
-    eye openness (F, 2) in [0, 1] (0 = closed: its iris is ignored)."""
-    landmarks: torch.Tensor
-    irises: torch.Tensor | None
-    openness: torch.Tensor | None
-    width: int
-    height: int
-
-    @property
-    def frames(self) -> int:
-        return self.landmarks.shape[0]
-
-    def scale(self) -> torch.Tensor:
-        """Inter-ocular distance (outer eye corners 33 - 263) in pixels, (F,)."""
-        return (self.landmarks[:, 33] - self.landmarks[:, 263]).norm(dim=-1).clamp(min=4.0)
 
 
 @dataclass

@@ -22,6 +22,25 @@ EYELIDS = ((159, 145, 33, 133), (386, 374, 362, 263))
 
 
 @dataclass
+class Observations:
+    """Detected 2D evidence for F frames: face-mesh landmarks (F, 468, 2), irises (F, 2, 2) image-left eye first,
+    eye openness (F, 2) in [0, 1] (0 = closed: its iris is ignored)."""
+    landmarks: torch.Tensor
+    irises: torch.Tensor | None
+    openness: torch.Tensor | None
+    width: int
+    height: int
+
+    @property
+    def frames(self) -> int:
+        return self.landmarks.shape[0]
+
+    def scale(self) -> torch.Tensor:
+        """Inter-ocular distance (outer eye corners 33 - 263) in pixels, (F,)."""
+        return (self.landmarks[:, 33] - self.landmarks[:, 263]).norm(dim=-1).clamp(min=4.0)
+
+
+@dataclass
 class FrameEvidence:
     landmarks: np.ndarray   # (468, 3) pixels (+ relative depth)
     irises: np.ndarray      # (2, 5, 2) pixels, image-left eye first
@@ -89,10 +108,8 @@ def observe_frame(fm: FaceModels, image: np.ndarray, previous: FrameEvidence | N
     return ev if ev.presence >= PRESENCE_MIN else None
 
 
-def to_observations(evidence: list[FrameEvidence], width: int, height: int):
-    """Stack frames' evidence into ``fit.Observations``."""
-    from morph4d.tracking.fit import Observations
-
+def to_observations(evidence: list[FrameEvidence], width: int, height: int) -> "Observations":
+    """Stack frames' evidence into ``Observations`` (what ``fit`` fits)."""
     lm = torch.as_tensor(np.stack([e.landmarks[:, :2] for e in evidence]), dtype=torch.float32)
     iris = torch.as_tensor(np.stack([e.irises[:, 0] for e in evidence]), dtype=torch.float32)
     openness = torch.as_tensor(np.stack([e.openness for e in evidence]), dtype=torch.float32)
