@@ -1,6 +1,6 @@
 """Image metrics shared by every stage (fit evaluation, quality reports, the papers' tables).
 
-Images are float tensors in [0, 1]. ``psnr`` scores a prediction against a target; ``ssim`` is 3DGS's SSIM
+Images are float tensors in [0, 1]. ``psnr`` and ``l1`` score a prediction against a target; ``ssim`` is 3DGS's SSIM
 (11x11 Gaussian window, sigma 1.5, zero padding, per channel), also the D-SSIM term of the avatar fit's
 photometric loss (MVP4D S2.4, GaussianAvatars), so it stays differentiable.
 """
@@ -18,6 +18,11 @@ def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
     """PSNR in dB of ``pred`` against ``target`` (peak 1), over all values. Clamp a prediction to [0, 1] first to
     score it as it would be shown (the quality report does; the fit scores its raw renders)."""
     return float(-10 * torch.log10((pred - target).square().mean().clamp(min=1e-12)))
+
+
+def l1(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """Mean absolute difference of ``pred`` and ``target`` (IM-Portrait Table 1's L1), over all values."""
+    return float((pred - target).abs().mean())
 
 
 def check_image_pair(render: torch.Tensor, target: torch.Tensor) -> None:
@@ -57,5 +62,5 @@ def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return ssim_map(x, y).mean()
 
 
-__all__ = ["SSIM_WINDOW", "SSIM_SIGMA", "SSIM_C1", "SSIM_C2", "check_image_pair", "gaussian_window", "psnr",
-           "ssim", "ssim_map"]
+__all__ = ["SSIM_WINDOW", "SSIM_SIGMA", "SSIM_C1", "SSIM_C2", "check_image_pair", "gaussian_window", "l1",
+           "psnr", "ssim", "ssim_map"]

@@ -1,6 +1,9 @@
-"""``morph4d quality``: a model's quality report on held-out synthetic identities."""
+"""``morph4d eval`` (the papers' metrics on any run against a ground-truth sequence, or the synthetic benchmark)
+and ``morph4d quality`` (a model's quality report on held-out synthetic identities)."""
 
 from __future__ import annotations
+
+from morph4d.errors import Morph4DError
 
 
 def _cmd_quality(args) -> None:
@@ -10,6 +13,39 @@ def _cmd_quality(args) -> None:
                         first_seed=args.first_seed, ae_windows=args.ae_windows)
     run_quality(args.out, args.model, cfg)
     print(f"wrote {args.out}/report.md and {args.out}/report.json")
+
+
+def _runs(items: list[str]) -> dict[str, str]:
+    runs = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or not path:
+            raise Morph4DError(f"--run expects NAME=DIR (a name for the table, then the folder), got '{item}'")
+        if name in runs:
+            raise Morph4DError(f"--run: the name '{name}' is given twice; each run needs its own name")
+        runs[name.strip()] = path
+    return runs
+
+
+def _cmd_eval(args) -> None:
+    from morph4d.eval.run import METRICS, EvalConfig
+    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip()) if args.metrics else EvalConfig().metrics
+    cfg = EvalConfig(metrics=metrics, lpips=args.lpips, inception=args.inception, i3d=args.i3d,
+                     reference_view=args.reference_view)
+    if args.synthetic == (args.truth is not None):
+        raise Morph4DError("give either --truth SEQUENCE with --run NAME=DIR ..., or --synthetic (the held-out "
+                           f"benchmark); metrics: {', '.join(METRICS)}")
+    if args.synthetic:
+        if args.run:
+            raise Morph4DError("--synthetic makes its own runs (generated, reference projection, oracle avatar, "
+                               "avatar); leave --run out")
+        from morph4d.eval.synthetic import SyntheticConfig, run_synthetic
+        run_synthetic(args.out, args.model, SyntheticConfig(identities=args.identities, resolution=args.res,
+                                                            fit_iterations=args.fit_iterations), cfg)
+    else:
+        from morph4d.eval.run import run_eval
+        run_eval(args.out, args.truth, _runs(args.run or []), cfg, flame_path=args.flame_path)
+    print(f"wrote {args.out}/report.md, report.csv, report.json, per_angle.png and per_frame.png")
 
 
 def register(sub) -> None:
@@ -28,6 +64,29 @@ def register(sub) -> None:
                    help="validation identities first_seed + k instead of the held-out ones (for choosing presets "
                         "without tuning on the held-out seeds; pick seeds outside the training data)")
     p.set_defaults(func=_cmd_quality)
+
+    e = sub.add_parser("eval", help="the papers' metrics (PSNR, SSIM, LPIPS, JOD, RE, CSIM, AKD, AED, L1, FID, FVD) "
+                       "of runs against a ground-truth sequence, or the synthetic benchmark (--synthetic)")
+    e.add_argument("--truth", default=None, help="ground truth: a dataset sequence folder (format v1; synthetic or "
+                   "imported), RGBA images with the foreground matte")
+    e.add_argument("--run", action="append", metavar="NAME=DIR", help="a run to score (repeatable): a `morph4d "
+                   "generate` folder, a dataset sequence with the truth's cameras, or a fitted avatar folder")
+    e.add_argument("--synthetic", action="store_true", help="the benchmark on held-out synthetic identities: "
+                   "generated views, the reference-projection baseline, the oracle avatar and our avatar")
+    e.add_argument("--out", default="out/eval", help="report folder (default out/eval)")
+    e.add_argument("--metrics", default=None, help="comma-separated subset (default: every metric that needs no "
+                   "user file; lpips / fid / fvd join when their network is given)")
+    e.add_argument("--reference-view", default=None, help="the truth's view the reference photo was taken from "
+                   "(angles are measured from it)")
+    e.add_argument("--lpips", default=None, help="TorchScript LPIPS file (see docs; nothing is downloaded)")
+    e.add_argument("--inception", default=None, help="TorchScript Inception for FID (inception-2015-12-05.pt)")
+    e.add_argument("--i3d", default=None, help="TorchScript I3D for FVD (i3d_torchscript.pt)")
+    e.add_argument("--flame-path", default=None, help="FLAME file, for ground truth tracked with FLAME")
+    e.add_argument("--model", default=None, help="--synthetic: model folder (default: the embedded default)")
+    e.add_argument("--identities", type=int, default=2, help="--synthetic: held-out identities (default 2)")
+    e.add_argument("--res", type=int, default=64, help="--synthetic: resolution (the model's; default 64)")
+    e.add_argument("--fit-iterations", type=int, default=600, help="--synthetic: iterations of each avatar fit")
+    e.set_defaults(func=_cmd_eval)
 
 
 __all__ = ["register"]

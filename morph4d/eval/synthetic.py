@@ -1,0 +1,151 @@
+"""The synthetic benchmark (``morph4d eval --synthetic``): held-out identities with exact ground truth, our
+outputs and the baselines side by side in one table (issue 19 §3).
+
+For each held-out identity (``data.heldout``: seeds 900000+, never trained on): the ground truth (8 views of
+``view_set("small")`` x 25 frames at the model's resolution) is written as a dataset sequence with its
+reference direction in meta.json; then four runs, each scored by ``run.evaluate`` like any user's run:
+
+* **generated**: ``morph4d generate``'s small plan from the reference render (the MMVDM, multi-view CFG);
+* **reference projection**: the reference's pixels projected onto the true geometry (``quality``'s baseline);
+* **oracle avatar**: the Gaussian avatar fitted to the ground-truth videos of ``TRAIN_VIEWS`` (what a capture rig
+  would give), rendered at all 8 views from the true parameters;
+* **avatar**: the same fit on the generated videos (the one-photo avatar), rendered the same way.
+The two views outside ``TRAIN_VIEWS`` are novel for both avatars. Each stage's output stays in the run folder and
+is reused when present (a killed benchmark resumes); ``report.*`` are written at the end, over all identities.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from morph4d.cameras import VIEW_FOV, VIEW_RADIUS, view_set
+from morph4d.data.format import SequenceWriter
+from morph4d.data.heldout import HeldOut, ground_truth, held_out_identity
+from morph4d.data.synth import head_crops
+from morph4d.errors import Morph4DError
+from morph4d.eval.inputs import read_run, read_truth
+from morph4d.eval.run import EvalConfig, Tools, evaluate, summarise
+from morph4d.generation.plan import PRESETS
+from morph4d.heads import load_head_model
+
+TRAIN_VIEWS = (0, 1, 2, 3, 4, 5)   # of view_set("small"): the avatars never see views 6 and 7 (+-20 az, -10 el)
+RUN_NAMES = ("generated", "reference projection", "oracle avatar", "avatar")
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    identities: int = 2
+    resolution: int = 64
+    fit_iterations: int = 600      # the avatars' fit (FIT_PRESETS["demo"] runs 1200; halved for the 10-min budget)
+    seed: int = 0
+    first_seed: int | None = None  # None: the held-out identities
+
+
+def write_truth(root: Path, h: HeldOut, head, cameras, frames: int) -> Path:
+    """The held-out identity's ground truth as a dataset sequence (skipped when already written)."""
+    name = f"heldout{h.seed}"
+    if (root / name / "meta.json").is_file():
+        return root / name
+    images, alpha = ground_truth(h, cameras, frames)                         # (V, F, 3, H, W), (V, F, 1, H, W)
+    views = [f"view{v}" for v in range(len(cameras))]
+    with SequenceWriter(root, name, views, frames, cameras.width, cameras.height) as w:
+        for v in range(len(cameras)):
+            for f in range(frames):
+                w.write_frame(v, f, images[v, f].permute(1, 2, 0), alpha[v, f, 0])
+        meta = {"modality": "multiview_video", "head_model": head.name, "fps": 25.0, "source": "synthetic",
+                "identity_seed": h.seed, "split": "eval",
+                "reference": {"azimuth": h.reference_azimuth, "elevation": 0.0}}
+        w.finish(meta, cameras, h.params, head_crops(head, h.params, cameras, 2.0), 1.25, 2.0)
+    return root / name
+
+
+def _fit(data: Path, out: Path, iterations: int, log) -> Path:
+    from morph4d.avatar.fit import FIT_PRESETS, fit_sequence
+    if not (out / "avatar.safetensors").is_file():
+        fit_sequence(data, out, replace(FIT_PRESETS["demo"], iterations=iterations, train_views=TRAIN_VIEWS),
+                     log=lambda *a: None)
+    log(f"[eval]   fitted {out.name}")
+    return out
+
+
+def run_synthetic(out, model_dir: str | None = None, cfg: SyntheticConfig = SyntheticConfig(),
+                  eval_cfg: EvalConfig = EvalConfig(), log=print) -> dict:
+    """The benchmark (module doc) -> ``out/report.*``; returns the report."""
+    from morph4d.eval.quality import generate_plan, reference_projection
+    from morph4d.models.folder import load_models, weights_digest
+
+    if not 1 <= cfg.identities <= 8:
+        raise Morph4DError(f"--identities must be in 1..8, got {cfg.identities}")
+    t0 = time.perf_counter()
+    out = Path(out)
+    eval_cfg = eval_cfg.resolved()
+    tools = Tools(eval_cfg)
+    head = load_head_model("builtin")
+    model, vae = load_models(model_dir)
+    digest = weights_digest(model_dir)
+    cameras = view_set("small").cameras(VIEW_RADIUS, VIEW_FOV, cfg.resolution, cfg.resolution)
+    frames = PRESETS["small"].total_frames
+    per_identity = {}
+    for k in range(cfg.identities):
+        h = held_out_identity(head, k, frames, cfg.resolution, VIEW_RADIUS, VIEW_FOV, cfg.first_seed)
+        log(f"[eval] identity {h.seed} (reference azimuth {h.reference_azimuth:+.0f})")
+        truth_dir = write_truth(out / "truth", h, head, cameras, frames)
+        truth = read_truth(truth_dir)
+        run_dir = out / "runs" / str(h.seed)
+        gen_dir = run_dir / "generated"
+        generate_plan(model, vae, head, h, _quality_cfg(cfg), gen_dir, digest)
+        loaded = {"generated": read_run("generated", gen_dir, truth),
+                  "reference projection": (reference_projection(h, cameras, frames), "baseline")}
+        loaded["oracle avatar"] = read_run("oracle avatar", _fit(truth_dir, run_dir / "oracle_avatar",
+                                                                 cfg.fit_iterations, log), truth)
+        loaded["avatar"] = read_run("avatar", _fit(gen_dir, run_dir / "avatar", cfg.fit_iterations, log), truth)
+        per_identity[h.seed] = evaluate(truth, loaded, tools, {n: str(run_dir) for n in loaded}, log)
+        log(f"[eval] identity {h.seed} done ({time.perf_counter() - t0:.0f} s)")
+    report = merge(per_identity, eval_cfg)
+    report["config"] = {"synthetic": cfg.__dict__, "eval": eval_cfg.__dict__,
+                        "model": str(Path(model_dir).resolve()) if model_dir else "embedded-default"}
+    report["seconds"] = time.perf_counter() - t0
+    from morph4d.eval.report import write_report
+    write_report(out, report)
+    return report
+
+
+def _quality_cfg(cfg: SyntheticConfig):
+    from morph4d.eval.quality import QualityConfig
+    return QualityConfig(identities=cfg.identities, ablation_identities=0, resolution=cfg.resolution, seed=cfg.seed,
+                         first_seed=cfg.first_seed)
+
+
+def merge(per_identity: dict, cfg: EvalConfig) -> dict:
+    """One report over identities: each run's views and frames pooled (views renamed ``SEED/VIEW``), frames
+    averaged over identities; run-level numbers (RE, FID, FVD) averaged."""
+    first = next(iter(per_identity.values()))
+    runs = {}
+    for name in first["runs"]:
+        rows, views, frames, run = [], [], [], {}
+        for seed, rep in per_identity.items():
+            r = rep["runs"][name]
+            rows += [{**x, "view": f"{seed}/{x['view']}"} for x in r["rows"]]
+            views += [{**x, "view": f"{seed}/{x['view']}"} for x in r["views"]]
+            for key, val in r["run"].items():
+                if isinstance(val, (int, float)):
+                    run.setdefault(key, []).append(val)
+        n = len(per_identity)
+        for f in range(len(first["runs"][name]["frames"])):
+            keys = first["runs"][name]["frames"][f].keys()
+            frames.append({k: sum(rep["runs"][name]["frames"][f][k] for rep in per_identity.values()) / n
+                           for k in keys})
+        run = {k: sum(v) / len(v) for k, v in run.items()}
+        scored = {"rows": rows, "views": views, "frames": frames, "run": run}
+        runs[name] = {"kind": first["runs"][name]["kind"], **scored, "summary": summarise(scored, cfg.metrics)}
+    t = first["truth"]
+    truth = {**t, "name": f"{len(per_identity)} held-out identities ({', '.join(map(str, per_identity))})",
+             "reference": "each identity's reference camera (meta.json)"}
+    return {"truth": truth, "metrics": first["metrics"], "notes": first["notes"], "runs": runs,
+            "identities": {str(s): {n: r["summary"] for n, r in rep["runs"].items()}
+                           for s, rep in per_identity.items()}}
+
+
+__all__ = ["TRAIN_VIEWS", "RUN_NAMES", "SyntheticConfig", "write_truth", "run_synthetic", "merge"]
