@@ -23,7 +23,7 @@ def _fmt(k: str, v) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{DIGITS.get(k, 3)}f}"
 
 
-def _table(title: str, report: dict, part: str, metrics: list[str], count_key: str | None = None) -> list[str]:
+def _table(title: str, report: dict, part: str, metrics: list[str]) -> list[str]:
     cols = [m for m in metrics if any(m in r["summary"][part] for r in report["runs"].values())]
     lines = [f"**{title}**", "", "| run | " + " | ".join(LABELS[m] for m in cols) + " |",
              "|---|" + "---|" * len(cols)]

@@ -35,9 +35,8 @@ PAIRS = 4
 def camera_pairs(cameras: Cameras, centre: torch.Tensor, count: int = PAIRS) -> list[tuple[int, int]]:
     """The ``count`` pairs of distinct views closest in angle as seen from ``centre`` (the head), each view
     pair once, nearest first."""
-    c = cameras.centers - centre
-    az = torch.rad2deg(torch.atan2(c[:, 0], c[:, 2]))
-    el = torch.rad2deg(torch.asin((c[:, 1] / c.norm(dim=-1)).clamp(-1, 1)))
+    from morph4d.eval.inputs import view_angles
+    az, el = view_angles(cameras, centre)
     V = len(cameras)
     pairs = [(float(angular_distance(az[i], el[i], az[j], el[j])), i, j) for i in range(V) for j in range(i + 1, V)]
     return [(i, j) for _, i, j in sorted(pairs)[:count]]

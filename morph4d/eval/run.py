@@ -162,8 +162,9 @@ def score_run(images: torch.Tensor, truth: Truth, prep: Prepared, tools: Tools) 
         for k in ("psnr", "ssim", "csim"):
             for f in range(F):
                 frames[f][k] = _nanmean([r[k] for r in rows if r["frame"] == f])
-        masked_crops = [masked(crop(images[v].clamp(0, 1), prep.boxes[v], 1.0), prep.alpha[v]) for v in range(V)]
-        truth_crops = [masked(prep.crops[v], prep.alpha[v]) for v in range(V)]
+        if tools.inception is not None or tools.i3d is not None:
+            masked_crops = [masked(crop(images[v].clamp(0, 1), prep.boxes[v], 1.0), prep.alpha[v]) for v in range(V)]
+            truth_crops = [masked(prep.crops[v], prep.alpha[v]) for v in range(V)]
         if tools.inception is not None:
             from morph4d.eval.learned import frechet_distance
             run["fid"] = frechet_distance(_features_of(tools.inception, masked_crops, video=False),
@@ -192,14 +193,8 @@ def _nanmean(x) -> float:
 def summarise(scored: dict, metrics: tuple[str, ...]) -> dict:
     """Means: all views, self-reenactment (<= SELF_ANGLE), novel views, per angle bin."""
     def means(views: list[dict]) -> dict:
-        out = {}
-        for k in metrics:
-            if k in ("fid", "fvd"):
-                continue
-            if k == "re":
-                continue
-            out[k] = _nanmean([v[k] for v in views]) if views else math.nan
-        return out
+        return {k: _nanmean([v[k] for v in views]) if views else math.nan
+                for k in metrics if k not in ("re", "fid", "fvd")}
     views = scored["views"]
     total = {**means(views), **{k: scored["run"].get(k, math.nan) for k in ("re", "fid", "fvd") if k in metrics}}
     bins = []
