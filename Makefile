@@ -13,7 +13,7 @@ $(BIN)/python:
 # Reinstall whenever pyproject.toml changes. torch 2.13.0 (CPU) comes from the machine's local wheel.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e ".[test,eval]"
 	$(BIN)/pip install --quiet --no-deps mediapipe==0.10.21  # only its face .tflite files (see pyproject.toml)
 	touch $(STAMP)
 

@@ -9,7 +9,7 @@ import torch
 
 from morph4d.avatar.fit import FitConfig
 from morph4d.data.heldout import ground_truth, held_out_identity
-from morph4d.eval.quality import binned, reference_projection
+from morph4d.eval.quality import reference_projection
 from morph4d.generation.generate import GenerateConfig
 from morph4d.generation.reference import held_out_reference
 from morph4d.heads import load_head_model
@@ -116,32 +116,11 @@ def test_reference_projection_reproduces_the_reference_view(head):
     assert psnr(base, gt) < psnr(same, h.reference_image) - 3
 
 
-def test_binned_groups_views_by_angle():
-    rows = [{"distance": d, "psnr": p, "ssim": 0.5} for d, p in ((5, 30.0), (10, 20.0), (40, 10.0))]
-    out = binned(rows)
-    assert [b["bin"] for b in out] == ["0-15", "30-45"]
-    assert out[0]["psnr"] == 25.0 and out[0]["views"] == 2 and out[1]["psnr"] == 10.0
-
-
-def test_masked_scores_ignore_errors_outside_the_ground_truth_foreground():
-    """MVP4D S3: both images masked by the ground truth's foreground, so only errors inside it count."""
-    from morph4d.eval.quality import per_view_scores
-    gt, alpha = torch.ones(1, 2, 3, 8, 8), torch.zeros(1, 2, 1, 8, 8)
-    alpha[..., 2:6, 2:6] = 1
-    gt[..., 2:6, 2:6] = 0.3
-    outside = gt.clone()
-    outside[..., 0, :] = 0.0                     # a wrong row of background
-    inside = gt.clone()
-    inside[..., 3, 3] = 0.8                      # a wrong pixel of the head
-    (a,), (b,) = (per_view_scores(x, gt, alpha, torch.zeros(1)) for x in (outside, inside))
-    assert a["psnr"] < 15 and a["psnr_masked"] > 100 and a["ssim_masked"] > 0.999
-    assert b["psnr_masked"] == pytest.approx(b["psnr"]) and b["psnr"] < 30
-
-
 def test_quality_report_runs_end_to_end(tiny_model, tmp_path):
-    """The report script on a tiny untrained model: every section present, numbers finite; it runs on the
-    caller's thread count (morph4d.threads decides it once per command) and leaves it as it was."""
-    from morph4d.eval.quality import QualityConfig, run_quality
+    """The report (a preset of eval's synthetic benchmark) on a tiny untrained model: every section present,
+    numbers finite; it runs on the caller's thread count (morph4d.threads decides it once per command) and
+    leaves it as it was."""
+    from morph4d.eval.quality import QUALITY_METRICS, QualityConfig, run_quality
     from morph4d.threads import torch_threads
     cfg = QualityConfig(identities=1, ablation_identities=1, resolution=RES, ae_windows=1, key_steps=1, other_steps=1)
     threads = []
@@ -150,19 +129,25 @@ def test_quality_report_runs_end_to_end(tiny_model, tmp_path):
                              log=lambda *a: threads.append(torch.get_num_threads()))
         assert torch.get_num_threads() == 2
     assert threads and set(threads) == {2}
-    assert set(report["ablation"]) == {"none_V8", "cfg_V8", "multiview_V8", "multiview_V4"}
-    assert len(report["generation"]["per_view"]) == len(report["baseline"]["per_view"]) == 8
-    assert all(0 < r[m] < 100 for r in report["generation"]["per_view"] + report["baseline"]["per_view"]
-               for m in ("psnr", "psnr_masked"))
+    assert list(report["runs"]) == ["generated", "reference projection"]          # no avatars in the preset
+    assert set(report["ablation"]["runs"]) == {"none, V=8", "cfg, V=8", "multiview, V=8", "multiview, V=4"}
+    assert report["ablation"]["truth"]["frames"] == 17 and report["metrics"] == list(QUALITY_METRICS)
+    for run in report["runs"].values():
+        assert len(run["views"]) == 8 and len(run["rows"]) == 8 * 25
+        assert all(0 < v["psnr"] < 100 and 0 < v["ssim"] <= 1 for v in run["views"])
+    # the baseline copies the reference's pixels onto the true geometry: it beats an untrained model
+    assert report["runs"]["reference projection"]["summary"]["all"]["psnr"] > \
+        report["runs"]["generated"]["summary"]["all"]["psnr"]
     md = (tmp_path / "q" / "report.md").read_text()
-    assert "Autoencoder reconstruction PSNR" in md and "baseline PSNR" in md and "multiview, V4" in md
-    assert "masked (MVP4D S3)" in md
+    assert "Autoencoder reconstruction PSNR" in md and "| reference projection |" in md and "| multiview, V=4 |" in md
     assert json.loads((tmp_path / "q" / "report.json").read_text())["autoencoder"]["windows"] == 1
+    assert (tmp_path / "q" / "samples" / "900000.png").is_file()
 
 
 def test_quality_validation_seeds_stay_off_the_held_out_ones():
     from morph4d.eval.quality import QualityConfig
     QualityConfig(first_seed=5000).check()
+    assert not QualityConfig().synthetic().avatars and QualityConfig().synthetic().ablation_identities == 4
     for bad in (899_999, 900_050, -1):
         with pytest.raises(ValueError, match="outside the held-out seeds"):
             QualityConfig(first_seed=bad).check()
@@ -190,3 +175,24 @@ def test_retrained_weights_are_another_run(tiny_model, tmp_path):
     data = weights.read_bytes()
     weights.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))   # one bit of one weight
     assert weights_digest(str(copy)) != weights_digest(str(tiny_model))
+
+
+def test_synthetic_benchmark_with_both_avatars_resumes_without_refitting(tiny_model, tmp_path):
+    """`morph4d eval --synthetic`: the four runs of issue 19 §3 in one table; a resumed run reuses both fits."""
+    from morph4d.eval.run import EvalConfig
+    from morph4d.eval.synthetic import RUN_NAMES, SyntheticConfig, run_synthetic
+    cfg = SyntheticConfig(identities=1, resolution=RES, fit_iterations=2, key_steps=1, other_steps=1, samples=False)
+    out = tmp_path / "bench"
+    report = run_synthetic(out, str(tiny_model), cfg, EvalConfig(metrics=("psnr",)), log=lambda *a: None)
+    assert tuple(report["runs"]) == RUN_NAMES
+    assert all(len(r["views"]) == 8 and 0 < r["summary"]["all"]["psnr"] < 100 for r in report["runs"].values())
+    # the oracle avatar is fitted to the ground truth's videos: it beats the avatar fitted to an untrained model's
+    s = {n: r["summary"]["all"]["psnr"] for n, r in report["runs"].items()}
+    assert s["oracle avatar"] > s["avatar"]
+    fits = sorted((out / "runs" / "900000").glob("*/avatar.safetensors"))
+    assert len(fits) == 2
+    stamps = [f.stat().st_mtime_ns for f in fits]
+    from morph4d.eval.synthetic import _fit
+    for f in fits:                                  # a resumed benchmark finds both fits and keeps them
+        assert _fit(out / "truth" / "heldout900000", f.parent, 2, log=lambda *a: None) == f.parent
+    assert [f.stat().st_mtime_ns for f in fits] == stamps

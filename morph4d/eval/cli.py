@@ -40,9 +40,18 @@ def _cmd_eval(args) -> None:
             raise Morph4DError("--synthetic makes its own runs (generated, reference projection, oracle avatar, "
                                "avatar); leave --run out")
         from morph4d.eval.synthetic import SyntheticConfig, run_synthetic
-        run_synthetic(args.out, args.model, SyntheticConfig(identities=args.identities, resolution=args.res,
-                                                            fit_iterations=args.fit_iterations), cfg)
+        run_synthetic(args.out, args.model, SyntheticConfig(
+            identities=args.identities, resolution=args.res, fit_iterations=args.fit_iterations,
+            first_seed=args.first_seed, avatars=not args.no_avatars, ablation_identities=args.ablation_identities,
+            ae_windows=args.ae_windows, key_steps=args.key_steps, other_steps=args.other_steps), cfg)
     else:
+        given = [f for f, v in (("--first-seed", args.first_seed is not None), ("--no-avatars", args.no_avatars),
+                                ("--ablation-identities", args.ablation_identities), ("--ae-windows", args.ae_windows),
+                                ("--key-steps", args.key_steps is not None),
+                                ("--other-steps", args.other_steps is not None)) if v]
+        if given:
+            raise Morph4DError(f"{', '.join(given)}: options of the synthetic benchmark; add --synthetic or leave "
+                               f"them out")
         from morph4d.eval.run import run_eval
         run_eval(args.out, args.truth, _runs(args.run or []), cfg, flame_path=args.flame_path)
     print(f"wrote {args.out}/report.md, report.csv, report.json, per_angle.png and per_frame.png")
@@ -50,7 +59,9 @@ def _cmd_eval(args) -> None:
 
 def register(sub) -> None:
     p = sub.add_parser("quality", help="quality report of a model on held-out synthetic identities (autoencoder "
-                       "PSNR, generated views vs ground truth and a reference-projection baseline, Table 7 ablation)")
+                       "PSNR, generated views vs ground truth and a reference-projection baseline, Table 7 ablation): "
+                       "a preset of `morph4d eval --synthetic --no-avatars --metrics psnr,ssim,l1 --identities 6 "
+                       "--ablation-identities 4 --ae-windows 8`")
     p.add_argument("--model", default=None, help="model folder (default: the embedded default)")
     p.add_argument("--out", default="out/quality", help="report folder (default out/quality)")
     p.add_argument("--identities", type=int, default=6, help="held-out identities (seeds 900000 + k)")
@@ -86,6 +97,15 @@ def register(sub) -> None:
     e.add_argument("--identities", type=int, default=2, help="--synthetic: held-out identities (default 2)")
     e.add_argument("--res", type=int, default=64, help="--synthetic: resolution (the model's; default 64)")
     e.add_argument("--fit-iterations", type=int, default=600, help="--synthetic: iterations of each avatar fit")
+    e.add_argument("--no-avatars", action="store_true", help="--synthetic: leave out the two avatar runs (fits)")
+    e.add_argument("--ablation-identities", type=int, default=0, help="--synthetic: of the identities, how many "
+                   "also run MVP4D's Table 7 guidance / joint-views ablation (default 0)")
+    e.add_argument("--ae-windows", type=int, default=0, help="--synthetic: held-out windows for the autoencoder's "
+                   "reconstruction PSNR (default 0: not measured)")
+    e.add_argument("--first-seed", type=int, default=None, help="--synthetic: validation identities first_seed + k "
+                   "instead of the held-out ones (for choices; never tune on the held-out seeds)")
+    e.add_argument("--key-steps", type=int, default=None, help="--synthetic: DDIM steps of the key views")
+    e.add_argument("--other-steps", type=int, default=None, help="--synthetic: DDIM steps of the other views")
     e.set_defaults(func=_cmd_eval)
 
 

@@ -17,7 +17,7 @@ at frame 0): from ``--reference-view``, else the ground truth's ``meta.json`` "r
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -77,10 +77,19 @@ def read_truth(path, reference_view: str | None = None, flame_path=None) -> Trut
         ref_el = torch.tensor(float(seq.meta["reference"]["elevation"]), dtype=torch.float64)
         how = f"meta.json reference (azimuth {float(ref_az):.0f}, elevation {float(ref_el):.0f})"
     else:
-        i = int(angular_distance(az, el, torch.zeros(()), torch.zeros(())).argmin())
+        front = torch.zeros((), dtype=az.dtype)
+        i = int(angular_distance(az, el, front, front).argmin())
         ref_az, ref_el, how = az[i], el[i], f"view {views[i]} (nearest the face's front; no reference given)"
     return Truth(seq.name, rgb.permute(0, 1, 4, 2, 3), alpha[:, :, None], seq.cameras, params, model,
                  float(seq.meta["fps"]), views, centre, angular_distance(az, el, ref_az, ref_el).float(), how)
+
+
+def first_frames(truth: Truth, n: int) -> Truth:
+    """The ground truth cut to its first ``n`` frames (a shorter run, e.g. one generation window)."""
+    if not 1 <= n <= truth.images.shape[1]:
+        raise Morph4DError(f"cannot cut the ground truth {truth.name} ({truth.images.shape[1]} frames) to {n} frames")
+    return replace(truth, images=truth.images[:, :n], alpha=truth.alpha[:, :n],
+                   params=select_frames(truth.params, list(range(n))))
 
 
 def _same_camera(a: Cameras, i: int, b: Cameras, j: int) -> bool:
@@ -143,4 +152,4 @@ def read_run(name: str, path, truth: Truth, flame_path=None) -> tuple[torch.Tens
     return images.float(), kind
 
 
-__all__ = ["CAMERA_TOLERANCE", "Truth", "view_angles", "read_truth", "match_views", "read_run"]
+__all__ = ["CAMERA_TOLERANCE", "Truth", "view_angles", "read_truth", "first_frames", "match_views", "read_run"]

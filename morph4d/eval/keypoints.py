@@ -11,8 +11,9 @@
   offsets of the face vertices (the mesh before the global transform minus its neutral), which does not depend
   on how a head model scales its expression basis (DECA's L1 does).
 
-Both are computed per view on every ``STRIDE``-th frame on the unmasked crops (``protocol``), only where the tracker finds the
-face in both images; the counts travel with the numbers (back and far-side views have no face to find).
+Both are computed per view on every ``STRIDE``-th frame on the unmasked crops (``protocol``), only where the
+tracker finds the face in both images; the counts travel with the numbers (back and far-side views have no face
+to find).
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ def load_torchscript(path, what: str, expected: str) -> torch.jit.ScriptModule:
     """``path`` as a TorchScript module for metric ``what``, or a clear error (missing / not TorchScript)."""
     p = Path(path)
     if not p.is_file():
-        raise Morph4DError(f"{what} network not found at {p}: pass {expected} (nothing is downloaded)")
+        raise Morph4DError(f"{what} network not found at {p}: expected {expected} (nothing is downloaded)")
     try:
         net = torch.jit.load(str(p), map_location="cpu").eval()
     except Exception as e:  # noqa: BLE001 - any failure to load means "not a TorchScript file"

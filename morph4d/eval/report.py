@@ -13,10 +13,14 @@ from pathlib import Path
 from morph4d.io import atomic_path, write_json
 
 LABELS = {"psnr": "PSNR ↑", "ssim": "SSIM ↑", "lpips": "LPIPS ↓", "jod": "JOD ↑", "re": "RE ↓ (px)",
-          "csim": "CSIM ↑", "akd": "AKD ↓ (px)", "aed": "AED ↓ (mm)", "l1": "L1 ↓", "fid": "FID ↓", "fvd": "FVD ↓"}
-DIGITS = {"psnr": 2, "ssim": 3, "lpips": 3, "jod": 2, "re": 2, "csim": 3, "akd": 2, "aed": 2, "l1": 4, "fid": 1,
-          "fvd": 1}
+          "re_median": "RE median ↓ (px)", "csim": "CSIM ↑", "akd": "AKD ↓ (px)", "aed": "AED ↓ (mm)", "l1": "L1 ↓",
+          "fid": "FID ↓", "fvd": "FVD ↓"}
+DIGITS = {"psnr": 2, "ssim": 3, "lpips": 3, "jod": 2, "re": 2, "re_median": 2, "csim": 3, "akd": 2, "aed": 2,
+          "l1": 4, "fid": 1, "fvd": 1}
 CSV_COLUMNS = ("run", "view", "angle", "frame", "psnr", "ssim", "l1", "lpips", "csim", "akd", "aed", "jod", "re")
+
+
+PLOTTED = ("psnr", "ssim", "csim", "jod", "re", "lpips", "l1", "akd", "aed")   # the first four measured are plotted
 
 
 def _fmt(k: str, v) -> str:
@@ -24,6 +28,7 @@ def _fmt(k: str, v) -> str:
 
 
 def _table(title: str, report: dict, part: str, metrics: list[str]) -> list[str]:
+    metrics = [x for m in metrics for x in ((m, "re_median") if m == "re" else (m,))]
     cols = [m for m in metrics if any(m in r["summary"][part] for r in report["runs"].values())]
     lines = [f"**{title}**", "", "| run | " + " | ".join(LABELS[m] for m in cols) + " |",
              "|---|" + "---|" * len(cols)]
@@ -39,6 +44,10 @@ def markdown(report: dict) -> str:
     first = next(iter(report["runs"].values()))["summary"]
     out = [f"Ground truth `{t['name']}`: {len(t['views'])} views x {t['frames']} frames at {t['size']} px; "
            f"angles from the reference ({t['reference']}).", ""]
+    if "autoencoder" in report:
+        ae = report["autoencoder"]
+        out += [f"Autoencoder reconstruction PSNR (held-out windows, {ae['windows']} x 9 frames): "
+                f"**{ae['psnr']:.2f} dB**", ""]
     out += _table("All views", report, "all", metrics)
     out += _table(f"Self-reenactment (the {first['self_views']} views within 15 degrees of the reference)", report,
                   "self_reenactment", [m for m in metrics if m not in ("re", "fid", "fvd")])
@@ -53,6 +62,18 @@ def markdown(report: dict) -> str:
         for name, r in report["runs"].items():
             b = {x["bin"]: x for x in r["summary"]["binned"]}
             out.append(f"| {name} | " + " | ".join(_fmt(k, b[x][k]) if x in b else "-" for x in bins) + " |")
+        out.append("")
+    if "ablation" in report:
+        a = report["ablation"]
+        cols = [m for m in ("psnr", "ssim", "l1", "lpips", "jod", "csim") if m in metrics]
+        out += [f"**MVP4D Table 7 ablation** (one {a['truth']['frames']}-frame window; guidance, views generated "
+                f"jointly; the last columns: novel views only)", "",
+                "| run | " + " | ".join(LABELS[m] for m in cols) + " | " + " | ".join(
+                    f"novel {LABELS[m]}" for m in cols[:2]) + " |", "|---|" + "---|" * (len(cols) + len(cols[:2]))]
+        for name, r in a["runs"].items():
+            s, n = r["summary"]["all"], r["summary"]["novel_views"]
+            out.append(f"| {name} | " + " | ".join(_fmt(m, s.get(m)) for m in cols) + " | "
+                       + " | ".join(_fmt(m, n.get(m)) for m in cols[:2]) + " |")
         out.append("")
     if report.get("notes"):
         out += ["Not measured:", ""] + [f"- {k.upper()}: {v}" for k, v in report["notes"].items()] + [""]
@@ -80,8 +101,8 @@ def plots(report: dict, per_angle: Path, per_frame: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = [m for m in ("psnr", "ssim", "csim", "jod") if m in report["metrics"]]
-    fig, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 3.2), squeeze=False)
+    shown = [m for m in PLOTTED if m in report["metrics"] and m not in ("re", "fid", "fvd")][:4]
+    fig, axes = plt.subplots(1, max(1, len(shown)), figsize=(4 * max(1, len(shown)), 3.2), squeeze=False)
     for ax, m in zip(axes[0], shown):
         for name, r in report["runs"].items():
             pts = sorted((v["angle"], v[m]) for v in r["views"] if not math.isnan(v[m]))
@@ -90,20 +111,22 @@ def plots(report: dict, per_angle: Path, per_frame: Path) -> None:
         ax.set_xlabel("angle from the reference (deg)")
         ax.set_title(LABELS[m])
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    if shown:
+        axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     _save(fig, per_angle)
     plt.close(fig)
-    shown = [m for m in ("psnr", "ssim", "csim", "re") if m in report["metrics"]]
-    fig, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 3.2), squeeze=False)
+    shown = [m for m in PLOTTED if m in report["metrics"] and m not in ("jod", "fid", "fvd")][:4]
+    fig, axes = plt.subplots(1, max(1, len(shown)), figsize=(4 * max(1, len(shown)), 3.2), squeeze=False)
     for ax, m in zip(axes[0], shown):
         for name, r in report["runs"].items():
             pts = [(f["frame"], f.get(m, math.nan)) for f in r["frames"]]
-            ax.plot(*zip(*pts), label=name)
+            ax.plot(*zip(*pts), marker=".", label=name)   # markers: AKD / AED exist every STRIDE frames
         ax.set_xlabel("frame")
         ax.set_title(LABELS[m] + " (mean over views)" if m != "re" else LABELS[m])
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    if shown:
+        axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     _save(fig, per_frame)
     plt.close(fig)

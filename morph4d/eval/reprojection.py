@@ -97,7 +97,8 @@ def reprojection_error(video: torch.Tensor, cameras: Cameras, centre: torch.Tens
     """RE of a (V, F, 3, H, W) multi-view video: {"re": mean px over all matches, "re_median", "per_frame": [F] (NaN: no
     match), "matches": total, "pairs": [(i, j)]}."""
     if len(cameras) < 2:
-        return {"re": math.nan, "re_median": math.nan, "per_frame": [math.nan] * video.shape[1], "matches": 0, "pairs": []}
+        return {"re": math.nan, "re_median": math.nan, "per_frame": [math.nan] * video.shape[1], "matches": 0,
+                "pairs": []}
     imgs = video.permute(0, 1, 3, 4, 2).float().numpy()
     chosen = camera_pairs(cameras, centre, pairs)
     frames: list[list[np.ndarray]] = [[] for _ in range(video.shape[1])]

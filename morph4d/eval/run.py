@@ -159,7 +159,9 @@ def score_run(images: torch.Tensor, truth: Truth, prep: Prepared, tools: Tools) 
             for f in range(F):
                 frames[f]["re"] = re["per_frame"][f]
             run.update(re=re["re"], re_median=re["re_median"], re_matches=re["matches"], re_pairs=re["pairs"])
-        for k in ("psnr", "ssim", "csim"):
+        for k in ("psnr", "ssim", "l1", "lpips", "csim", "akd", "aed"):
+            if k not in m:
+                continue
             for f in range(F):
                 frames[f][k] = _nanmean([r[k] for r in rows if r["frame"] == f])
         if tools.inception is not None or tools.i3d is not None:
@@ -196,7 +198,8 @@ def summarise(scored: dict, metrics: tuple[str, ...]) -> dict:
         return {k: _nanmean([v[k] for v in views]) if views else math.nan
                 for k in metrics if k not in ("re", "fid", "fvd")}
     views = scored["views"]
-    total = {**means(views), **{k: scored["run"].get(k, math.nan) for k in ("re", "fid", "fvd") if k in metrics}}
+    run_level = [k for k in ("re", "re_median", "fid", "fvd") if k in metrics or (k == "re_median" and "re" in metrics)]
+    total = {**means(views), **{k: scored["run"].get(k, math.nan) for k in run_level}}
     bins = []
     for lo, hi in ANGLE_BINS:
         sel = [v for v in views if lo <= v["angle"] < hi]

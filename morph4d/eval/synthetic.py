@@ -12,20 +12,26 @@ reference direction in meta.json; then four runs, each scored by ``run.evaluate`
 * **avatar**: the same fit on the generated videos (the one-photo avatar), rendered the same way.
 The two views outside ``TRAIN_VIEWS`` are novel for both avatars. Each stage's output stays in the run folder and
 is reused when present (a killed benchmark resumes); ``report.*`` are written at the end, over all identities.
+
+``morph4d quality`` is this benchmark with a preset (``quality.QualityConfig``): no avatars, the fast metrics,
+plus two model-side measurements scored the same way: the autoencoder's reconstruction PSNR on held-out windows,
+and MVP4D's Table 7 ablation (guidance none / CFG / multi-view CFG, V = 8 vs V = 4) on one 17-frame window of
+the first ``ablation_identities`` identities, scored against the first 17 ground-truth frames.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from morph4d.cameras import VIEW_FOV, VIEW_RADIUS, view_set
 from morph4d.data.format import SequenceWriter
 from morph4d.data.heldout import HeldOut, ground_truth, held_out_identity
+from morph4d.data.identity import EVAL_SEEDS
 from morph4d.data.synth import head_crops
 from morph4d.errors import Morph4DError
-from morph4d.eval.inputs import read_run, read_truth
+from morph4d.eval.inputs import first_frames, read_run, read_truth
 from morph4d.eval.run import EvalConfig, Tools, evaluate, summarise
 from morph4d.generation.plan import PRESETS
 from morph4d.heads import load_head_model
@@ -39,8 +45,31 @@ class SyntheticConfig:
     identities: int = 2
     resolution: int = 64
     fit_iterations: int = 600      # the avatars' fit (FIT_PRESETS["demo"] runs 1200; halved for the 10-min budget)
-    seed: int = 0
-    first_seed: int | None = None  # None: the held-out identities
+    seed: int = 0                  # the generation plan's sampling seed (never tuned)
+    first_seed: int | None = None  # None: the held-out identities (seeds 900000 + k); else validation seeds
+    avatars: bool = True           # the oracle avatar and our avatar (two fits per identity)
+    ablation_identities: int = 0   # of the identities, how many also run MVP4D's Table 7 ablation (``quality``)
+    ae_windows: int = 0            # held-out windows for the autoencoder's reconstruction PSNR (``quality``)
+    key_steps: int | None = None   # DDIM steps (default: the small plan's)
+    other_steps: int | None = None
+    samples: bool = True           # PNG grids (generated / truth / baseline rows) under out/samples
+
+    def check(self) -> None:
+        if not 1 <= self.identities <= len(EVAL_SEEDS) or not 0 <= self.ablation_identities <= self.identities:
+            raise Morph4DError(f"identities must be in 1..{len(EVAL_SEEDS)} and ablation identities in "
+                               f"0..identities, got {self.identities}, {self.ablation_identities}")
+        if not 0 <= self.ae_windows <= len(EVAL_SEEDS):
+            raise Morph4DError(f"ae_windows must be in 0..{len(EVAL_SEEDS)}, got {self.ae_windows}")
+        if self.resolution % 8 or self.resolution < 16:
+            raise Morph4DError(f"resolution must be a multiple of 8 and >= 16, got {self.resolution}")
+        if self.fit_iterations < 1:
+            raise Morph4DError(f"fit iterations must be >= 1, got {self.fit_iterations}")
+        if self.first_seed is not None:
+            last = self.first_seed + max(self.identities, self.ae_windows) - 1
+            if self.first_seed < 0 or (self.first_seed <= EVAL_SEEDS.stop - 1 and last >= EVAL_SEEDS.start):
+                raise Morph4DError(f"--first-seed {self.first_seed}: validation seeds {self.first_seed}-{last} must "
+                                   f"be >= 0 and outside the held-out seeds {EVAL_SEEDS.start}-{EVAL_SEEDS.stop - 1} "
+                                   f"(leave --first-seed out for the held-out report)")
 
 
 def write_truth(root: Path, h: HeldOut, head, cameras, frames: int) -> Path:
@@ -63,21 +92,30 @@ def write_truth(root: Path, h: HeldOut, head, cameras, frames: int) -> Path:
 
 def _fit(data: Path, out: Path, iterations: int, log) -> Path:
     from morph4d.avatar.fit import FIT_PRESETS, fit_sequence
-    if not (out / "avatar.safetensors").is_file():
+    if (out / "avatar.safetensors").is_file():
+        log(f"[eval]   {out.name}: fitted before, reused")
+    else:
         fit_sequence(data, out, replace(FIT_PRESETS["demo"], iterations=iterations, train_views=TRAIN_VIEWS),
                      log=lambda *a: None)
-    log(f"[eval]   fitted {out.name}")
+        log(f"[eval]   fitted {out.name}")
     return out
 
 
 def run_synthetic(out, model_dir: str | None = None, cfg: SyntheticConfig = SyntheticConfig(),
                   eval_cfg: EvalConfig = EvalConfig(), log=print) -> dict:
-    """The benchmark (module doc) -> ``out/report.*``; returns the report."""
-    from morph4d.eval.quality import generate_plan, reference_projection
+    """The benchmark (module doc) -> ``out/report.*``; returns the report. Every input is checked before
+    anything is written."""
+    from morph4d.eval.quality import (
+        ABLATIONS,
+        autoencoder_psnr,
+        generate_plan,
+        generate_window,
+        reference_projection,
+        write_png_grid,
+    )
     from morph4d.models.folder import load_models, weights_digest
 
-    if not 1 <= cfg.identities <= 8:
-        raise Morph4DError(f"--identities must be in 1..8, got {cfg.identities}")
+    cfg.check()
     t0 = time.perf_counter()
     out = Path(out)
     eval_cfg = eval_cfg.resolved()
@@ -85,9 +123,14 @@ def run_synthetic(out, model_dir: str | None = None, cfg: SyntheticConfig = Synt
     head = load_head_model("builtin")
     model, vae = load_models(model_dir)
     digest = weights_digest(model_dir)
-    cameras = view_set("small").cameras(VIEW_RADIUS, VIEW_FOV, cfg.resolution, cfg.resolution)
+    vs = view_set("small")
+    cameras = vs.cameras(VIEW_RADIUS, VIEW_FOV, cfg.resolution, cfg.resolution)
     frames = PRESETS["small"].total_frames
-    per_identity = {}
+    extra = {}
+    if cfg.ae_windows:
+        extra["autoencoder"] = autoencoder_psnr(vae, cfg.resolution, cfg.ae_windows, cfg.first_seed, head,
+                                                out / "ae_data", log)
+    per_identity, per_ablation = {}, {}
     for k in range(cfg.identities):
         h = held_out_identity(head, k, frames, cfg.resolution, VIEW_RADIUS, VIEW_FOV, cfg.first_seed)
         log(f"[eval] identity {h.seed} (reference azimuth {h.reference_azimuth:+.0f})")
@@ -95,27 +138,34 @@ def run_synthetic(out, model_dir: str | None = None, cfg: SyntheticConfig = Synt
         truth = read_truth(truth_dir)
         run_dir = out / "runs" / str(h.seed)
         gen_dir = run_dir / "generated"
-        generate_plan(model, vae, head, h, _quality_cfg(cfg), gen_dir, digest)
-        loaded = {"generated": read_run("generated", gen_dir, truth),
-                  "reference projection": (reference_projection(h, cameras, frames), "baseline")}
-        loaded["oracle avatar"] = read_run("oracle avatar", _fit(truth_dir, run_dir / "oracle_avatar",
-                                                                 cfg.fit_iterations, log), truth)
-        loaded["avatar"] = read_run("avatar", _fit(gen_dir, run_dir / "avatar", cfg.fit_iterations, log), truth)
+        generate_plan(model, vae, head, h, gen_dir, digest, cfg.seed, cfg.key_steps, cfg.other_steps)
+        base = reference_projection(h, cameras, frames)
+        loaded = {"generated": read_run("generated", gen_dir, truth), "reference projection": (base, "baseline")}
+        if cfg.avatars:
+            loaded["oracle avatar"] = read_run("oracle avatar", _fit(truth_dir, run_dir / "oracle_avatar",
+                                                                     cfg.fit_iterations, log), truth)
+            loaded["avatar"] = read_run("avatar", _fit(gen_dir, run_dir / "avatar", cfg.fit_iterations, log), truth)
         per_identity[h.seed] = evaluate(truth, loaded, tools, {n: str(run_dir) for n in loaded}, log)
+        if cfg.samples:
+            write_png_grid(out / "samples" / f"{h.seed}.png", *(x for x, _ in loaded.values()), truth.images)
+        if k < cfg.ablation_identities:
+            steps = cfg.key_steps or PRESETS["small"].key_steps
+            windows = {f"{kind}, V={group}": (generate_window(model, vae, head, h, cameras, (vs.azimuth, vs.elevation),
+                                                              kind, group, steps, cfg.seed), "generated")
+                       for kind, group in ABLATIONS}
+            short = first_frames(truth, next(iter(windows.values()))[0].shape[1])
+            per_ablation[h.seed] = evaluate(short, windows, tools, {}, log)
         log(f"[eval] identity {h.seed} done ({time.perf_counter() - t0:.0f} s)")
     report = merge(per_identity, eval_cfg)
-    report["config"] = {"synthetic": cfg.__dict__, "eval": eval_cfg.__dict__,
+    report.update(extra)
+    if per_ablation:
+        report["ablation"] = merge(per_ablation, eval_cfg)
+    report["config"] = {"synthetic": asdict(cfg), "eval": asdict(eval_cfg),
                         "model": str(Path(model_dir).resolve()) if model_dir else "embedded-default"}
     report["seconds"] = time.perf_counter() - t0
     from morph4d.eval.report import write_report
     write_report(out, report)
     return report
-
-
-def _quality_cfg(cfg: SyntheticConfig):
-    from morph4d.eval.quality import QualityConfig
-    return QualityConfig(identities=cfg.identities, ablation_identities=0, resolution=cfg.resolution, seed=cfg.seed,
-                         first_seed=cfg.first_seed)
 
 
 def merge(per_identity: dict, cfg: EvalConfig) -> dict:
