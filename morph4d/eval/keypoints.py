@@ -6,10 +6,12 @@
   pixels of the crop resized to ``SIDE`` = 256 px, so that numbers compare across resolutions.
 * **AED**, average expression distance: the distance between the expressions a 3DMM tracker recovers from
   the predicted and from the ground-truth frame (MVP4D: DECA's expression coefficients, L1). Ours: our tracker
-  fits the head model to each view's predicted and ground-truth crops as a video (identity from the clip,
-  per-frame expression, jaw, eyes); the distance is the mean 3D distance (mm) between the expression + jaw
-  offsets of the face vertices (the mesh before the global transform minus its neutral), which does not depend
-  on how a head model scales its expression basis (DECA's L1 does).
+  fits the head model to each view's ground-truth crops as a video (identity on its keyframes, per-frame
+  expression, jaw, eyes, pose), with the crop camera's known focal length; the prediction's crops are fitted
+  per frame with that identity and focal kept, so the distance measures expression, not identity (and the
+  identity fit runs once per view, not once per run). The distance is the mean 3D distance (mm) between the
+  expression + jaw offsets of the face vertices (the mesh before the global transform minus its neutral),
+  which does not depend on how a head model scales its expression basis (DECA's L1 does).
 
 Both are computed per view on every ``STRIDE``-th frame on the unmasked crops (``protocol``), only where the
 tracker finds the face in both images; the counts travel with the numbers (back and far-side views have no face
@@ -41,6 +43,7 @@ class FaceTrack:
     landmarks: np.ndarray
     found: np.ndarray
     offsets: torch.Tensor
+    shape: torch.Tensor | None = None   # the identity the tracker fitted (None: no face in any frame)
 
 
 class ExpressionTracker:
@@ -51,8 +54,11 @@ class ExpressionTracker:
         self.fm = face_models or FaceModels()
         self.face = face_vertices(model)
 
-    def track(self, video: torch.Tensor, fps: float) -> FaceTrack:
-        """``video`` (F, 3, s, s) crops in [0, 1] -> ``FaceTrack`` (frames off the ``STRIDE`` grid: not found)."""
+    def track(self, video: torch.Tensor, fps: float, focal: float | None = None,
+              shape: torch.Tensor | None = None) -> FaceTrack:
+        """``video`` (F, 3, s, s) crops in [0, 1] -> ``FaceTrack`` (frames off the ``STRIDE`` grid: not found).
+        ``focal``: the crop camera's focal length in pixels at ``SIDE`` (known for evaluation crops); ``shape``:
+        the identity to keep (the ground truth's, when a prediction is tracked)."""
         n = video.shape[0]
         keep = np.arange(0, n, STRIDE)
         frames = F.interpolate(video[keep].float().clamp(0, 1), size=(SIDE, SIDE), mode="bilinear", antialias=True,
@@ -61,7 +67,7 @@ class ExpressionTracker:
                           torch.full((n, len(self.face), 3), float("nan")))
         try:
             tv: TrackedVideo = track_video(list(frames), fps / STRIDE, self.model, self.embedding, self.fm,
-                                           what="evaluation crop", log=lambda *a: None)
+                                           what="evaluation crop", log=lambda *a: None, focal=focal, shape=shape)
         except ValueError:          # Morph4DError: no face in any frame (a back view)
             return empty
         p: HeadParams = tv.track.params.expand_shape()
@@ -72,6 +78,7 @@ class ExpressionTracker:
                 empty.landmarks[k] = e.landmarks[:, :2]
                 empty.found[k] = True
                 empty.offsets[k] = off[i]
+        empty.shape = tv.track.params.shape.reshape(-1)
         return empty
 
 

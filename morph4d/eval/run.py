@@ -96,6 +96,12 @@ def _tracker(tools: Tools, truth: Truth):
     return tools.tracker
 
 
+def crop_focal(truth: Truth, boxes: torch.Tensor, v: int) -> float:
+    """The focal length (pixels) of view ``v``'s crop once resized to the tracker's side (crops are square)."""
+    from morph4d.eval.keypoints import SIDE
+    return float(truth.cameras.K[v, 0, 0]) * SIDE / float(boxes[v, 2])
+
+
 @dataclass
 class Prepared:
     """The ground truth's crops and per-view tracks, computed once for every run."""
@@ -103,6 +109,7 @@ class Prepared:
     crops: list[torch.Tensor]          # per view (F, 3, s, s) unmasked
     alpha: list[torch.Tensor]          # per view (F, 1, s, s)
     tracks: list | None = None
+    faces: list | None = None          # per view: CSIM's ground-truth faces
 
 
 def prepare(truth: Truth, tools: Tools, log) -> Prepared:
@@ -110,9 +117,12 @@ def prepare(truth: Truth, tools: Tools, log) -> Prepared:
     crops = [crop(truth.images[v], boxes[v], 1.0) for v in range(len(boxes))]
     alpha = [crop(truth.alpha[v], boxes[v], 0.0) for v in range(len(boxes))]
     p = Prepared(boxes, crops, alpha)
+    if tools.csim is not None:
+        p.faces = [tools.csim.faces(c) for c in crops]
     if {"akd", "aed"} & set(tools.cfg.metrics):
         t0 = time.perf_counter()
-        p.tracks = [_tracker(tools, truth).track(c, truth.fps) for c in crops]
+        p.tracks = [_tracker(tools, truth).track(c, truth.fps, crop_focal(truth, boxes, v))
+                    for v, c in enumerate(crops)]
         log(f"[eval] ground truth tracked ({sum(int(t.found.sum()) for t in p.tracks)} faces in "
             f"{sum(len(t.found) for t in p.tracks)} crops, {time.perf_counter() - t0:.0f} s)")
     return p
@@ -140,10 +150,11 @@ def score_run(images: torch.Tensor, truth: Truth, prep: Prepared, tools: Tools) 
             if tools.lpips is not None:
                 per["lpips"] = tools.lpips(pm, tm).tolist()
             if tools.csim is not None:
-                per["csim"] = tools.csim.similarity(pc, tc)
-            if prep.tracks is not None:
+                per["csim"] = tools.csim.similarity(pc, prep.faces[v])
+            if prep.tracks is not None and prep.tracks[v].shape is not None:   # None: no face in the truth's view
                 from morph4d.eval.keypoints import akd_aed
-                ka = akd_aed(_tracker(tools, truth).track(pc, truth.fps), prep.tracks[v])
+                ka = akd_aed(_tracker(tools, truth).track(pc, truth.fps, crop_focal(truth, prep.boxes, v),
+                                                          prep.tracks[v].shape), prep.tracks[v])
                 per["akd"], per["aed"] = ka["akd"], ka["aed"]
             jod = tools.jod(pm, tm, truth.fps) if tools.jod is not None else math.nan
             views.append({"view": truth.views[v], "angle": float(truth.angles[v]), "jod": jod,

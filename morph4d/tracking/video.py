@@ -134,8 +134,14 @@ def smooth_frames(V: torch.Tensor, H: torch.Tensor, found: torch.Tensor, weight:
 
 
 def track_video(frames: list[np.ndarray], fps: float, model: HeadModel, emb: LandmarkEmbedding, fm: FaceModels,
-                cfg: FitConfig = FitConfig(), what: str = "video", log=print) -> TrackedVideo:
-    """Track a clip (module docstring) into an ``Animation`` with the clip's identity (shape) attached."""
+                cfg: FitConfig = FitConfig(), what: str = "video", log=print, focal: float | None = None,
+                shape: torch.Tensor | None = None) -> TrackedVideo:
+    """Track a clip (module docstring) into an ``Animation`` with the clip's identity (shape) attached.
+    ``focal`` (pixels) known: kept, not searched; ``shape`` known too (with ``focal``): the keyframe identity
+    fit is skipped and only the per-frame parameters are fitted (``morph4d eval`` tracks predictions so, with
+    the ground truth's identity)."""
+    if shape is not None and focal is None:
+        raise ValueError("track_video: a known shape needs the focal length it was fitted with")
     head = LandmarkHead(model, emb)
     H, W = frames[0].shape[:2]
     evidence: list[FrameEvidence | None] = []
@@ -157,9 +163,14 @@ def track_video(frames: list[np.ndarray], fps: float, model: HeadModel, emb: Lan
     keys = np.unique(keys)
     key_obs = Observations(obs_all.landmarks[keys], obs_all.irises[keys], obs_all.openness[keys], W, H)
     first = Observations(key_obs.landmarks[:1], key_obs.irises[:1], key_obs.openness[:1], W, H)
-    start = fit_landmarks(model, emb, first, cfg, head=head)          # focal candidates on one frame
-    identity = fit_landmarks(model, emb, key_obs, replace(cfg, iterations=10), head=head, focal_start=start.focal)
-    shape, focal = identity.params.shape.reshape(-1), identity.focal
+    if shape is None and focal is None:
+        start = fit_landmarks(model, emb, first, cfg, head=head)      # focal candidates on one frame
+        identity = fit_landmarks(model, emb, key_obs, replace(cfg, iterations=10), head=head, focal_start=start.focal)
+        shape, focal = identity.params.shape.reshape(-1), identity.focal
+    elif shape is None:
+        shape = fit_landmarks(model, emb, key_obs, cfg, head=head, focal=focal).params.shape.reshape(-1)
+    else:
+        shape = shape.reshape(-1)
     # 4. every frame, batched
     energy = _Energy(head, obs_all, emb, cfg, focal)
     shared = torch.cat([shape, torch.tensor([float(np.log(focal))])])
