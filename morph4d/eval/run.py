@@ -123,8 +123,10 @@ def prepare(truth: Truth, tools: Tools, log) -> Prepared:
         t0 = time.perf_counter()
         p.tracks = [_tracker(tools, truth).track(c, truth.fps, crop_focal(truth, boxes, v))
                     for v, c in enumerate(crops)]
-        log(f"[eval] ground truth tracked ({sum(int(t.found.sum()) for t in p.tracks)} faces in "
-            f"{sum(len(t.found) for t in p.tracks)} crops, {time.perf_counter() - t0:.0f} s)")
+        from morph4d.eval.keypoints import STRIDE
+        tried = sum(len(range(0, len(t.found), STRIDE)) for t in p.tracks)
+        log(f"[eval] ground truth tracked: a face in {sum(int(t.found.sum()) for t in p.tracks)} of {tried} crops "
+            f"(every {STRIDE}rd frame of {len(p.tracks)} views; {time.perf_counter() - t0:.0f} s)")
     return p
 
 
