@@ -255,3 +255,25 @@ def head_model_and_embedding():
     from morph4d.tracking.embedding import default_embedding
     model = load_head_model("builtin")
     return model, default_embedding(model)
+
+
+def test_baselines_join_a_users_table_and_refuse_unknown_oracle_views(truth_sequence, fitted_avatar, tmp_path,
+                                                                     capsys):
+    """`--baselines` on any ground-truth sequence: the reference projection (from the reference view's frame 0)
+    and the oracle avatar (fitted to the chosen views, reused on a second call) beside the user's runs."""
+    out = tmp_path / "r"
+    argv = ["eval", "--truth", str(truth_sequence), "--run", f"mine={fitted_avatar}", "--baselines",
+            "--fit-iterations", "2", "--metrics", "psnr,ssim", "--out", str(out)]
+    assert main(argv + ["--oracle-views", "nope"]) == 2
+    assert "expected view names" in capsys.readouterr().err and not out.exists()
+    views = json.loads((truth_sequence / "meta.json").read_text())["views"]
+    assert main(argv + ["--oracle-views", ",".join(views[:3]), "--reference-view", views[0]]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["runs"]) == {"reference projection", "oracle avatar", "mine"}
+    proj = report["runs"]["reference projection"]
+    # the reference view at frame 0 is the reference image itself, projected onto the head mesh and back
+    rows = {(r["view"], r["frame"]): r["psnr"] for r in proj["rows"]}
+    assert rows[(views[0], 0)] > max(rows[(v, 0)] for v in views[1:])
+    stamp = (out / "oracle_avatar" / "avatar.safetensors").stat().st_mtime_ns
+    assert main(argv + ["--oracle-views", ",".join(views[:3]), "--reference-view", views[0]]) == 0
+    assert (out / "oracle_avatar" / "avatar.safetensors").stat().st_mtime_ns == stamp

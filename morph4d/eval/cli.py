@@ -36,9 +36,9 @@ def _cmd_eval(args) -> None:
         raise Morph4DError("give either --truth SEQUENCE with --run NAME=DIR ..., or --synthetic (the held-out "
                            f"benchmark); metrics: {', '.join(METRICS)}")
     if args.synthetic:
-        if args.run:
+        if args.run or args.baselines or args.oracle_views:
             raise Morph4DError("--synthetic makes its own runs (generated, reference projection, oracle avatar, "
-                               "avatar); leave --run out")
+                               "avatar); leave --run / --baselines / --oracle-views out")
         from morph4d.eval.synthetic import SyntheticConfig, run_synthetic
         run_synthetic(args.out, args.model, SyntheticConfig(
             identities=args.identities, resolution=args.res, fit_iterations=args.fit_iterations,
@@ -53,7 +53,11 @@ def _cmd_eval(args) -> None:
             raise Morph4DError(f"{', '.join(given)}: options of the synthetic benchmark; add --synthetic or leave "
                                f"them out")
         from morph4d.eval.run import run_eval
-        run_eval(args.out, args.truth, _runs(args.run or []), cfg, flame_path=args.flame_path)
+        views = [v.strip() for v in args.oracle_views.split(",")] if args.oracle_views is not None else None
+        if views is not None and not args.baselines:
+            raise Morph4DError("--oracle-views chooses the oracle avatar's training views; add --baselines")
+        run_eval(args.out, args.truth, _runs(args.run or []), cfg, flame_path=args.flame_path,
+                 baselines=args.baselines, oracle_views=views, fit_iterations=args.fit_iterations)
     print(f"wrote {args.out}/report.md, report.csv, report.json, per_angle.png and per_frame.png")
 
 
@@ -82,6 +86,11 @@ def register(sub) -> None:
                    "imported), RGBA images with the foreground matte")
     e.add_argument("--run", action="append", metavar="NAME=DIR", help="a run to score (repeatable): a `morph4d "
                    "generate` folder, a dataset sequence with the truth's cameras, or a fitted avatar folder")
+    e.add_argument("--baselines", action="store_true", help="with --truth: add the reference projection (its "
+                   "reference view's frame 0 on the sequence's head model) and the oracle avatar (fitted to the "
+                   "ground-truth videos) to the table, as --synthetic does")
+    e.add_argument("--oracle-views", default=None, help="--baselines: comma-separated views the oracle avatar is "
+                   "fitted to (default: all; the others are novel views for it)")
     e.add_argument("--synthetic", action="store_true", help="the benchmark on held-out synthetic identities: "
                    "generated views, the reference-projection baseline, the oracle avatar and our avatar")
     e.add_argument("--out", default="out/eval", help="report folder (default out/eval)")
@@ -96,7 +105,8 @@ def register(sub) -> None:
     e.add_argument("--model", default=None, help="--synthetic: model folder (default: the embedded default)")
     e.add_argument("--identities", type=int, default=2, help="--synthetic: held-out identities (default 2)")
     e.add_argument("--res", type=int, default=64, help="--synthetic: resolution (the model's; default 64)")
-    e.add_argument("--fit-iterations", type=int, default=600, help="--synthetic: iterations of each avatar fit")
+    e.add_argument("--fit-iterations", type=int, default=600, help="--synthetic / --baselines: iterations of each "
+                   "avatar fit")
     e.add_argument("--no-avatars", action="store_true", help="--synthetic: leave out the two avatar runs (fits)")
     e.add_argument("--ablation-identities", type=int, default=0, help="--synthetic: of the identities, how many "
                    "also run MVP4D's Table 7 guidance / joint-views ablation (default 0)")

@@ -44,6 +44,7 @@ class Truth:
     centre: torch.Tensor       # (3,) the head's root joint at frame 0, world
     angles: torch.Tensor       # (V,) degrees from the reference camera
     reference: str             # how the reference direction was found
+    reference_index: int       # the view nearest the reference direction (the reference projection's source)
 
 
 def view_angles(cameras: Cameras, centre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,8 +81,9 @@ def read_truth(path, reference_view: str | None = None, flame_path=None) -> Trut
         front = torch.zeros((), dtype=az.dtype)
         i = int(angular_distance(az, el, front, front).argmin())
         ref_az, ref_el, how = az[i], el[i], f"view {views[i]} (nearest the face's front; no reference given)"
+    angles = angular_distance(az, el, ref_az, ref_el).float()
     return Truth(seq.name, rgb.permute(0, 1, 4, 2, 3), alpha[:, :, None], seq.cameras, params, model,
-                 float(seq.meta["fps"]), views, centre, angular_distance(az, el, ref_az, ref_el).float(), how)
+                 float(seq.meta["fps"]), views, centre, angles, how, int(angles.argmin()))
 
 
 def first_frames(truth: Truth, n: int) -> Truth:

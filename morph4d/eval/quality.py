@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from morph4d.data.format import mix_seed
 from morph4d.data.heldout import HeldOut
@@ -44,7 +43,6 @@ from morph4d.generation.plan import Job
 from morph4d.generation.reference import held_out_reference
 from morph4d.generation.videos import read_videos
 from morph4d.heads.animation import Animation
-from morph4d.mesh.raster import interpolate, rasterize
 from morph4d.metrics import psnr
 from morph4d.video import grid, write_png
 
@@ -92,41 +90,11 @@ def run_quality(out: str | Path, model_dir: str | None = None, cfg: QualityConfi
 
 
 def reference_projection(h: HeldOut, cameras, frames: int, supersample: int = 2) -> torch.Tensor:
-    """The baseline (module doc): (V, F, 3, H, W), rendered at ``supersample`` x and area-averaged."""
-    verts = scene_vertices(h.scene, h.params)[:frames]                     # (F, N + M, 3)
-    faces = h.scene.faces
-    ref = h.reference_camera
-    s, H, W = supersample, cameras.height, cameras.width
-    # depth of what the reference camera sees at frame 0
-    big_ref = ref.resized(ref.width * s, ref.height * s)
-    r0 = rasterize(verts[0], faces, big_ref)
-    cam_pts0 = verts[0] @ ref.R[0].T + ref.t[0]                             # (N + M, 3) reference camera frame
-    ref_depth = interpolate(cam_pts0[:, 2:], faces, r0)[0, ..., 0]         # (sH, sW)
-    ref_depth = torch.where(r0.mask[0], ref_depth, torch.full_like(ref_depth, float("inf")))
-    big = cameras.resized(W * s, H * s)
-    out = torch.empty(len(cameras), frames, 3, H, W)
-    visible_colors = []
-    results = []
-    with torch.no_grad():
-        for f in range(frames):
-            r = rasterize(verts[f], faces, big)                             # (V, sH, sW)
-            p0 = interpolate(cam_pts0, faces, r)                            # (V, sH, sW, 3): the point at frame 0
-            uv = ref.K[0] @ p0.reshape(-1, 3).T                             # project into the reference camera
-            u, v, z = uv[0] / uv[2].clamp(min=1e-6), uv[1] / uv[2].clamp(min=1e-6), p0.reshape(-1, 3)[:, 2]
-            grid = torch.stack([2 * u / ref.width - 1, 2 * v / ref.height - 1], -1).view(1, 1, -1, 2)
-            color = F.grid_sample(h.reference_image[None], grid, mode="bilinear", align_corners=False)[0, :, 0].T
-            dref = F.grid_sample(ref_depth[None, None].nan_to_num(posinf=1e6), grid, mode="nearest",
-                                 align_corners=False)[0, 0, 0]
-            seen = (z <= dref + 0.01) & (grid.view(-1, 2).abs() <= 1).all(-1) & r.mask.reshape(-1)
-            visible_colors.append(color[seen])
-            results.append((r.mask.reshape(-1), seen, color))
-        fill = torch.cat(visible_colors).mean(0) if sum(len(c) for c in visible_colors) else torch.full((3,), 0.5)
-        for f, (mask, seen, color) in enumerate(results):
-            rgb = torch.where(seen[:, None], color, fill.expand_as(color))
-            rgb = torch.where(mask[:, None], rgb, torch.ones_like(rgb))     # white background
-            img = rgb.view(len(cameras), H * s, W * s, 3).permute(0, 3, 1, 2)
-            out[:, f] = F.avg_pool2d(img, s) if s > 1 else img
-    return out
+    """The baseline (module doc) of a held-out identity, on its true geometry (head and hair/glasses meshes):
+    (V, F, 3, H, W)."""
+    from morph4d.eval.baselines import project_reference
+    return project_reference(scene_vertices(h.scene, h.params)[:frames], h.scene.faces, h.reference_camera,
+                             h.reference_image, cameras, supersample)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -227,16 +227,34 @@ def summarise(scored: dict, metrics: tuple[str, ...]) -> dict:
 
 
 def run_eval(out, truth_path, runs: dict[str, str], cfg: EvalConfig = EvalConfig(), flame_path=None,
-             log=print) -> dict:
+             log=print, baselines: bool = False, oracle_views: list[str] | None = None,
+             fit_iterations: int = 600) -> dict:
     """Score ``runs`` {name: folder} against the ground truth sequence ``truth_path`` -> ``out/report.*``.
+    ``baselines``: the reference projection and the oracle avatar (``eval.baselines``; fitted on the views
+    ``oracle_views``, default all, into ``out/oracle_avatar`` and reused there) join the table first.
     Every input is read and checked before anything is written (a bad run leaves no partial report)."""
     cfg = cfg.resolved()
-    if not runs:
-        raise Morph4DError("give at least one run to evaluate: --run NAME=DIR")
+    if not runs and not baselines:
+        raise Morph4DError("give at least one run to evaluate: --run NAME=DIR (or --baselines)")
+    if baselines and fit_iterations < 1:
+        raise Morph4DError(f"--fit-iterations must be >= 1, got {fit_iterations}")
     t0 = time.perf_counter()
     truth = read_truth(truth_path, cfg.reference_view, flame_path)
+    train_views = None
+    if oracle_views is not None:
+        bad = [v for v in oracle_views if v not in truth.views]
+        if bad or not oracle_views:
+            raise Morph4DError(f"--oracle-views {','.join(oracle_views)}: expected view names of the ground truth "
+                               f"(its views: {', '.join(truth.views)})")
+        train_views = tuple(truth.views.index(v) for v in oracle_views)
     tools = Tools(cfg)
     loaded = {name: read_run(name, path, truth, flame_path) for name, path in runs.items()}
+    if baselines:
+        from morph4d.eval.baselines import oracle_avatar, truth_projection
+        fitted = oracle_avatar(Path(truth_path), Path(out) / "oracle_avatar", fit_iterations, train_views, log)
+        loaded = {"reference projection": (truth_projection(truth), "baseline"),
+                  "oracle avatar": read_run("oracle avatar", fitted, truth, flame_path), **loaded}
+        runs = {"reference projection": str(truth_path), "oracle avatar": str(fitted), **runs}
     log(f"[eval] ground truth {truth.name}: {len(truth.views)} views x {truth.images.shape[1]} frames at "
         f"{truth.images.shape[-1]} px; reference {truth.reference}")
     report = evaluate(truth, loaded, tools, {n: str(Path(p).resolve()) for n, p in runs.items()}, log)

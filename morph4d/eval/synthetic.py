@@ -22,7 +22,7 @@ the first ``ablation_identities`` identities, scored against the first 17 ground
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from morph4d.cameras import VIEW_FOV, VIEW_RADIUS, view_set
@@ -31,6 +31,7 @@ from morph4d.data.heldout import HeldOut, ground_truth, held_out_identity
 from morph4d.data.identity import EVAL_SEEDS
 from morph4d.data.synth import head_crops
 from morph4d.errors import Morph4DError
+from morph4d.eval.baselines import oracle_avatar
 from morph4d.eval.inputs import first_frames, read_run, read_truth
 from morph4d.eval.run import EvalConfig, Tools, evaluate, summarise
 from morph4d.generation.plan import PRESETS
@@ -90,17 +91,6 @@ def write_truth(root: Path, h: HeldOut, head, cameras, frames: int) -> Path:
     return root / name
 
 
-def _fit(data: Path, out: Path, iterations: int, log) -> Path:
-    from morph4d.avatar.fit import FIT_PRESETS, fit_sequence
-    if (out / "avatar.safetensors").is_file():
-        log(f"[eval]   {out.name}: fitted before, reused")
-    else:
-        fit_sequence(data, out, replace(FIT_PRESETS["demo"], iterations=iterations, train_views=TRAIN_VIEWS),
-                     log=lambda *a: None)
-        log(f"[eval]   fitted {out.name}")
-    return out
-
-
 def run_synthetic(out, model_dir: str | None = None, cfg: SyntheticConfig = SyntheticConfig(),
                   eval_cfg: EvalConfig = EvalConfig(), log=print) -> dict:
     """The benchmark (module doc) -> ``out/report.*``; returns the report. Every input is checked before
@@ -142,9 +132,9 @@ def run_synthetic(out, model_dir: str | None = None, cfg: SyntheticConfig = Synt
         base = reference_projection(h, cameras, frames)
         loaded = {"generated": read_run("generated", gen_dir, truth), "reference projection": (base, "baseline")}
         if cfg.avatars:
-            loaded["oracle avatar"] = read_run("oracle avatar", _fit(truth_dir, run_dir / "oracle_avatar",
-                                                                     cfg.fit_iterations, log), truth)
-            loaded["avatar"] = read_run("avatar", _fit(gen_dir, run_dir / "avatar", cfg.fit_iterations, log), truth)
+            for name, data in (("oracle avatar", truth_dir), ("avatar", gen_dir)):
+                fitted = oracle_avatar(data, run_dir / name.replace(" ", "_"), cfg.fit_iterations, TRAIN_VIEWS, log)
+                loaded[name] = read_run(name, fitted, truth)
         per_identity[h.seed] = evaluate(truth, loaded, tools, {n: str(run_dir) for n in loaded}, log)
         if cfg.samples:
             write_png_grid(out / "samples" / f"{h.seed}.png", *(x for x, _ in loaded.values()), truth.images)
