@@ -134,6 +134,27 @@ def test_nersemble_v1(tmp_path, model):
     assert run_import("nersemble", cfg, model, log=lambda *_: None) == []
 
 
+def test_eval_runs_on_an_imported_sequence_with_its_baselines(tmp_path, model):
+    """`morph4d eval` on a dataset a user imported (issue 19): the imported Nersemble sequence is the ground
+    truth (its alpha maps are the matte), the reference projection joins a run of the user's (here the truth
+    itself); the oracle avatar is not fitted to non-square views, and the report says so."""
+    from morph4d.cli import main as morph4d_main
+    make_nersemble(tmp_path, model)
+    cfg = ImportConfig(src=str(tmp_path / "src"), fits=str(tmp_path / "fits"), out=str(tmp_path / "out"),
+                       max_side=80, progress=False)
+    run_import("nersemble", cfg, model, log=lambda *_: None)
+    seq = tmp_path / "out" / "017_EXP-1-head"
+    out = tmp_path / "eval"
+    assert morph4d_main(["eval", "--truth", str(seq), "--run", f"same={seq}", "--baselines", "--fit-iterations", "1",
+                         "--oracle-views", "220700191,221501007", "--metrics", "psnr,l1", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["runs"]) == {"same", "reference projection"}     # 55 x 80 px: the avatar fit needs squares
+    assert "square" in report["notes"]["oracle avatar"] and "ORACLE AVATAR: not run" in (out / "report.md").read_text()
+    assert report["runs"]["same"]["summary"]["all"]["l1"] == 0.0
+    assert report["truth"]["views"] == ["220700191", "221501007", "222200037"] and report["truth"]["frames"] == FRAMES
+    assert all(0 < r["summary"]["all"]["psnr"] < 100 for n, r in report["runs"].items() if n != "same")
+
+
 def test_nersemble_wrong_convention_and_missing_calibration(tmp_path, model):
     make_nersemble(tmp_path, model, c2w_by_mistake=True)
     cfg = ImportConfig(src=str(tmp_path / "src"), fits=str(tmp_path / "fits"), out=str(tmp_path / "out"),

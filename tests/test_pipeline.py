@@ -9,7 +9,7 @@ import torch
 
 from morph4d.avatar.fit import FitConfig
 from morph4d.data.heldout import ground_truth, held_out_identity
-from morph4d.eval.quality import reference_projection
+from morph4d.eval.synthetic import reference_projection
 from morph4d.generation.generate import GenerateConfig
 from morph4d.generation.reference import held_out_reference
 from morph4d.heads import load_head_model

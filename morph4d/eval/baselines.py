@@ -3,7 +3,7 @@
 * **Reference projection**: the reference image's pixels projected onto the ground truth's geometry at frame 0
   and carried with it to every view and frame (a texture copied onto the true, moving surface); surface points
   the reference camera does not see get the mean colour of those it sees; the background is white. On held-out
-  synthetic identities the geometry is the whole scene (head and hair/glasses meshes, ``quality``); on a
+  synthetic identities the geometry is the whole scene (head and hair/glasses meshes, ``synthetic``); on a
   dataset sequence it is the head model of the sequence's parameters (no hair: hair outside the head mesh is
   background, which the masked metrics count as an error).
 * **Oracle avatar**: the Gaussian avatar fitted to the ground-truth videos themselves (``FIT_PRESETS["demo"]``

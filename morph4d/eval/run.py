@@ -251,10 +251,17 @@ def run_eval(out, truth_path, runs: dict[str, str], cfg: EvalConfig = EvalConfig
     loaded = {name: read_run(name, path, truth, flame_path) for name, path in runs.items()}
     if baselines:
         from morph4d.eval.baselines import oracle_avatar, truth_projection
-        fitted = oracle_avatar(Path(truth_path), Path(out) / "oracle_avatar", fit_iterations, train_views, log)
-        loaded = {"reference projection": (truth_projection(truth), "baseline"),
-                  "oracle avatar": read_run("oracle avatar", fitted, truth, flame_path), **loaded}
-        runs = {"reference projection": str(truth_path), "oracle avatar": str(fitted), **runs}
+        base = {"reference projection": (truth_projection(truth), "baseline")}
+        sources = {"reference projection": str(truth_path)}
+        H, W = truth.images.shape[-2:]
+        if H == W:
+            fitted = oracle_avatar(Path(truth_path), Path(out) / "oracle_avatar", fit_iterations, train_views, log)
+            base["oracle avatar"] = read_run("oracle avatar", fitted, truth, flame_path)
+            sources["oracle avatar"] = str(fitted)
+        else:
+            tools.notes["oracle avatar"] = (f"not run: the avatar fit takes square images and this ground truth is "
+                                            f"{W}x{H} px (crop its views square to compare with an oracle avatar)")
+        loaded, runs = {**base, **loaded}, {**sources, **runs}
     log(f"[eval] ground truth {truth.name}: {len(truth.views)} views x {truth.images.shape[1]} frames at "
         f"{truth.images.shape[-1]} px; reference {truth.reference}")
     report = evaluate(truth, loaded, tools, {n: str(Path(p).resolve()) for n, p in runs.items()}, log)

@@ -6,7 +6,8 @@ For each held-out identity (``data.heldout``: seeds 900000+, never trained on): 
 reference direction in meta.json; then four runs, each scored by ``run.evaluate`` like any user's run:
 
 * **generated**: ``morph4d generate``'s small plan from the reference render (the MMVDM, multi-view CFG);
-* **reference projection**: the reference's pixels projected onto the true geometry (``quality``'s baseline);
+* **reference projection**: the reference's pixels projected onto the true geometry (``baselines``; here the scene's
+  head and hair meshes);
 * **oracle avatar**: the Gaussian avatar fitted to the ground-truth videos of ``TRAIN_VIEWS`` (what a capture rig
   would give), rendered at all 8 views from the true parameters;
 * **avatar**: the same fit on the generated videos (the one-photo avatar), rendered the same way.
@@ -25,17 +26,27 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
+
 from morph4d.cameras import VIEW_FOV, VIEW_RADIUS, view_set
-from morph4d.data.format import SequenceWriter
+from morph4d.data.format import SequenceWriter, mix_seed
 from morph4d.data.heldout import HeldOut, ground_truth, held_out_identity
 from morph4d.data.identity import EVAL_SEEDS
-from morph4d.data.synth import head_crops
+from morph4d.data.loader import MultiViewWindows, WindowConfig
+from morph4d.data.scene import scene_vertices
+from morph4d.data.synth import SynthConfig, head_crops, synthesize
 from morph4d.errors import Morph4DError
-from morph4d.eval.baselines import oracle_avatar
+from morph4d.eval.baselines import oracle_avatar, project_reference
 from morph4d.eval.inputs import first_frames, read_run, read_truth
 from morph4d.eval.run import EvalConfig, Tools, evaluate, summarise
-from morph4d.generation.plan import PRESETS
+from morph4d.generation.generate import GenerateConfig, MultiViewGenerator, run_generate
+from morph4d.generation.plan import PRESETS, Job
+from morph4d.generation.reference import held_out_reference
+from morph4d.generation.videos import read_videos
 from morph4d.heads import load_head_model
+from morph4d.heads.animation import Animation
+from morph4d.metrics import psnr
+from morph4d.video import grid, write_png
 
 TRAIN_VIEWS = (0, 1, 2, 3, 4, 5)   # of view_set("small"): the avatars never see views 6 and 7 (+-20 az, -10 el)
 RUN_NAMES = ("generated", "reference projection", "oracle avatar", "avatar")
@@ -91,18 +102,87 @@ def write_truth(root: Path, h: HeldOut, head, cameras, frames: int) -> Path:
     return root / name
 
 
+# ---------------------------------------------------------------------------------------------------
+# the model-side parts: baseline, sampling plan, ablation window, autoencoder windows
+# ---------------------------------------------------------------------------------------------------
+
+ABLATIONS = (("none", 8), ("cfg", 8), ("multiview", 8), ("multiview", 4))
+
+
+def reference_projection(h: HeldOut, cameras, frames: int, supersample: int = 2) -> torch.Tensor:
+    """The baseline (module doc) of a held-out identity, on its true geometry (head and hair/glasses meshes):
+    (V, F, 3, H, W)."""
+    return project_reference(scene_vertices(h.scene, h.params)[:frames], h.scene.faces, h.reference_camera,
+                             h.reference_image, cameras, supersample)
+
+
+def autoencoder_psnr(vae, resolution: int, windows: int, first_seed: int | None, head, data_root: Path,
+                     log) -> dict:
+    """Encode -> decode ``windows`` held-out windows (1 view x 9 frames at ``resolution``) of a fresh eval
+    dataset (validation seeds from ``first_seed`` when given)."""
+    synthesize(SynthConfig(out=str(data_root), identities=windows, views=2, frames=9,
+                           resolution=resolution + resolution // 2, progress=False,
+                           split="eval" if first_seed is None else "train", first_seed=first_seed),
+               model=head, log=lambda *a: None)
+    ds = MultiViewWindows(data_root, WindowConfig(views=1, frames=9, resolution=resolution, seed=0), model=head)
+    scores = []
+    with torch.no_grad():
+        for i in range(len(ds)):
+            video = ds[i]["images"][None]                                   # (1, 1, 9, 3, H, W)
+            recon = vae.decode(vae.encode(video))
+            scores.append(psnr(recon.clamp(0, 1), video))
+    log(f"autoencoder: PSNR {sum(scores) / len(scores):.2f} dB over {len(scores)} held-out windows")
+    return {"psnr": sum(scores) / len(scores), "windows": len(scores), "per_window": scores}
+
+
+def generate_plan(model, vae, head, h: HeldOut, run_dir: Path, weights: str, seed: int = 0,
+                  key_steps: int | None = None, other_steps: int | None = None) -> torch.Tensor:
+    """The full ``small`` sampling plan from the reference: (V, F, 3, H, W) frames;
+    ``weights``: the model's ``weights_digest`` (a run of other weights in ``run_dir`` is refused)."""
+    reference = held_out_reference(h, head.name)
+    animation = Animation(h.params, 25.0, head.name, f"heldout{h.seed}")
+    gcfg = GenerateConfig(preset="small", guidance="multiview", seed=seed, key_steps=key_steps,
+                          other_steps=other_steps)
+    run_generate(run_dir, model, vae, head, reference, animation, gcfg,
+                 {"quality": h.seed, "reference_azimuth": h.reference_azimuth, "model_weights": weights},
+                 log=lambda *a: None)
+    return read_videos(run_dir).images
+
+
+def generate_window(model, vae, head, h: HeldOut, cameras, angles, guidance_kind: str, group: int,
+                    steps: int, seed: int) -> torch.Tensor:
+    """One 17-frame window of every view, generated ``group`` views at a time (mode 1): (V, 17, 3, H, W)."""
+    Fw = 17
+    reference = held_out_reference(h, head.name)
+    gen = MultiViewGenerator(model, vae, head, reference, Animation(h.params, 25.0, head.name), cameras, angles,
+                             Fw, guidance_kind)
+    V = len(cameras)
+    h8 = cameras.height // 8
+    out = []
+    for start in range(0, V, group):
+        views = list(range(start, min(V, start + group)))
+        shape = (len(views), (Fw - 1) // 4 + 1, 16, h8, h8)
+        g = torch.Generator().manual_seed(mix_seed("quality-window", seed, h.seed, start))
+        lat = gen(Job(f"g{start}", views, 0, 1, steps), torch.zeros(shape), torch.zeros(shape[:2], dtype=torch.bool), g)
+        out.append(torch.stack([gen.decode(lat[k]) for k in range(len(views))]))
+    return torch.cat(out)
+
+
+def write_png_grid(path: Path, *videos: torch.Tensor) -> None:
+    """Rows: each video's views at its middle frame (generated / ground truth / baseline)."""
+    f = min(v.shape[1] for v in videos) // 2
+    tiles = torch.cat([v[:, f] for v in videos]).permute(0, 2, 3, 1)       # (rows * V, H, W, 3)
+    write_png(path, grid(tiles, cols=videos[0].shape[0], pad=1))
+
+
+# ---------------------------------------------------------------------------------------------------
+# the benchmark
+# ---------------------------------------------------------------------------------------------------
+
 def run_synthetic(out, model_dir: str | None = None, cfg: SyntheticConfig = SyntheticConfig(),
                   eval_cfg: EvalConfig = EvalConfig(), log=print) -> dict:
     """The benchmark (module doc) -> ``out/report.*``; returns the report. Every input is checked before
     anything is written."""
-    from morph4d.eval.quality import (
-        ABLATIONS,
-        autoencoder_psnr,
-        generate_plan,
-        generate_window,
-        reference_projection,
-        write_png_grid,
-    )
     from morph4d.models.folder import load_models, weights_digest
 
     cfg.check()
@@ -188,4 +268,5 @@ def merge(per_identity: dict, cfg: EvalConfig) -> dict:
                            for s, rep in per_identity.items()}}
 
 
-__all__ = ["TRAIN_VIEWS", "RUN_NAMES", "SyntheticConfig", "write_truth", "run_synthetic", "merge"]
+__all__ = ["TRAIN_VIEWS", "RUN_NAMES", "ABLATIONS", "SyntheticConfig", "write_truth", "reference_projection",
+           "generate_plan", "generate_window", "autoencoder_psnr", "write_png_grid", "run_synthetic", "merge"]
