@@ -29,12 +29,14 @@ STAGES = {
     "generation": ("foundation", "heads", "mesh", "models", "conditioning", "data", "diffusion"),
     "tracking": ("foundation", "heads", "mesh", "models", "conditioning", "data", "diffusion", "generation"),
     "avatar": ("foundation", "heads", "mesh", "models", "conditioning", "data", "diffusion", "generation"),
+    # IM-Portrait, the second system: a sibling of generation (its own sampler over diffusion)
+    "portrait": ("foundation", "heads", "mesh", "models", "conditioning", "data", "diffusion"),
     "eval": ("foundation", "heads", "mesh", "models", "conditioning", "data", "diffusion", "training", "generation",
-             "tracking", "avatar"),
+             "tracking", "avatar", "portrait"),
     "pipeline": ("foundation", "heads", "mesh", "models", "conditioning", "data", "diffusion", "training",
-                 "generation", "tracking", "avatar", "eval"),
+                 "generation", "tracking", "avatar", "portrait", "eval"),
     "cli": ("foundation", "heads", "mesh", "models", "conditioning", "data", "diffusion", "training",
-            "generation", "tracking", "avatar", "eval", "pipeline"),
+            "generation", "tracking", "avatar", "portrait", "eval", "pipeline"),
 }
 
 

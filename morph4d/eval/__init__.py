@@ -1,8 +1,11 @@
-"""Evaluation (stage 10): quality reports of a model against held-out ground truth.
+"""Evaluation (stage 10): the papers' metrics on any run against a ground-truth sequence (``morph4d eval``), the
+synthetic benchmark on held-out identities with its baselines, and ``morph4d quality`` (a preset of it).
 
-Owns: ``quality`` (``morph4d quality``: autoencoder PSNR, generated views vs ground truth and a
-reference-projection baseline per angle, MVP4D Table 7 ablation; report.json / report.md) and ``cli``.
-Image metrics themselves live in the foundation module ``morph4d.metrics`` so every stage scores alike.
+Owns: ``protocol`` (MVP4D S3.1 crops and masks), ``inputs`` (ground truth and runs), the metric modules
+(``reprojection`` RE, ``keypoints`` AKD / AED, ``identity`` CSIM, ``jod`` JOD, ``learned`` LPIPS / FID / FVD),
+``baselines`` (reference projection, oracle avatar), ``run`` (scoring and summaries), ``report`` (report.json /
+.md / .csv / plots), ``synthetic`` (the benchmark), ``quality`` (its preset) and ``cli``. PSNR, SSIM and L1 live
+in the foundation module ``morph4d.metrics`` so every stage scores alike.
 
 May import: every stage below it; never ``pipeline`` or ``morph4d.cli``.
 """

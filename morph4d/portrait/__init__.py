@@ -1,0 +1,10 @@
+"""IM-Portrait (stage 8c; CVPR 2025): 3D-aware talking-head video as multiplane images (REFERENCE.md §2).
+
+Owns: ``mpi`` (the multiplane-image representation and its renderer: planes between r - 0.15 and r + 0.05,
+per-plane homography warps, over-compositing, depth / disparity from the same weights; a differentiable torch
+reference and a numba fast path; side-view and stereo cameras). Its networks will live in ``models`` beside the
+MMVDM, its sampler over ``diffusion``.
+
+May import: foundation, heads, mesh, models, conditioning, data, diffusion (a sibling of generation: neither
+imports the other); never training, generation, tracking, avatar, eval, pipeline or ``morph4d.cli``.
+"""
