@@ -180,35 +180,40 @@ def _background(background, like: torch.Tensor) -> torch.Tensor:
 def _render_fast(mpi: MPI, cameras: Cameras, Hinv, n_dst, d_dst, background) -> Rendered:
     N = len(cameras)
     H, W = cameras.height, cameras.width
-    rgba = torch.cat([mpi.color, mpi.alpha], 1).detach().float().permute(0, 2, 3, 1).contiguous().numpy()
+    color = mpi.color.detach().float().contiguous().numpy()               # no copy for float32 contiguous planes
+    alpha = mpi.alpha.detach().float().contiguous().numpy()
     Kinv = torch.linalg.inv(cameras.K.double()).numpy()
-    out = np.zeros((N, H, W, 6), np.float32)
-    _render_kernel(rgba, Hinv.numpy(), Kinv, n_dst.numpy(), d_dst.numpy(), out, STOP_T)
-    o = torch.from_numpy(out).permute(0, 3, 1, 2).to(mpi.color.dtype)
+    out = np.empty((N, 6, H, W), np.float32)
+    _render_kernel(color, alpha, Hinv.numpy(), Kinv, n_dst.numpy(), d_dst.numpy(), out, STOP_T)
+    o = torch.from_numpy(out).to(mpi.color.dtype)
     acc = o[:, 3:4]
-    bg = _background(background, o)
-    rgb = o[:, :3] + (1 - acc) * bg
+    rgb = o[:, :3] + (1 - acc) * _background(background, o)
     safe = acc.clamp(min=1e-8)
     none = acc <= 1e-8
     return Rendered(rgb, acc, (o[:, 4:5] / safe).masked_fill(none, 0.0), (o[:, 5:6] / safe).masked_fill(none, 0.0))
 
 
-@numba.njit(cache=True, parallel=True, fastmath=False)
-def _render_kernel(rgba, Hinv, Kinv, n_dst, d_dst, out, stop_t):   # pragma: no cover - compiled
-    """rgba (P, Hs, Ws, 4) planes; Hinv (N, P, 3, 3); Kinv (N, 3, 3); n_dst (N, 3); d_dst (N, P);
-    out (N, H, W, 6) = premultiplied rgb, opacity, sum w z, sum w / z."""
-    P, Hs, Ws = rgba.shape[0], rgba.shape[1], rgba.shape[2]
-    N, H, W = out.shape[0], out.shape[1], out.shape[2]
+@numba.njit(cache=True, parallel=True, fastmath=True)
+def _render_kernel(color, alpha, Hinv, Kinv, n_dst, d_dst, out, stop_t):   # pragma: no cover - compiled
+    """color (P, 3, Hs, Ws), alpha (P, 1, Hs, Ws) planes; Hinv (N, P, 3, 3); Kinv (N, 3, 3); n_dst (N, 3);
+    d_dst (N, P); out (N, 6, H, W) = premultiplied rgb, opacity, sum w z, sum w / z. Bilinear taps outside the
+    planes are zero (grid_sample's zeros padding, align_corners=False)."""
+    P, Hs, Ws = color.shape[0], color.shape[2], color.shape[3]
+    N, H, W = out.shape[0], out.shape[2], out.shape[3]
     for row in numba.prange(N * H):
         n = row // H
         y = row % H
         v = y + 0.5
+        inv_d = np.empty(P)
+        for p in range(P):
+            inv_d[p] = 1.0 / d_dst[n, p]
         for x in range(W):
             u = x + 0.5
             rx = Kinv[n, 0, 0] * u + Kinv[n, 0, 1] * v + Kinv[n, 0, 2]
             ry = Kinv[n, 1, 0] * u + Kinv[n, 1, 1] * v + Kinv[n, 1, 2]
             rz = Kinv[n, 2, 0] * u + Kinv[n, 2, 1] * v + Kinv[n, 2, 2]
-            denom = n_dst[n, 0] * rx + n_dst[n, 1] * ry + n_dst[n, 2] * rz
+            denom = n_dst[n, 0] * rx + n_dst[n, 1] * ry + n_dst[n, 2] * rz   # plane depth along the ray: d / denom
+            inv_denom = 1.0 / denom
             T = 1.0
             r = 0.0
             g = 0.0
@@ -217,54 +222,63 @@ def _render_kernel(rgba, Hinv, Kinv, n_dst, d_dst, out, stop_t):   # pragma: no 
             wz = 0.0
             wd = 0.0
             for p in range(P):
-                hx = Hinv[n, p, 0, 0] * u + Hinv[n, p, 0, 1] * v + Hinv[n, p, 0, 2]
-                hy = Hinv[n, p, 1, 0] * u + Hinv[n, p, 1, 1] * v + Hinv[n, p, 1, 2]
                 hz = Hinv[n, p, 2, 0] * u + Hinv[n, p, 2, 1] * v + Hinv[n, p, 2, 2]
                 if hz <= 0.0:
                     continue
-                sx = hx / max(hz, 1e-12) - 0.5                # continuous source coords, pixel centres at integers
-                sy = hy / max(hz, 1e-12) - 0.5
-                x0 = math.floor(sx)
-                y0 = math.floor(sy)
+                iz = 1.0 / hz
+                sx = (Hinv[n, p, 0, 0] * u + Hinv[n, p, 0, 1] * v + Hinv[n, p, 0, 2]) * iz - 0.5
+                sy = (Hinv[n, p, 1, 0] * u + Hinv[n, p, 1, 1] * v + Hinv[n, p, 1, 2]) * iz - 0.5
+                if sx <= -1.0 or sy <= -1.0 or sx >= Ws or sy >= Hs:
+                    continue                                  # all four taps outside: nothing
+                x0 = int(math.floor(sx))
+                y0 = int(math.floor(sy))
                 fx = sx - x0
                 fy = sy - y0
-                c0 = 0.0
-                c1 = 0.0
-                c2 = 0.0
-                a = 0.0
-                for dy in range(2):
-                    yy = y0 + dy
-                    if yy < 0 or yy >= Hs:
-                        continue
-                    wy = fy if dy == 1 else 1.0 - fy
-                    for dx in range(2):
-                        xx = x0 + dx
-                        if xx < 0 or xx >= Ws:
-                            continue
-                        wgt = wy * (fx if dx == 1 else 1.0 - fx)
-                        c0 += wgt * rgba[p, yy, xx, 0]
-                        c1 += wgt * rgba[p, yy, xx, 1]
-                        c2 += wgt * rgba[p, yy, xx, 2]
-                        a += wgt * rgba[p, yy, xx, 3]
+                w00 = (1.0 - fx) * (1.0 - fy)
+                w01 = fx * (1.0 - fy)
+                w10 = (1.0 - fx) * fy
+                w11 = fx * fy
+                if x0 < 0 or y0 < 0 or x0 + 1 >= Ws or y0 + 1 >= Hs:
+                    # border: zero the taps outside, clamp their index
+                    if x0 < 0:
+                        w00 = 0.0
+                        w10 = 0.0
+                    if x0 + 1 >= Ws:
+                        w01 = 0.0
+                        w11 = 0.0
+                    if y0 < 0:
+                        w00 = 0.0
+                        w01 = 0.0
+                    if y0 + 1 >= Hs:
+                        w10 = 0.0
+                        w11 = 0.0
+                xa = min(max(x0, 0), Ws - 1)
+                xb = min(max(x0 + 1, 0), Ws - 1)
+                ya = min(max(y0, 0), Hs - 1)
+                yb = min(max(y0 + 1, 0), Hs - 1)
+                a = (w00 * alpha[p, 0, ya, xa] + w01 * alpha[p, 0, ya, xb] + w10 * alpha[p, 0, yb, xa]
+                     + w11 * alpha[p, 0, yb, xb])
                 if a <= 0.0:
                     continue
                 w = a * T
-                zp = d_dst[n, p] / denom
-                r += w * c0
-                g += w * c1
-                b += w * c2
+                r += w * (w00 * color[p, 0, ya, xa] + w01 * color[p, 0, ya, xb] + w10 * color[p, 0, yb, xa]
+                          + w11 * color[p, 0, yb, xb])
+                g += w * (w00 * color[p, 1, ya, xa] + w01 * color[p, 1, ya, xb] + w10 * color[p, 1, yb, xa]
+                          + w11 * color[p, 1, yb, xb])
+                b += w * (w00 * color[p, 2, ya, xa] + w01 * color[p, 2, ya, xb] + w10 * color[p, 2, yb, xa]
+                          + w11 * color[p, 2, yb, xb])
                 acc += w
-                wz += w * zp
-                wd += w / max(zp, 1e-8)
+                wz += w * d_dst[n, p] * inv_denom
+                wd += w * denom * inv_d[p]
                 T *= 1.0 - a
                 if T < stop_t:
                     break
-            out[n, y, x, 0] = r
-            out[n, y, x, 1] = g
-            out[n, y, x, 2] = b
-            out[n, y, x, 3] = acc
-            out[n, y, x, 4] = wz
-            out[n, y, x, 5] = wd
+            out[n, 0, y, x] = r
+            out[n, 1, y, x] = g
+            out[n, 2, y, x] = b
+            out[n, 3, y, x] = acc
+            out[n, 4, y, x] = wz
+            out[n, 5, y, x] = wd
 
 
 def orbit_about(camera: Cameras, centre: torch.Tensor, yaw_deg: float, pitch_deg: float = 0.0) -> Cameras:
