@@ -63,6 +63,10 @@ def load_weights(path: str | Path, model_name: str, config_fields: set[str]) -> 
     if not (path / WEIGHTS_CONFIG).is_file() or not (path / WEIGHTS_FILE).is_file():
         raise Morph4DError(f"expected {path / WEIGHTS_CONFIG} and {path / WEIGHTS_FILE} ({model_name}.save_pretrained)")
     raw = read_json(path / WEIGHTS_CONFIG)
+    other = raw.get("model")
+    if isinstance(other, str) and other != model_name:
+        raise Morph4DError(f"{path} holds a {other} network, not the {model_name} this command needs "
+                           f"(a model folder of the other system?)")
     if raw.pop("model", None) != model_name or set(raw) - config_fields:
         raise Morph4DError(f"{path / WEIGHTS_CONFIG} is not a {model_name} config (unknown keys: "
                            f"{sorted(set(raw) - config_fields)})")
