@@ -29,8 +29,9 @@ STAGES = {
     "generation": ("foundation", "heads", "mesh", "models", "conditioning", "data", "diffusion"),
     "tracking": ("foundation", "heads", "mesh", "models", "conditioning", "data", "diffusion", "generation"),
     "avatar": ("foundation", "heads", "mesh", "models", "conditioning", "data", "diffusion", "generation"),
-    # IM-Portrait, the second system: a sibling of generation (its own sampler over diffusion)
-    "portrait": ("foundation", "heads", "mesh", "models", "conditioning", "data", "diffusion"),
+    # IM-Portrait, the second system: a sibling of generation (its own sampler over diffusion); its training loop
+    # reuses training's checkpoint and log helpers
+    "portrait": ("foundation", "heads", "mesh", "models", "conditioning", "data", "diffusion", "training"),
     "eval": ("foundation", "heads", "mesh", "models", "conditioning", "data", "diffusion", "training", "generation",
              "tracking", "avatar", "portrait"),
     "pipeline": ("foundation", "heads", "mesh", "models", "conditioning", "data", "diffusion", "training",

@@ -21,12 +21,13 @@ from morph4d.generation import cli as generation_cli
 from morph4d.heads import cli as heads_cli
 from morph4d.models import cli as models_cli
 from morph4d.pipeline import cli as pipeline_cli
+from morph4d.portrait import cli as portrait_cli
 from morph4d.tracking import cli as tracking_cli
 from morph4d.training import cli as training_cli
 
 # the order of ``morph4d --help``: the whole pipeline first, then the stages in data-flow order
 COMMAND_GROUPS = (pipeline_cli, tracking_cli, generation_cli, avatar_cli, eval_cli, conditioning_cli, models_cli,
-                  training_cli, data_cli, heads_cli)
+                  training_cli, portrait_cli, data_cli, heads_cli)
 
 
 def _leaf_parsers(parser: argparse.ArgumentParser, name: str = ""):

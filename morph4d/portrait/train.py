@@ -1,0 +1,221 @@
+"""Training IM-Portrait's U-Net (IM-Portrait §3.3, supplement "Training Details"): ``morph4d train-mpi``.
+
+Each step draws one window per batch item from our datasets (``data.loader.MultiViewWindows``: ``views`` views x
+F frames of one sequence, cropped around the head, plus a reference portrait from another frame / view), and
+trains on one of the two losses of ``objective``:
+
+* **L_mpi**: the MPI camera is the window's first view; the network sees that view's video noised (pixel-space
+  diffusion, ``diffusion.schedule``), its UV maps, the first-frame slot and the reference; its MPIs are rendered
+  back into the same view and compared with the clean frames.
+* **L_side**: the MPI camera is another view of the window within ``max_side_deg`` of the first (our multi-view
+  data has the exact side views the paper did not); the MPIs built there are rendered into the first view. When
+  no other view of the window is that close, the step uses L_mpi (the log counts both).
+
+Stages: ``bootstrap_steps`` of the colour branch with L_mpi, then ``geometry_steps`` of the geometry branch with
+L_mpi / L_side drawn 0.8 / 0.2 (``objective.trainable``, ``choose_loss``). Condition dropout as the supplement.
+The network predicts the MPI; no noise target is needed (the losses are taken after rendering). Ours, where the
+paper is silent: timesteps uniform; AdamW; pseudo ground truth (the reference view with the target expression)
+is not used, since our data has the real views.
+
+Every item and random draw of step k derives from (seed, k), so a killed run resumes from its last checkpoint
+(``checkpoint.pt``, atomic, every ``checkpoint_every`` steps) to the same weights; ``log.csv`` keeps one row per
+step; ``unet/`` (config.json + model.safetensors) is written at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+
+from morph4d.cameras import Cameras, angular_distance
+from morph4d.conditioning.uvmaps import UVConditioner
+from morph4d.data.format import mix_seed, select_frames
+from morph4d.data.loader import MultiViewWindows, WindowConfig
+from morph4d.diffusion.schedule import Diffusion, DiffusionConfig
+from morph4d.errors import Morph4DError
+from morph4d.io import write_json
+from morph4d.models.portrait_unet import PortraitUNet, PortraitUNetConfig
+from morph4d.portrait.mpi import head_distance, plane_depths
+from morph4d.portrait.objective import choose_loss, drop_conditions, render_losses, trainable
+from morph4d.training.train import CsvLog, save_checkpoint
+
+CHECKPOINT = "checkpoint.pt"
+LOG_FIELDS = ("step", "stage", "loss_kind", "total", "image", "mask", "smooth", "seconds")
+
+
+@dataclass(frozen=True)
+class PortraitTrainConfig:
+    data: tuple[str, ...] = ()
+    unet: str = "small"              # PortraitUNetConfig preset
+    frames: int = 5                  # F per clip (1 + 4k: the loader's windows; the paper's clips are 32)
+    views: int = 3                   # views per window (the first is the target; the others side-view candidates)
+    batch_size: int = 2
+    bootstrap_steps: int = 300
+    geometry_steps: int = 300
+    lr: float = 2e-4
+    max_side_deg: float = 25.0       # L_side only from a view this close to the target view
+    checkpoint_every: int = 50
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.batch_size < 1 or self.bootstrap_steps < 0 or self.geometry_steps < 0 or self.checkpoint_every < 1:
+            raise Morph4DError(f"invalid train-mpi config: {self}")
+        if self.views < 1 or self.lr <= 0:
+            raise Morph4DError(f"views must be >= 1 and lr > 0, got {self.views}, {self.lr}")
+        PortraitUNetConfig.preset(self.unet)          # an unknown preset is refused here
+
+    @property
+    def steps(self) -> int:
+        return self.bootstrap_steps + self.geometry_steps
+
+    def to_json(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+
+TRAIN_PRESETS = {
+    "tiny": PortraitTrainConfig(unet="tiny", frames=5, views=2, batch_size=1, bootstrap_steps=2, geometry_steps=2,
+                                checkpoint_every=1),
+    "small": PortraitTrainConfig(),
+}
+
+
+def train_preset(name: str, **overrides) -> PortraitTrainConfig:
+    if name not in TRAIN_PRESETS:
+        raise Morph4DError(f"unknown train-mpi preset {name!r}; expected one of {sorted(TRAIN_PRESETS)}")
+    return replace(TRAIN_PRESETS[name], **overrides)
+
+
+def _camera(item: dict, v: int, size: int) -> Cameras:
+    return Cameras(item["R"][v:v + 1], item["t"][v:v + 1], item["K"][v:v + 1], size, size)
+
+
+class Batches:
+    """Step k's batch from (seed, k): items, loss kind and the MPI / target views, built into network inputs."""
+
+    def __init__(self, cfg: PortraitTrainConfig, size: int, planes: int):
+        self.cfg, self.size, self.planes = cfg, size, planes
+        self.windows = MultiViewWindows(list(cfg.data), WindowConfig(views=cfg.views, frames=cfg.frames,
+                                                                     resolution=size, seed=cfg.seed,
+                                                                     conditioning=False))
+        self.model = self.windows.model
+        self.uv = UVConditioner(self.model)
+        self.params = {s.name: s.params for s in self.windows.sequences}
+
+    def __call__(self, step: int, stage: str) -> dict:
+        cfg, S = self.cfg, self.size
+        g = torch.Generator().manual_seed(mix_seed("train-mpi", cfg.seed, step))
+        kind = "mpi" if stage == "bootstrap" else choose_loss(g)
+        rows = {k: [] for k in ("frames", "reference", "target", "matte", "depths", "mpi_cams", "target_cams")}
+        sides = 0
+        for _ in range(cfg.batch_size):
+            item = self.windows[int(torch.randint(len(self.windows), (), generator=g))]
+            m = self._mpi_view(item, kind, g)
+            sides += m != 0
+            params = select_frames(self.params[item["sequence"]], item["frame_index"].tolist())
+            cam_m, cam_t = _camera(item, m, S), _camera(item, 0, S)
+            with torch.no_grad():
+                uv = self.uv.maps(params, cam_m)                                        # (F, 3, S, S)
+                ref_params = select_frames(self.params[item["sequence"]], [int(item["reference_index"][1])])
+                ref_cam = Cameras(item["reference_R"][None], item["reference_t"][None], item["reference_K"][None],
+                                  S, S)
+                ref_map = self.uv.maps(ref_params, ref_cam)[0]
+                joint = self.model.joints(select_frames(params, [0])).reshape(-1, 3)[0]
+            video = item["images"][m] * 2 - 1                                            # (F, 3, S, S) in [-1, 1]
+            first = video[:1].expand_as(video)
+            flag = torch.ones_like(video[:, :1])
+            rows["frames"].append(torch.cat([video, first, flag, uv], 1))
+            rows["reference"].append(torch.cat([item["reference"] * 2 - 1, ref_map], 0))
+            rows["target"].append(item["images"][0])
+            rows["matte"].append(item["alpha"][0])
+            rows["depths"].append(plane_depths(head_distance(cam_m, joint), self.planes).float())
+            rows["mpi_cams"].append(Cameras.cat([cam_m] * cfg.frames))
+            rows["target_cams"].append(Cameras.cat([cam_t] * cfg.frames))
+        out = {k: torch.stack(v) if k not in ("mpi_cams", "target_cams") else v for k, v in rows.items()}
+        out["kind"] = "side" if sides else "mpi"
+        out["generator"] = g
+        return out
+
+    def _mpi_view(self, item: dict, kind: str, g: torch.Generator) -> int:
+        """0 for L_mpi; for L_side a random other view within ``max_side_deg`` of view 0, else 0."""
+        if kind != "side" or item["R"].shape[0] < 2:
+            return 0
+        centres = -(item["R"].transpose(1, 2) @ item["t"][..., None])[..., 0]           # window cameras' centres
+        d = centres / centres.norm(dim=-1, keepdim=True)
+        az, el = torch.rad2deg(torch.atan2(d[:, 0], d[:, 2])), torch.rad2deg(torch.asin(d[:, 1].clamp(-1, 1)))
+        close = [v for v in range(1, len(d)) if float(angular_distance(az[v], el[v], az[0], el[0]))
+                 <= self.cfg.max_side_deg]
+        return close[int(torch.randint(len(close), (), generator=g))] if close else 0
+
+
+def training_step(net: PortraitUNet, diffusion: Diffusion, batch: dict) -> dict:
+    """One loss evaluation (module doc) on ``batch`` (``Batches``): the weighted terms, "total" with a graph."""
+    g = batch["generator"]
+    x0 = batch["frames"][:, :, :3]
+    t = torch.randint(diffusion.cfg.num_train_timesteps, (x0.shape[0],), generator=g)
+    noise = torch.randn(x0.shape, generator=g)
+    frames = batch["frames"].clone()
+    frames[:, :, :3] = diffusion.add_noise(x0, noise, t)
+    frames, reference, _, _ = drop_conditions(frames, batch["reference"], g)
+    out = net(frames, t, reference)
+    return render_losses(out, batch["target"], batch["matte"], batch["depths"], batch["mpi_cams"],
+                         batch["target_cams"])
+
+
+def train_portrait(cfg: PortraitTrainConfig, out_dir, stop_after: int | None = None, log=print) -> Path:
+    """Run (or resume) ``cfg`` in ``out_dir`` -> ``out_dir/unet``; ``stop_after``: return after that step (tests
+    of resuming). Inputs are read and checked before anything is written."""
+    if not cfg.data:
+        raise Morph4DError("train-mpi needs at least one dataset: --data DIR")
+    out = Path(out_dir)
+    unet_cfg = PortraitUNetConfig.preset(cfg.unet)
+    batches = Batches(cfg, unet_cfg.sample_size, unet_cfg.planes)                # reads the datasets: bad ones refused
+    text = json.dumps(cfg.to_json(), sort_keys=True)
+    state = None
+    if (out / CHECKPOINT).is_file():
+        state = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True)
+        if state.get("config") != text:
+            raise Morph4DError(f"{out / CHECKPOINT} was written by another train-mpi config; use a new --out folder "
+                               f"or the same arguments (its config: {state.get('config')})")
+    net = PortraitUNet(unet_cfg, generator=torch.Generator().manual_seed(cfg.seed))
+    diffusion = Diffusion(DiffusionConfig(snr_shift_scale=1.0))
+    step = 0
+    if state is not None:
+        net.load_state_dict(state["model"])
+        step = state["step"]
+    write_json(out / "config.json", {"train": cfg.to_json(), "unet": asdict(unet_cfg)})
+    stage = "bootstrap" if step < cfg.bootstrap_steps else "geometry"
+    opt = torch.optim.AdamW(trainable(net, stage), lr=cfg.lr)
+    if state is not None and state.get("stage") == stage:
+        opt.load_state_dict(state["optimizer"])
+    logfile = CsvLog(out / "log.csv", LOG_FIELDS, step)
+    while step < cfg.steps:
+        if step == cfg.bootstrap_steps and stage == "bootstrap":
+            stage = "geometry"
+            opt = torch.optim.AdamW(trainable(net, stage), lr=cfg.lr)
+        t0 = time.perf_counter()
+        batch = batches(step, stage)
+        terms = training_step(net, diffusion, batch)
+        opt.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        opt.step()
+        step += 1
+        logfile.write({"step": step, "stage": stage, "loss_kind": batch["kind"],
+                       **{k: f"{float(terms[k].detach()):.6g}" for k in ("total", "image", "mask", "smooth")},
+                       "seconds": f"{time.perf_counter() - t0:.3f}"})
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            save_checkpoint(out / CHECKPOINT, {"config": text, "step": step, "stage": stage, "model": net.state_dict(),
+                                     "optimizer": opt.state_dict()})
+            log(f"[train-mpi] step {step}/{cfg.steps} ({stage}, {batch['kind']}): loss "
+                f"{float(terms['total'].detach()):.4f}")
+        if stop_after is not None and step >= stop_after:
+            return out
+    net.save_pretrained(out / "unet")
+    return out
+
+
+__all__ = ["PortraitTrainConfig", "TRAIN_PRESETS", "train_preset", "Batches", "training_step", "train_portrait",
+           "CHECKPOINT"]
