@@ -12,14 +12,14 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from timing import median_seconds  # noqa: E402  (benchmarks/timing.py)
 
 from morph4d.cameras import Cameras, look_at  # noqa: E402
 from morph4d.portrait.mpi import MPI, head_distance, orbit_about, plane_depths, render_mpi  # noqa: E402
@@ -54,16 +54,6 @@ def setup(size: int, planes: int, kind: str = "dense"):
     return mpi, orbit_about(cam, HEAD, 5.0)
 
 
-def seconds(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--planes", type=int, default=32)
@@ -76,14 +66,14 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for size, kind in ((256, "surface"), (256, "dense"), (512, "surface"), (512, "dense")):
         mpi, side = setup(size, args.planes, kind)
-        fast = seconds(lambda: render_mpi(mpi, side, fast=True), 9)
-        ref = seconds(lambda: render_mpi(mpi, side, fast=False), 3)
+        fast = median_seconds(lambda: render_mpi(mpi, side, fast=True), 9)
+        ref = median_seconds(lambda: render_mpi(mpi, side, fast=False), 3)
         color, alpha = mpi.color.clone().requires_grad_(), mpi.alpha.clone().requires_grad_()
 
         def train_step():
             out = render_mpi(MPI(color, alpha, mpi.depths, mpi.camera), side)
             out.rgb.mean().backward()
-        train = seconds(train_step, 3)
+        train = median_seconds(train_step, 3)
         print(f"| {size} | {kind} | {1 / fast:.1f} | {1 / ref:.1f} | {ref / fast:.1f}x | {1 / train:.2f} |")
     print(f"load average {os.getloadavg()[0]:.2f}")
 

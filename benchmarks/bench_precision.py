@@ -10,26 +10,15 @@ Usage: python benchmarks/bench_precision.py [--repeats 5]
 
 import argparse
 import os
-import statistics
-import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench_conditioning.py
 
 import torch
+from timing import median_seconds  # benchmarks/timing.py
 
 from morph4d.models.mmvdm import MMVDM, MMVDMConfig
 from morph4d.models.vae import VAE_PRESETS, CausalVideoAutoencoder
 from morph4d.training.train import autocast
-
-
-def seconds(step, repeats: int) -> float:
-    step()  # warm-up (oneDNN picks its kernels on the first call)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -66,7 +55,7 @@ def main() -> None:
         getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bfloat16 on this CPU: {native}")
     for name, make in (("MMVDM small", mmvdm_step), ("autoencoder small", vae_step)):
-        fp32, bf16 = seconds(make("fp32"), args.repeats), seconds(make("bf16"), args.repeats)
+        fp32, bf16 = median_seconds(make("fp32"), args.repeats), median_seconds(make("bf16"), args.repeats)
         print(f"{name:18s} fp32 {fp32:.3f} s/step   bf16 {bf16:.3f} s/step   fp32/bf16 = {fp32 / bf16:.2f}x")
 
 
