@@ -18,7 +18,7 @@ def test_help_lists_the_commands(capsys):
     text = capsys.readouterr().out
     commands = {"demo", "conditioning", "generate", "reference", "fit", "model", "data", "train", "train-vae",
                 "head", "flame", "animation", "export", "view", "render", "avatar", "quality", "track", "eval",
-                "train-mpi"}
+                "train-mpi", "portrait"}
     for cmd in commands:
         assert cmd in text
     assert set(build_parser()._subparsers._group_actions[0].choices) == commands

@@ -1,4 +1,5 @@
-"""``morph4d demo`` (the job of ``make demo``) and ``morph4d avatar`` (tracked portrait -> 4D avatar)."""
+"""``morph4d demo`` (the job of ``make demo``), ``morph4d avatar`` (tracked portrait -> 4D avatar) and ``morph4d
+portrait`` (IM-Portrait: tracked portrait + animation -> MPI talking-head video, side views, stereo)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,16 @@ def _cmd_demo(args) -> None:
                      frames=args.frames, resolution=args.res, avatar=not args.no_avatar)
     paths = run_demo(cfg)
     print("done: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in paths.items()))
+
+
+def _cmd_portrait(args) -> None:
+    from morph4d.pipeline.portrait import PortraitConfig, run_portrait
+    cfg = PortraitConfig(reference=args.reference, model=args.model, out=args.out, animation=args.animation,
+                         frames=args.frames, clip=args.clip, steps=args.steps, side_deg=args.side_deg,
+                         baseline=args.baseline, yaw=args.yaw, pitch=args.pitch, seed=args.seed, head=args.head,
+                         flame_path=args.flame_path)
+    paths = run_portrait(cfg)
+    print(f"wrote {', '.join(str(p) for p in paths.values())}")
 
 
 def _cmd_avatar(args) -> None:
@@ -59,6 +70,24 @@ def register(sub) -> None:
     p.add_argument("--reanimate", default="surprise", help="animation the avatar is re-animated with afterwards")
     p.add_argument("--fit-iterations", type=int, default=2000)
     p.set_defaults(func=_cmd_avatar)
+
+    p = sub.add_parser("portrait", help="IM-Portrait: tracked portrait + animation -> talking-head video as "
+                       "multiplane images: frontal, +-5 degree side views, stereo pair, depth (resumable)")
+    p.add_argument("--reference", required=True, help="tracked reference .npz (morph4d track PHOTO) at the model's "
+                   "resolution")
+    p.add_argument("--model", required=True, help="IM-Portrait U-Net folder (morph4d train-mpi's RUN/unet)")
+    p.add_argument("--out", required=True, help="run folder; a killed run resumes there")
+    p.add_argument("--animation", default="talk", help=animation_help())
+    p.add_argument("--frames", type=int, default=32, help="frames of a built-in animation (default 32)")
+    p.add_argument("--clip", type=int, default=16, help="frames per sampled clip (default 16; the paper: 32)")
+    p.add_argument("--steps", type=int, default=20, help="DDIM steps per clip (default 20)")
+    p.add_argument("--side-deg", type=float, default=5.0, help="side views at +- this angle (default 5)")
+    p.add_argument("--baseline", type=float, default=0.064, help="stereo baseline in metres (default 0.064)")
+    p.add_argument("--yaw", type=float, default=0.0, help="frontal camera orbited about the head (degrees)")
+    p.add_argument("--pitch", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    add_head_args(p)
+    p.set_defaults(func=_cmd_portrait)
 
 
 __all__ = ["register"]

@@ -1,0 +1,167 @@
+"""``morph4d portrait``: IM-Portrait end to end (IM-Portrait §3.4; issue 18 §5): a tracked reference portrait and a
+driving animation -> a talking-head video as MPIs -> the frontal video, +-``side_deg`` side views, a stereo pair
+(side by side) and the depth video, as MP4s.
+
+* The **frontal camera** is the reference's (tracked) camera, optionally orbited about the head joint by
+  ``--yaw`` / ``--pitch`` degrees (the supplement's second way to move the camera: the UV maps are rasterized
+  into the chosen frontal camera); the MPIs live in it.
+* The head: the reference's identity (shape) with the animation's expression, jaw, eyes and motion, the
+  reference's global pose folded into the camera first (``generation.reference.canonicalize``, as MVP4D's
+  generation does).
+* **Clips** of ``clip`` frames are sampled one after another (``portrait.sample``): the first clip without a
+  first frame, every later one with the previous clip's last frontal frame in its first-frame slot (the
+  supplement's long-video chaining). Each clip's network outputs are written atomically to
+  ``clips/NNN.safetensors``; a killed run resumes after its last finished clip, and a run folder made with
+  other inputs or weights is refused (``run.json``).
+* Not yet (issue 18): the static inpainted background (our frames are over white).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from morph4d.cameras import Cameras
+from morph4d.conditioning.uvmaps import UVConditioner
+from morph4d.data.format import PARAM_FIELDS, select_frames
+from morph4d.diffusion.schedule import Diffusion, DiffusionConfig
+from morph4d.errors import Morph4DError
+from morph4d.generation.reference import canonicalize, load_reference
+from morph4d.heads import load_head_model
+from morph4d.heads.animation import get_animation
+from morph4d.io import atomic_path, write_json
+from morph4d.models.portrait_unet import PortraitUNet
+from morph4d.portrait.mpi import head_distance, orbit_about, plane_depths, render_mpi, stereo_cameras
+from morph4d.portrait.objective import frame_mpi
+from morph4d.portrait.sample import sample_clip
+from morph4d.video import grid, write_mp4, write_png
+
+
+@dataclass(frozen=True)
+class PortraitConfig:
+    reference: str
+    model: str
+    out: str
+    animation: str = "talk"
+    frames: int = 32              # frames of a built-in animation (a file keeps its own)
+    clip: int = 16                # frames per clip (the paper: 32)
+    steps: int = 20               # DDIM steps per clip
+    side_deg: float = 5.0         # side views at +- this many degrees (the paper's)
+    baseline: float = 0.064       # stereo baseline (m)
+    yaw: float = 0.0              # frontal camera orbited about the head joint (degrees)
+    pitch: float = 0.0
+    seed: int = 0
+    head: str = "builtin"         # the head model the reference was tracked with
+    flame_path: str | None = None
+
+    def check(self) -> None:
+        if self.clip < 1 or self.steps < 1 or self.frames < 1:
+            raise Morph4DError(f"--clip, --steps and --frames must be >= 1, got {self.clip}, {self.steps}, "
+                               f"{self.frames}")
+        if not 0 < self.side_deg <= 30 or not 0 < self.baseline <= 0.3:
+            raise Morph4DError(f"--side-deg must be in (0, 30] and --baseline in (0, 0.3] m, got {self.side_deg}, "
+                               f"{self.baseline}")
+
+
+def _digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(folder.glob("*.safetensors")):
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def run_portrait(cfg: PortraitConfig, log=print) -> dict:
+    """The whole command (module doc); returns the output paths. Inputs are read and checked first."""
+    from safetensors.torch import load_file, save_file
+    cfg.check()
+    net = PortraitUNet.from_pretrained(cfg.model).eval()
+    S = net.config.sample_size
+    head = load_head_model(cfg.head, flame_path=cfg.flame_path)
+    ref = canonicalize(load_reference(cfg.reference, head), head)
+    if ref.image.shape[-2:] != (S, S):
+        raise Morph4DError(f"the reference is {ref.image.shape[-1]}x{ref.image.shape[-2]} px but the model "
+                           f"{cfg.model} takes {S}x{S}: track the photo at --res {S}")
+    anim = get_animation(cfg.animation, head, cfg.frames)
+    params = anim.params.replace(shape=ref.params.shape.clone())
+    F = params.jaw.shape[0]
+    with torch.no_grad():
+        joint = head.joints(select_frames(params, [0])).reshape(-1, 3)[0]
+    camera = orbit_about(ref.camera, joint, cfg.yaw, cfg.pitch) if (cfg.yaw or cfg.pitch) else ref.camera
+    uv = UVConditioner(head)
+    with torch.no_grad():
+        maps = uv.maps(params, camera)                                               # (F, 3, S, S)
+        reference = torch.cat([ref.image * 2 - 1, uv.maps(_one_frame(ref.params), ref.camera)[0]])
+    depths = plane_depths(head_distance(camera, joint), net.config.planes).float()
+    out = Path(cfg.out)
+    identity = {"config": {k: v for k, v in asdict(cfg).items() if k != "out"}, "weights": _digest(Path(cfg.model)),
+                "reference": hashlib.sha256(Path(cfg.reference).read_bytes()).hexdigest()}
+    run_file = out / "run.json"
+    if run_file.is_file() and json.loads(run_file.read_text()) != json.loads(json.dumps(identity)):
+        raise Morph4DError(f"{out} holds a portrait run of other inputs or weights; use a new --out folder")
+    write_json(run_file, identity)
+    diffusion = Diffusion(DiffusionConfig(snr_shift_scale=1.0))
+    starts = list(range(0, F, cfg.clip))
+    outputs: list[dict] = []
+    first = None
+    for c, start in enumerate(starts):
+        path = out / "clips" / f"{c:03d}.safetensors"
+        n = min(cfg.clip, F - start)
+        if path.is_file():
+            clip = load_file(path)
+        else:
+            cond = torch.cat([torch.zeros(n, 4, S, S), maps[start:start + n]], 1)
+            if first is not None:
+                cond[:, :3] = first * 2 - 1
+                cond[:, 3] = 1
+            g = torch.Generator().manual_seed(cfg.seed * 1000 + c)
+            clip = sample_clip(net, diffusion, cond, reference, depths, camera, cfg.steps, g)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                save_file({k: v.contiguous() for k, v in clip.items()}, str(tmp))
+            log(f"[portrait] clip {c + 1}/{len(starts)} ({n} frames)")
+        outputs.append(clip)
+        last = frame_mpi({k: v[None] for k, v in clip.items()}, 0, n - 1, depths, camera)
+        first = render_mpi(last, camera).rgb[0].clamp(0, 1)
+    return _write_videos(out, outputs, depths, camera, joint, cfg, anim.fps)
+
+
+def _write_videos(out: Path, outputs: list[dict], depths, camera: Cameras, joint, cfg: PortraitConfig,
+                  fps: float) -> dict:
+    sides = Cameras.cat([orbit_about(camera, joint, -cfg.side_deg), orbit_about(camera, joint, cfg.side_deg)])
+    pair = stereo_cameras(camera, cfg.baseline)
+    frontal, left, right, sbs, depth = [], [], [], [], []
+    near, far = float(depths[0]), float(depths[-1])
+    for clip in outputs:
+        for f in range(clip["alpha"].shape[0]):
+            mpi = frame_mpi({k: v[None] for k, v in clip.items()}, 0, f, depths, camera)
+            fr = render_mpi(mpi, camera)
+            sd = render_mpi(mpi, sides).rgb
+            st = render_mpi(mpi, pair).rgb
+            frontal.append(fr.rgb[0])
+            left.append(sd[0])
+            right.append(sd[1])
+            sbs.append(torch.cat([st[0], st[1]], -1))
+            d = torch.where(fr.alpha[0] > 0.5, (far - fr.depth[0]) / (far - near), torch.zeros_like(fr.depth[0]))
+            depth.append(d.clamp(0, 1).expand(3, -1, -1))
+    paths = {}
+    for name, frames in (("frontal", frontal), ("side_left", left), ("side_right", right), ("stereo_sbs", sbs),
+                         ("depth", depth)):
+        paths[name] = out / f"{name}.mp4"
+        write_mp4(paths[name], torch.stack(frames).clamp(0, 1).permute(0, 2, 3, 1), fps=fps)
+    mid = len(frontal) // 2
+    sheet = torch.stack([left[mid], frontal[mid], right[mid], depth[mid]])
+    paths["sheet"] = out / "sheet.png"
+    write_png(paths["sheet"], grid(sheet.permute(0, 2, 3, 1), cols=4, pad=2))
+    return paths
+
+
+def _one_frame(params):
+    """A one-frame ``HeadParams`` (no frame axis, as a Reference holds) with a frame axis of 1 (shape kept)."""
+    return params.replace(**{k: getattr(params, k)[None] for k in PARAM_FIELDS if k != "shape"})
+
+
+__all__ = ["PortraitConfig", "run_portrait"]

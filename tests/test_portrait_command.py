@@ -1,0 +1,62 @@
+"""`morph4d portrait` (morph4d.pipeline.portrait) with a tiny untrained U-Net: every video is written with the
+animation's frame count, a finished run is not sampled again, and bad inputs are refused with exit 2."""
+
+import pytest
+import torch
+
+from morph4d.cli import main
+from morph4d.models.portrait_unet import PortraitUNet, PortraitUNetConfig
+from morph4d.video import read_mp4
+
+S = 32
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    from morph4d.cameras import VIEW_FOV, VIEW_RADIUS
+    from morph4d.data.heldout import held_out_identity
+    from morph4d.generation.reference import held_out_reference
+    from morph4d.heads import load_head_model
+    root = tmp_path_factory.mktemp("portrait_cmd")
+    PortraitUNet(PortraitUNetConfig.preset("tiny"), generator=torch.Generator().manual_seed(0)) \
+        .save_pretrained(root / "unet")
+    head = load_head_model("builtin")
+    for res in (S, 2 * S):
+        h = held_out_identity(head, 1, 1, res, VIEW_RADIUS, VIEW_FOV)
+        held_out_reference(h, head.name).save(root / f"ref{res}.npz")
+    return root
+
+
+def test_portrait_writes_every_video_and_resumes(inputs, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["portrait", "--reference", str(inputs / f"ref{S}.npz"), "--model", str(inputs / "unet"), "--out", str(out),
+            "--frames", "5", "--clip", "3", "--steps", "1"]
+    assert main(argv) == 0
+    for name in ("frontal", "side_left", "side_right", "depth"):
+        video = read_mp4(out / f"{name}.mp4")
+        assert video.shape[:3] == (5, S, S), name
+    assert read_mp4(out / "stereo_sbs.mp4").shape[:3] == (5, S, 2 * S)
+    clips = sorted((out / "clips").glob("*.safetensors"))
+    assert len(clips) == 2
+    stamps = [c.stat().st_mtime_ns for c in clips]
+    assert main(argv) == 0                                          # finished clips are reused, not sampled again
+    assert [c.stat().st_mtime_ns for c in clips] == stamps
+    assert main(argv[:-2] + ["--steps", "2"]) == 2                  # other inputs in the same folder: refused
+    assert "other inputs" in capsys.readouterr().err
+
+
+def test_portrait_refuses_wrong_inputs(inputs, tmp_path, capsys):
+    base = ["portrait", "--out", str(tmp_path / "bad"), "--frames", "3", "--steps", "1"]
+    cases = {"takes 32x32": ["--reference", str(inputs / f"ref{2 * S}.npz"), "--model", str(inputs / "unet")],
+             "not the PortraitUNet": ["--reference", str(inputs / f"ref{S}.npz"), "--model", str(inputs)],
+             "side-deg": ["--reference", str(inputs / f"ref{S}.npz"), "--model", str(inputs / "unet"),
+                          "--side-deg", "90"]}
+    from morph4d.models.mmvdm import MMVDM, MMVDMConfig
+    MMVDM(MMVDMConfig(num_layers=1, num_attention_heads=1, attention_head_dim=16, time_embed_dim=16)) \
+        .save_pretrained(tmp_path / "mmvdm")
+    cases["holds a MMVDM network"] = ["--reference", str(inputs / f"ref{S}.npz"), "--model", str(tmp_path / "mmvdm")]
+    for message, argv in cases.items():
+        assert main(base + argv) == 2, message
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and (message in err or message == "not the PortraitUNet"), (message, err)
+    assert not (tmp_path / "bad").exists()
