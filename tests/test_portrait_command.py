@@ -60,3 +60,17 @@ def test_portrait_refuses_wrong_inputs(inputs, tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("error:") and (message in err or message == "not the PortraitUNet"), (message, err)
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_photo_is_tracked_first_and_bad_driving_inputs_are_refused(inputs, tmp_path, capsys):
+    from morph4d.pipeline.demo import PORTRAIT
+    out = tmp_path / "photo"
+    assert main(["portrait", str(PORTRAIT), "--model", str(inputs / "unet"), "--out", str(out), "--frames", "2",
+                 "--steps", "1"]) == 0
+    assert (out / "track" / "reference.npz").is_file() and (out / "frontal.mp4").is_file()
+    bad = tmp_path / "bad"
+    for argv, message in ((["--reference", str(inputs / f"ref{S}.npz"), str(PORTRAIT)], "exactly one"),
+                          ([str(PORTRAIT), "--drive", str(PORTRAIT)], "expected a video file")):
+        assert main(["portrait", *argv, "--model", str(inputs / "unet"), "--out", str(bad)]) == 2
+        assert message in capsys.readouterr().err
+    assert not bad.exists()

@@ -18,8 +18,13 @@ def _cmd_demo(args) -> None:
 
 
 def _cmd_portrait(args) -> None:
+    from morph4d.errors import Morph4DError
     from morph4d.pipeline.portrait import PortraitConfig, run_portrait
-    cfg = PortraitConfig(reference=args.reference, model=args.model, out=args.out, animation=args.animation,
+    if (args.photo is None) == (args.reference is None):
+        raise Morph4DError("give the portrait either as PHOTO (a photo, tracked first) or as --reference REF.npz (an "
+                           "already tracked reference), exactly one of the two")
+    cfg = PortraitConfig(reference=args.photo or args.reference, drive=args.drive, embedding=args.embedding,
+                         model=args.model, out=args.out, animation=args.animation,
                          frames=args.frames, clip=args.clip, steps=args.steps, side_deg=args.side_deg,
                          baseline=args.baseline, yaw=args.yaw, pitch=args.pitch, seed=args.seed, head=args.head,
                          flame_path=args.flame_path)
@@ -73,8 +78,13 @@ def register(sub) -> None:
 
     p = sub.add_parser("portrait", help="IM-Portrait: tracked portrait + animation -> talking-head video as "
                        "multiplane images: frontal, +-5 degree side views, stereo pair, depth (resumable)")
-    p.add_argument("--reference", required=True, help="tracked reference .npz (morph4d track PHOTO) at the model's "
+    p.add_argument("photo", nargs="?", default=None, help="a portrait photo (tracked first at the model's "
+                   "resolution), or use --reference REF.npz")
+    p.add_argument("--reference", default=None, help="tracked reference .npz (morph4d track PHOTO) at the model's "
                    "resolution")
+    p.add_argument("--drive", default=None, help="a driving video: tracked, its performance drives the portrait "
+                   "(instead of --animation)")
+    add_tracking_args(p)
     p.add_argument("--model", required=True, help="IM-Portrait U-Net folder (morph4d train-mpi's RUN/unet)")
     p.add_argument("--out", required=True, help="run folder; a killed run resumes there")
     p.add_argument("--animation", default="talk", help=animation_help())

@@ -1,5 +1,6 @@
-"""``morph4d portrait``: IM-Portrait end to end (IM-Portrait §3.4; issue 18 §5): a tracked reference portrait and a
-driving animation -> a talking-head video as MPIs -> the frontal video, +-``side_deg`` side views, a stereo pair
+"""``morph4d portrait``: IM-Portrait end to end (IM-Portrait §3.4; issue 18 §5): a portrait (a photo, tracked first
+into ``track/``, or a tracked reference .npz) and a driving animation (built-in, a file, or a driving video tracked
+into ``drive/``) -> a talking-head video as MPIs -> the frontal video, +-``side_deg`` side views, a stereo pair
 (side by side) and the depth video, as MP4s.
 
 * The **frontal camera** is the reference's (tracked) camera, optionally orbited about the head joint by
@@ -57,6 +58,8 @@ class PortraitConfig:
     seed: int = 0
     head: str = "builtin"         # the head model the reference was tracked with
     flame_path: str | None = None
+    drive: str | None = None      # a driving video: tracked (morph4d track), its performance replaces --animation
+    embedding: str | None = None  # landmark embedding for tracking (FLAME needs one)
 
     def check(self) -> None:
         if self.clip < 1 or self.steps < 1 or self.frames < 1:
@@ -81,11 +84,26 @@ def run_portrait(cfg: PortraitConfig, log=print) -> dict:
     net = PortraitUNet.from_pretrained(cfg.model).eval()
     S = net.config.sample_size
     head = load_head_model(cfg.head, flame_path=cfg.flame_path)
-    ref = canonicalize(load_reference(cfg.reference, head), head)
+    out = Path(cfg.out)
+    reference_path, animation = cfg.reference, cfg.animation
+    from morph4d.tracking.run import TrackConfig, is_video, run_track
+    if cfg.drive is not None and not is_video(cfg.drive):
+        raise Morph4DError(f"--drive {cfg.drive}: expected a video file (MP4, MOV, MKV, WebM, AVI, ...)")
+    if Path(cfg.reference).suffix.lower() != ".npz":            # a photo: tracked at the model's resolution first
+        reference_path = str(out / "track" / "reference.npz")
+        if not Path(reference_path).is_file():
+            run_track(TrackConfig(cfg.reference, str(out / "track"), S, cfg.head, cfg.flame_path, cfg.embedding),
+                      log=log)
+    if cfg.drive is not None:
+        animation = str(out / "drive" / "animation.npz")
+        if not Path(animation).is_file():
+            run_track(TrackConfig(cfg.drive, str(out / "drive"), S, cfg.head, cfg.flame_path, cfg.embedding),
+                      log=log)
+    ref = canonicalize(load_reference(reference_path, head), head)
     if ref.image.shape[-2:] != (S, S):
         raise Morph4DError(f"the reference is {ref.image.shape[-1]}x{ref.image.shape[-2]} px but the model "
                            f"{cfg.model} takes {S}x{S}: track the photo at --res {S}")
-    anim = get_animation(cfg.animation, head, cfg.frames)
+    anim = get_animation(animation, head, cfg.frames)
     params = anim.params.replace(shape=ref.params.shape.clone())
     F = params.jaw.shape[0]
     with torch.no_grad():
@@ -96,7 +114,6 @@ def run_portrait(cfg: PortraitConfig, log=print) -> dict:
         maps = uv.maps(params, camera)                                               # (F, 3, S, S)
         reference = torch.cat([ref.image * 2 - 1, uv.maps(_one_frame(ref.params), ref.camera)[0]])
     depths = plane_depths(head_distance(camera, joint), net.config.planes).float()
-    out = Path(cfg.out)
     identity = {"config": {k: v for k, v in asdict(cfg).items() if k != "out"}, "weights": _digest(Path(cfg.model)),
                 "reference": hashlib.sha256(Path(cfg.reference).read_bytes()).hexdigest()}
     run_file = out / "run.json"
