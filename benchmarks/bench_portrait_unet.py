@@ -1,6 +1,6 @@
 """IM-Portrait's U-Net on this CPU (issue 18, "Speed"): its FLOP rate against the machine's matmul rate, forward
-and forward + backward, for the ``small`` preset on one clip. ``python benchmarks/bench_portrait_unet.py
-[--preset small] [--frames 8] [--threads N]``.
+and forward + backward, for the ``small`` preset on one clip; and the sampling time per frame
+(``portrait.sample``). ``python benchmarks/bench_portrait_unet.py [--preset small] [--frames 8] [--threads N]``.
 
 FLOPs are counted by ``torch.utils.flop_counter`` (2 per multiply-add, convolutions and attention matmuls; not
 norms and activations); the matmul rate is a float32 1024 x 1024 x 1024 product. The ratio says how much of the
@@ -62,7 +62,22 @@ def main() -> None:
     print(f"| matmul 1024^3 (float32) | | | {matmul / 1e9:.1f} | 1.00 |")
     for name, flops, sec in (("forward", f_flops, f_s), ("forward + backward", t_flops, t_s)):
         print(f"| {name} | {flops / 1e9:.2f} | {sec:.3f} | {flops / sec / 1e9:.1f} | {flops / sec / matmul:.2f} |")
-    print(f"\nper frame: forward {f_s / args.frames * 1000:.1f} ms; load average {os.getloadavg()[0]:.2f}")
+    print(f"\nper frame: forward {f_s / args.frames * 1000:.1f} ms")
+    # sampling: one clip with a first frame (3 network passes per step: two guidance scales), 20 DDIM steps
+    from morph4d.cameras import Cameras, look_at
+    from morph4d.diffusion.schedule import Diffusion, DiffusionConfig
+    from morph4d.portrait.mpi import plane_depths
+    from morph4d.portrait.sample import sample_clip
+    R, tr = look_at(torch.tensor([[0.0, 0.0, 0.75]]), torch.zeros(1, 3))
+    f = S / (2 * 0.2309)                                                   # tan(13 deg): 26 deg field of view
+    cam = Cameras(R, tr, torch.tensor([[[f, 0, S / 2], [0, f, S / 2], [0, 0, 1]]]), S, S)
+    cond = torch.cat([torch.rand(args.frames, 3, S, S) * 2 - 1, torch.ones(args.frames, 1, S, S),
+                      torch.rand(args.frames, 3, S, S) * 2 - 1], 1)
+    d = Diffusion(DiffusionConfig(snr_shift_scale=1.0))
+    clip = median_seconds(lambda: sample_clip(net.eval(), d, cond, ref[0], plane_depths(0.75, cfg.planes).float(),
+                                              cam, 20, torch.Generator().manual_seed(0)), 1)
+    print(f"sampling (20 DDIM steps, two-scale guidance = 3 passes per step): {clip / args.frames:.2f} s per frame "
+          f"({clip:.1f} s per {args.frames}-frame clip); load average {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
