@@ -38,7 +38,7 @@ from morph4d.io import atomic_path, write_json
 from morph4d.models.portrait_unet import PortraitUNet
 from morph4d.portrait.mpi import head_distance, orbit_about, plane_depths, render_mpi, stereo_cameras
 from morph4d.portrait.objective import frame_mpi
-from morph4d.portrait.sample import sample_clip
+from morph4d.portrait.sample import sample_video
 from morph4d.video import grid, write_mp4, write_png
 
 
@@ -120,29 +120,18 @@ def run_portrait(cfg: PortraitConfig, log=print) -> dict:
     if run_file.is_file() and json.loads(run_file.read_text()) != json.loads(json.dumps(identity)):
         raise Morph4DError(f"{out} holds a portrait run of other inputs or weights; use a new --out folder")
     write_json(run_file, identity)
-    diffusion = Diffusion(DiffusionConfig(snr_shift_scale=1.0))
-    starts = list(range(0, F, cfg.clip))
-    outputs: list[dict] = []
-    first = None
-    for c, start in enumerate(starts):
-        path = out / "clips" / f"{c:03d}.safetensors"
-        n = min(cfg.clip, F - start)
-        if path.is_file():
-            clip = load_file(path)
-        else:
-            cond = torch.cat([torch.zeros(n, 4, S, S), maps[start:start + n]], 1)
-            if first is not None:
-                cond[:, :3] = first * 2 - 1
-                cond[:, 3] = 1
-            g = torch.Generator().manual_seed(cfg.seed * 1000 + c)
-            clip = sample_clip(net, diffusion, cond, reference, depths, camera, cfg.steps, g)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(path) as tmp:
-                save_file({k: v.contiguous() for k, v in clip.items()}, str(tmp))
-            log(f"[portrait] clip {c + 1}/{len(starts)} ({n} frames)")
-        outputs.append(clip)
-        last = frame_mpi({k: v[None] for k, v in clip.items()}, 0, n - 1, depths, camera)
-        first = render_mpi(last, camera).rgb[0].clamp(0, 1)
+    clips = out / "clips"
+
+    def load(c):
+        return load_file(clips / f"{c:03d}.safetensors") if (clips / f"{c:03d}.safetensors").is_file() else None
+
+    def save(c, clip):
+        clips.mkdir(parents=True, exist_ok=True)
+        with atomic_path(clips / f"{c:03d}.safetensors") as tmp:
+            save_file({k: v.contiguous() for k, v in clip.items()}, str(tmp))
+        log(f"[portrait] clip {c + 1}/{-(-F // cfg.clip)}")
+    outputs = sample_video(net, Diffusion(DiffusionConfig(snr_shift_scale=1.0)), maps, reference, depths, camera,
+                           cfg.clip, cfg.steps, cfg.seed, load=load, save=save)
     return _write_videos(out, outputs, depths, camera, joint, cfg, anim.fps)
 
 

@@ -84,4 +84,32 @@ def sample_clip(net, diffusion: Diffusion, cond: torch.Tensor, reference: torch.
     return {k: v[0] for k, v in out.items()}
 
 
-__all__ = ["REFERENCE_SCALE", "first_frame_scales", "sample_clip"]
+def sample_video(net, diffusion: Diffusion, maps: torch.Tensor, reference: torch.Tensor, depths: torch.Tensor,
+                 camera: Cameras, clip: int, steps: int, seed: int, constant_first: float | None = None,
+                 load=None, save=None) -> list[dict]:
+    """A long video: ``maps`` (F, 3, H, W) cut into clips of ``clip`` frames, each sampled with the previous
+    clip's last frontal frame in its first-frame slot (the first clip has none). ``constant_first``: a constant
+    first-frame scale instead of the schedule (the supplement's Fig. A comparison). ``load(c)`` / ``save(c, out)``:
+    a finished clip's outputs from / to storage (resuming). Returns the clips' outputs."""
+    Fr, _, H, W = maps.shape
+    outputs, first = [], None
+    for c, start in enumerate(range(0, Fr, clip)):
+        n = min(clip, Fr - start)
+        out = load(c) if load is not None else None
+        if out is None:
+            cond = torch.cat([torch.zeros(n, 4, H, W), maps[start:start + n]], 1)
+            if first is not None:
+                cond[:, :3] = first * 2 - 1
+                cond[:, 3] = 1
+            scales = None if constant_first is None else torch.full((n,), float(constant_first))
+            out = sample_clip(net, diffusion, cond, reference, depths, camera, steps,
+                              torch.Generator().manual_seed(seed * 1000 + c), first_scales=scales)
+            if save is not None:
+                save(c, out)
+        outputs.append(out)
+        last = frame_mpi({k: v[None] for k, v in out.items()}, 0, n - 1, depths, camera)
+        first = render_mpi(last, camera).rgb[0].clamp(0, 1)
+    return outputs
+
+
+__all__ = ["REFERENCE_SCALE", "first_frame_scales", "sample_clip", "sample_video"]
