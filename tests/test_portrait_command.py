@@ -74,3 +74,20 @@ def test_a_photo_is_tracked_first_and_bad_driving_inputs_are_refused(inputs, tmp
         assert main(["portrait", *argv, "--model", str(inputs / "unet"), "--out", str(bad)]) == 2
         assert message in capsys.readouterr().err
     assert not bad.exists()
+
+
+def test_portrait_benchmark_reports_frontal_side_and_drift(inputs, tmp_path):
+    """`morph4d eval --portrait UNET` on held-out identities (tiny untrained network: the plumbing, every table)."""
+    import json
+    out = tmp_path / "eval"
+    assert main(["eval", "--portrait", str(inputs / "unet"), "--identities", "1", "--clip", "2", "--clips", "2",
+                 "--key-steps", "1", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert 0 < report["frontal"]["psnr"] < 100 and 0 < report["side"]["mpi_psnr"] < 100
+    assert 0 < report["side"]["lift_psnr"] < 100
+    assert set(report["drift"]) == {"scheduled", "constant"}
+    assert all(len(d["psnr_per_clip"]) == 2 for d in report["drift"].values())
+    assert len(report["rows"]["frontal"]) == 4 and len(report["rows"]["side"]) == 8
+    md = (out / "report.md").read_text()
+    assert "2D video + depth lifting" in md and "constant 1.5" in md
+    assert main(["eval", "--portrait", str(inputs / "unet"), "--synthetic", "--out", str(out)]) == 2

@@ -32,6 +32,15 @@ def _cmd_eval(args) -> None:
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip()) if args.metrics else EvalConfig().metrics
     cfg = EvalConfig(metrics=metrics, lpips=args.lpips, inception=args.inception, i3d=args.i3d,
                      reference_view=args.reference_view)
+    if args.portrait is not None:
+        if args.synthetic or args.truth is not None or args.run:
+            raise Morph4DError("--portrait UNET is its own benchmark (held-out identities); leave --truth / --run / "
+                               "--synthetic out")
+        from morph4d.eval.portrait import run_portrait_eval
+        run_portrait_eval(args.out, args.portrait, args.identities, args.clip, args.clips,
+                          args.key_steps or 20)
+        print(f"wrote {args.out}/report.md and report.json")
+        return
     if args.synthetic == (args.truth is not None):
         raise Morph4DError("give either --truth SEQUENCE with --run NAME=DIR ..., or --synthetic (the held-out "
                            f"benchmark); metrics: {', '.join(METRICS)}")
@@ -93,6 +102,11 @@ def register(sub) -> None:
                    "fitted to (default: all; the others are novel views for it)")
     e.add_argument("--synthetic", action="store_true", help="the benchmark on held-out synthetic identities: "
                    "generated views, the reference-projection baseline, the oracle avatar and our avatar")
+    e.add_argument("--portrait", default=None, metavar="UNET", help="IM-Portrait's benchmark on held-out identities "
+                   "for a U-Net folder (morph4d train-mpi's RUN/unet): frontal and +-5 degree side views against "
+                   "exact ground truth, MPI vs 2D + depth lifting, drift of scheduled vs constant guidance")
+    e.add_argument("--clip", type=int, default=16, help="--portrait: frames per clip (default 16)")
+    e.add_argument("--clips", type=int, default=3, help="--portrait: clips per video (default 3)")
     e.add_argument("--out", default="out/eval", help="report folder (default out/eval)")
     e.add_argument("--metrics", default=None, help="comma-separated subset (default: every metric that needs no "
                    "user file; lpips / fid / fvd join when their network is given)")
@@ -114,7 +128,8 @@ def register(sub) -> None:
                    "reconstruction PSNR (default 0: not measured)")
     e.add_argument("--first-seed", type=int, default=None, help="--synthetic: validation identities first_seed + k "
                    "instead of the held-out ones (for choices; never tune on the held-out seeds)")
-    e.add_argument("--key-steps", type=int, default=None, help="--synthetic: DDIM steps of the key views")
+    e.add_argument("--key-steps", type=int, default=None, help="--synthetic: DDIM steps of the key views; "
+                   "--portrait: DDIM steps per clip (default 20)")
     e.add_argument("--other-steps", type=int, default=None, help="--synthetic: DDIM steps of the other views")
     e.set_defaults(func=_cmd_eval)
 
