@@ -89,6 +89,13 @@ def run_portrait(cfg: PortraitConfig, log=print) -> dict:
     from morph4d.tracking.run import TrackConfig, is_video, run_track
     if cfg.drive is not None and not is_video(cfg.drive):
         raise Morph4DError(f"--drive {cfg.drive}: expected a video file (MP4, MOV, MKV, WebM, AVI, ...)")
+    if not Path(cfg.reference).is_file():
+        raise Morph4DError(f"{cfg.reference} does not exist; expected a portrait photo or a tracked reference .npz")
+    identity = {"config": {k: v for k, v in asdict(cfg).items() if k != "out"}, "weights": _digest(Path(cfg.model)),
+                "reference": hashlib.sha256(Path(cfg.reference).read_bytes()).hexdigest()}
+    run_file = out / "run.json"
+    if run_file.is_file() and json.loads(run_file.read_text()) != json.loads(json.dumps(identity)):
+        raise Morph4DError(f"{out} holds a portrait run of other inputs or weights; use a new --out folder")
     if Path(cfg.reference).suffix.lower() != ".npz":            # a photo: tracked at the model's resolution first
         reference_path = str(out / "track" / "reference.npz")
         if not Path(reference_path).is_file():
@@ -102,7 +109,8 @@ def run_portrait(cfg: PortraitConfig, log=print) -> dict:
     ref = canonicalize(load_reference(reference_path, head), head)
     if ref.image.shape[-2:] != (S, S):
         raise Morph4DError(f"the reference is {ref.image.shape[-1]}x{ref.image.shape[-2]} px but the model "
-                           f"{cfg.model} takes {S}x{S}: track the photo at --res {S}")
+                           f"{cfg.model} takes {S}x{S}: give the photo itself (tracked at {S} px), or re-track it with "
+                           f"`morph4d track PHOTO --res {S}`")
     anim = get_animation(animation, head, cfg.frames)
     params = anim.params.replace(shape=ref.params.shape.clone())
     F = params.jaw.shape[0]
@@ -114,11 +122,6 @@ def run_portrait(cfg: PortraitConfig, log=print) -> dict:
         maps = uv.maps(params, camera)                                               # (F, 3, S, S)
         reference = torch.cat([ref.image * 2 - 1, uv.maps(_one_frame(ref.params), ref.camera)[0]])
     depths = plane_depths(head_distance(camera, joint), net.config.planes).float()
-    identity = {"config": {k: v for k, v in asdict(cfg).items() if k != "out"}, "weights": _digest(Path(cfg.model)),
-                "reference": hashlib.sha256(Path(cfg.reference).read_bytes()).hexdigest()}
-    run_file = out / "run.json"
-    if run_file.is_file() and json.loads(run_file.read_text()) != json.loads(json.dumps(identity)):
-        raise Morph4DError(f"{out} holds a portrait run of other inputs or weights; use a new --out folder")
     write_json(run_file, identity)
     clips = out / "clips"
 
