@@ -50,3 +50,26 @@ def test_train_mpi_cli_and_refusals(dataset, tmp_path, capsys):
         assert main(["train-mpi", "--out", str(tmp_path / "bad"), *argv]) == 2
         assert capsys.readouterr().err.startswith("error:")
     assert not (tmp_path / "bad").exists()
+
+
+def test_windows_can_pair_the_first_view_with_a_near_one(dataset):
+    """``WindowConfig.near_view_deg`` (what L_side needs): the second view is within the angle of the first."""
+    from morph4d.data.loader import MultiViewWindows, WindowConfig
+    ds = MultiViewWindows(dataset, WindowConfig(views=3, frames=5, resolution=32, conditioning=False,
+                                                near_view_deg=60.0))
+    s = ds.sequences[0]
+    c = s.cameras.centers / s.cameras.centers.norm(dim=-1, keepdim=True)
+    angles = torch.rad2deg(torch.acos((c @ c.T).clamp(-1, 1)))
+    assert (angles[~torch.eye(len(c), dtype=torch.bool)] <= 60).any()          # the rig has near pairs
+    paired = 0
+    for epoch in range(12):
+        ds.set_epoch(epoch)
+        views, _, _ = ds.sample_window(0)
+        others = [v for v in range(len(c)) if v != views[0]]
+        assert len(set(views)) == 3
+        if any(float(angles[views[0], v]) <= 60 for v in others):     # a near view exists: it is the second
+            assert float(angles[views[0], views[1]]) <= 60 + 1e-4
+            paired += 1
+    assert paired > 0
+    with pytest.raises(ValueError, match="near_view_deg"):
+        WindowConfig(near_view_deg=0.0)

@@ -56,6 +56,8 @@ class WindowConfig:
     on_short: str = "error"      # a sequence with fewer views/frames than asked: "error" or "skip"
     conditioning: bool = True    # False: images only, no head-model maps (autoencoder training: the maps are
     #                              ~60% of an item's cost and the autoencoder never sees them)
+    near_view_deg: float | None = None  # the second view is drawn among views within this angle of the first (the
+    #                              camera centres seen from the world origin), when any is; None: all views random
 
     def __post_init__(self):
         check_frame_count(self.frames)
@@ -65,6 +67,8 @@ class WindowConfig:
             raise Morph4DError(f"resolution must be a positive multiple of {LATENT_FACTOR}, got {self.resolution}")
         if not 0 < self.facing_deg <= 180:
             raise Morph4DError(f"facing_deg must be in (0, 180], got {self.facing_deg}")
+        if self.near_view_deg is not None and not 0 < self.near_view_deg <= 180:
+            raise Morph4DError(f"near_view_deg must be in (0, 180], got {self.near_view_deg}")
         if self.on_short not in ("error", "skip"):
             raise Morph4DError(f"on_short must be 'error' or 'skip', got {self.on_short!r}")
 
@@ -176,11 +180,24 @@ class MultiViewWindows(Dataset):
         """The generator of item ``index`` this epoch (seeded by seed, epoch and index)."""
         return torch.Generator().manual_seed(mix_seed("window", self.cfg.seed, self.epoch, index))
 
+    def _near_pair(self, s, views: list[int], g: torch.Generator) -> list[int]:
+        """``views`` with its second entry replaced by a random view within ``near_view_deg`` of the first."""
+        c = s.cameras.centers / s.cameras.centers.norm(dim=-1, keepdim=True)
+        angle = torch.rad2deg(torch.acos((c @ c[views[0]]).clamp(-1, 1)))
+        near = [v for v in range(s.num_views) if v != views[0] and float(angle[v]) <= self.cfg.near_view_deg]
+        if not near:
+            return views
+        pick = near[int(torch.randint(len(near), (), generator=g))]
+        rest = [v for v in views[1:] if v != pick]
+        return [views[0], pick] + rest[: self.cfg.views - 2]
+
     def sample_window(self, index: int) -> tuple[list[int], list[int], tuple[int, int]]:
         """The random choices of item ``index``: view indices, frame indices, reference (view, frame)."""
         s, cfg = self.sequences[index], self.cfg
         g = self.generator(index)
         views = torch.randperm(s.num_views, generator=g)[: cfg.views].tolist()
+        if cfg.near_view_deg is not None and cfg.views >= 2:
+            views = self._near_pair(s, views, g)
         start = int(torch.randint(s.num_frames - cfg.frames + 1, (), generator=g))
         frames = list(range(start, start + cfg.frames))
         if index not in self._angles:   # per process; depends only on the sequence

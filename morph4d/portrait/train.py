@@ -8,8 +8,9 @@ trains on one of the two losses of ``objective``:
   diffusion, ``diffusion.schedule``), its UV maps, the first-frame slot and the reference; its MPIs are rendered
   back into the same view and compared with the clean frames.
 * **L_side**: the MPI camera is another view of the window within ``max_side_deg`` of the first (our multi-view
-  data has the exact side views the paper did not); the MPIs built there are rendered into the first view. When
-  no other view of the window is that close, the step uses L_mpi (the log counts both).
+  data has the exact side views the paper did not; the windows' second view is drawn among the views that close,
+  ``WindowConfig.near_view_deg``); the MPIs built there are rendered into the first view. When the rig has no
+  view that close, the step uses L_mpi (the log counts both).
 
 Stages: ``bootstrap_steps`` of the colour branch with L_mpi, then ``geometry_steps`` of the geometry branch with
 L_mpi / L_side drawn 0.8 / 0.2 (``objective.trainable``, ``choose_loss``). Condition dropout as the supplement.
@@ -100,7 +101,8 @@ class Batches:
         self.cfg, self.size, self.planes = cfg, size, planes
         self.windows = MultiViewWindows(list(cfg.data), WindowConfig(views=cfg.views, frames=cfg.frames,
                                                                      resolution=size, seed=cfg.seed,
-                                                                     conditioning=False))
+                                                                     conditioning=False,
+                                                                     near_view_deg=cfg.max_side_deg))
         self.model = self.windows.model
         self.uv = UVConditioner(self.model)
         self.params = {s.name: s.params for s in self.windows.sequences}
@@ -111,6 +113,7 @@ class Batches:
         kind = "mpi" if stage == "bootstrap" else choose_loss(g)
         rows = {k: [] for k in ("frames", "reference", "target", "matte", "depths", "mpi_cams", "target_cams")}
         sides = 0
+        self.windows.set_epoch(step)            # each step its own windows (views, frames, reference) of a sequence
         for _ in range(cfg.batch_size):
             item = self.windows[int(torch.randint(len(self.windows), (), generator=g))]
             m = self._mpi_view(item, kind, g)
