@@ -213,6 +213,14 @@ def _angle(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.rad2deg(torch.atan2(torch.linalg.cross(a, b).norm(dim=-1), (a * b).sum(-1)))
 
 
+def centre_angles(cameras: "Cameras", point: torch.Tensor | None = None) -> torch.Tensor:
+    """Angles in degrees between the directions from ``point`` (default the world origin) to every pair of
+    camera centres: ``(B, B)``."""
+    c = cameras.centers.double() - (0 if point is None else point.double())
+    d = c / c.norm(dim=-1, keepdim=True)
+    return _angle(d[:, None], d[None, :])
+
+
 def angular_distance(az1, el1, az2, el2) -> torch.Tensor:
     """Great-circle angle in degrees between the view directions of two (azimuth, elevation) views.
 

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from morph4d.cameras import Cameras, outcrop_mask
+from morph4d.cameras import Cameras, centre_angles, outcrop_mask
 from morph4d.conditioning.maps import ConditioningConfig, HeadConditioner
 from morph4d.data.format import Sequence, mix_seed, open_dataset, select_frames
 from morph4d.errors import Morph4DError
@@ -182,8 +182,7 @@ class MultiViewWindows(Dataset):
 
     def _near_pair(self, s, views: list[int], g: torch.Generator) -> list[int]:
         """``views`` with its second entry replaced by a random view within ``near_view_deg`` of the first."""
-        c = s.cameras.centers / s.cameras.centers.norm(dim=-1, keepdim=True)
-        angle = torch.rad2deg(torch.acos((c @ c[views[0]]).clamp(-1, 1)))
+        angle = centre_angles(s.cameras)[views[0]]
         near = [v for v in range(s.num_views) if v != views[0] and float(angle[v]) <= self.cfg.near_view_deg]
         if not near:
             return views

@@ -72,9 +72,10 @@ def truth_projection(truth) -> torch.Tensor:
     return project_reference(verts, truth.model.faces, truth.cameras[[i]], truth.images[i, 0], truth.cameras)
 
 
-def oracle_avatar(data: Path, out: Path, iterations: int, train_views: tuple[int, ...] | None, log) -> Path:
-    """The avatar fitted to the ground truth's videos ``data`` (a dataset sequence) -> ``out``; a fit found
-    there (a resumed benchmark) is reused. ``train_views``: view indices (None: every view)."""
+def fit_avatar(data: Path, out: Path, iterations: int, train_views: tuple[int, ...] | None, log) -> Path:
+    """The avatar fitted to the videos of sequence ``data`` -> ``out`` (the ground truth's: the oracle avatar; the
+    generated views': our avatar); a fit found there (a resumed benchmark) is reused. ``train_views``: view
+    indices (None: every view)."""
     from morph4d.avatar.fit import FIT_PRESETS, fit_sequence
     if (out / "avatar.safetensors").is_file():
         log(f"[eval]   {out.name}: fitted before, reused")
@@ -85,4 +86,4 @@ def oracle_avatar(data: Path, out: Path, iterations: int, train_views: tuple[int
     return out
 
 
-__all__ = ["project_reference", "truth_projection", "oracle_avatar"]
+__all__ = ["project_reference", "truth_projection", "fit_avatar"]

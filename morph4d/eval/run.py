@@ -211,7 +211,7 @@ def summarise(scored: dict, metrics: tuple[str, ...]) -> dict:
         return {k: _nanmean([v[k] for v in views]) if views else math.nan
                 for k in metrics if k not in ("re", "fid", "fvd")}
     views = scored["views"]
-    run_level = [k for k in ("re", "re_median", "fid", "fvd") if k in metrics or (k == "re_median" and "re" in metrics)]
+    run_level = [x for k in ("re", "fid", "fvd") if k in metrics for x in ((k, "re_median") if k == "re" else (k,))]
     total = {**means(views), **{k: scored["run"].get(k, math.nan) for k in run_level}}
     bins = []
     for lo, hi in ANGLE_BINS:
@@ -250,12 +250,12 @@ def run_eval(out, truth_path, runs: dict[str, str], cfg: EvalConfig = EvalConfig
     tools = Tools(cfg)
     loaded = {name: read_run(name, path, truth, flame_path) for name, path in runs.items()}
     if baselines:
-        from morph4d.eval.baselines import oracle_avatar, truth_projection
+        from morph4d.eval.baselines import fit_avatar, truth_projection
         base = {"reference projection": (truth_projection(truth), "baseline")}
         sources = {"reference projection": str(truth_path)}
         H, W = truth.images.shape[-2:]
         if H == W:
-            fitted = oracle_avatar(Path(truth_path), Path(out) / "oracle_avatar", fit_iterations, train_views, log)
+            fitted = fit_avatar(Path(truth_path), Path(out) / "oracle_avatar", fit_iterations, train_views, log)
             base["oracle avatar"] = read_run("oracle avatar", fitted, truth, flame_path)
             sources["oracle avatar"] = str(fitted)
         else:

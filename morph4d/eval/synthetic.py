@@ -36,7 +36,7 @@ from morph4d.data.loader import MultiViewWindows, WindowConfig
 from morph4d.data.scene import scene_vertices
 from morph4d.data.synth import SynthConfig, head_crops, synthesize
 from morph4d.errors import Morph4DError
-from morph4d.eval.baselines import oracle_avatar, project_reference
+from morph4d.eval.baselines import fit_avatar, project_reference
 from morph4d.eval.inputs import first_frames, read_run, read_truth
 from morph4d.eval.run import EvalConfig, Tools, evaluate, summarise
 from morph4d.generation.generate import GenerateConfig, MultiViewGenerator, run_generate
@@ -213,7 +213,7 @@ def run_synthetic(out, model_dir: str | None = None, cfg: SyntheticConfig = Synt
         loaded = {"generated": read_run("generated", gen_dir, truth), "reference projection": (base, "baseline")}
         if cfg.avatars:
             for name, data in (("oracle avatar", truth_dir), ("avatar", gen_dir)):
-                fitted = oracle_avatar(data, run_dir / name.replace(" ", "_"), cfg.fit_iterations, TRAIN_VIEWS, log)
+                fitted = fit_avatar(data, run_dir / name.replace(" ", "_"), cfg.fit_iterations, TRAIN_VIEWS, log)
                 loaded[name] = read_run(name, fitted, truth)
         per_identity[h.seed] = evaluate(truth, loaded, tools, {n: str(run_dir) for n in loaded}, log)
         if cfg.samples:

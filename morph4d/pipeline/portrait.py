@@ -35,6 +35,7 @@ from morph4d.generation.reference import canonicalize, load_reference
 from morph4d.heads import load_head_model
 from morph4d.heads.animation import get_animation
 from morph4d.io import atomic_path, write_json
+from morph4d.models.folder import weights_digest
 from morph4d.models.portrait_unet import PortraitUNet
 from morph4d.portrait.mpi import head_distance, orbit_about, plane_depths, render_mpi, stereo_cameras
 from morph4d.portrait.objective import frame_mpi
@@ -70,13 +71,6 @@ class PortraitConfig:
                                f"{self.baseline}")
 
 
-def _digest(folder: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(folder.glob("*.safetensors")):
-        h.update(p.read_bytes())
-    return h.hexdigest()
-
-
 def run_portrait(cfg: PortraitConfig, log=print) -> dict:
     """The whole command (module doc); returns the output paths. Inputs are read and checked first."""
     from safetensors.torch import load_file, save_file
@@ -91,7 +85,7 @@ def run_portrait(cfg: PortraitConfig, log=print) -> dict:
         raise Morph4DError(f"--drive {cfg.drive}: expected a video file (MP4, MOV, MKV, WebM, AVI, ...)")
     if not Path(cfg.reference).is_file():
         raise Morph4DError(f"{cfg.reference} does not exist; expected a portrait photo or a tracked reference .npz")
-    identity = {"config": {k: v for k, v in asdict(cfg).items() if k != "out"}, "weights": _digest(Path(cfg.model)),
+    identity = {"config": {k: v for k, v in asdict(cfg).items() if k != "out"}, "weights": weights_digest(cfg.model),
                 "reference": hashlib.sha256(Path(cfg.reference).read_bytes()).hexdigest()}
     run_file = out / "run.json"
     if run_file.is_file() and json.loads(run_file.read_text()) != json.loads(json.dumps(identity)):

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from morph4d.cameras import Cameras, angular_distance
+from morph4d.cameras import Cameras, centre_angles
 from morph4d.conditioning.uvmaps import UVConditioner
 from morph4d.data.format import mix_seed, select_frames
 from morph4d.data.loader import MultiViewWindows, WindowConfig
@@ -143,14 +143,13 @@ class Batches:
         return out
 
     def _mpi_view(self, item: dict, kind: str, g: torch.Generator) -> int:
-        """0 for L_mpi; for L_side a random other view within ``max_side_deg`` of view 0, else 0."""
+        """0 for L_mpi; for L_side a random other view within ``max_side_deg`` of view 0 (the loader puts one
+        second when the rig has one), else 0."""
         if kind != "side" or item["R"].shape[0] < 2:
             return 0
-        centres = -(item["R"].transpose(1, 2) @ item["t"][..., None])[..., 0]           # window cameras' centres
-        d = centres / centres.norm(dim=-1, keepdim=True)
-        az, el = torch.rad2deg(torch.atan2(d[:, 0], d[:, 2])), torch.rad2deg(torch.asin(d[:, 1].clamp(-1, 1)))
-        close = [v for v in range(1, len(d)) if float(angular_distance(az[v], el[v], az[0], el[0]))
-                 <= self.cfg.max_side_deg]
+        V = item["R"].shape[0]
+        angle = centre_angles(Cameras(item["R"], item["t"], item["K"], self.size, self.size))[0]
+        close = [v for v in range(1, V) if float(angle[v]) <= self.cfg.max_side_deg]
         return close[int(torch.randint(len(close), (), generator=g))] if close else 0
 
 
