@@ -26,10 +26,13 @@ def test_help_lists_the_commands(capsys):
 
 def test_demo_writes_video_contact_sheet_and_config(tmp_path):
     from morph4d.models.folder import init_models
+    from morph4d.models.portrait_unet import PortraitUNet, PortraitUNetConfig
     model = init_models(tmp_path / "model", "tiny", "tiny")   # untrained: the stage's plumbing, not its quality
+    PortraitUNet(PortraitUNetConfig.preset("tiny")).save_pretrained(tmp_path / "unet")       # 32 px, untrained
     cfg = DemoConfig(out=str(tmp_path / "demo"), frames=5, resolution=64, sheet_views=2, sheet_frames=2,
                      sheet_resolution=48, conditioning_resolution=64, avatar_resolution=32, avatar_iterations=3,
-                     avatar_model=str(model), avatar_key_steps=1, avatar_other_steps=1)
+                     avatar_model=str(model), avatar_key_steps=1, avatar_other_steps=1,
+                     portrait_model=str(tmp_path / "unet"), portrait_frames=3, portrait_steps=1)
     paths = run_demo(cfg, log=lambda *_: None)
     frames = read_mp4(paths["video"])
     assert frames.shape == (5, 64, 64, 3)
@@ -46,6 +49,11 @@ def test_demo_writes_video_contact_sheet_and_config(tmp_path):
     assert (tmp_path / "demo" / "photo" / "track" / "reference.npz").is_file()
     assert Path(paths["photo_overlay"]).is_file()
     assert read_mp4(paths["photo_video"]).shape[0] == 25
+    # IM-Portrait on both portraits: the talking video, its side views and a stereo pair
+    for name in ("photo", "synthetic"):
+        assert read_mp4(paths[f"portrait_{name}_frontal"]).shape[:3] == (3, 32, 32)
+        assert read_mp4(paths[f"portrait_{name}_side_left"]).shape[:3] == (3, 32, 32)
+        assert read_mp4(paths[f"portrait_{name}_stereo_sbs"]).shape[:3] == (3, 32, 64)
     config = json.loads(open(paths["config"]).read())
     assert config["demo"]["frames"] == 5 and "builtin" in config["head_model"]
 
@@ -54,7 +62,7 @@ def test_demo_plays_an_animation_file(tmp_path):
     anim = tmp_path / "surprise.npz"
     assert main(["animation", "export", "surprise", str(anim), "--frames", "5"]) == 0
     assert main(["demo", "--out", str(tmp_path / "d"), "--animation", str(anim), "--res", "32",
-                 "--no-avatar"]) == 0
+                 "--no-avatar", "--no-portrait"]) == 0
     assert not (tmp_path / "d" / "avatar.mp4").exists()
     assert read_mp4(tmp_path / "d" / "orbit.mp4").shape[0] == 5
 

@@ -18,6 +18,7 @@ from morph4d.portrait.mpi import (
     plane_depths,
     render_mpi,
     stereo_cameras,
+    with_background,
 )
 
 HEAD = torch.tensor([0.0, 0.02, 0.0], dtype=torch.float64)
@@ -159,3 +160,31 @@ def test_depth_lifting_matches_the_mpi_on_a_single_plane():
     expected = render_mpi(flat, side, fast=False).rgb
     inner = (slice(None), slice(None), slice(6, -6), slice(6, -6))
     assert (lifted[inner] - expected[inner]).abs().mean() < 0.01
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_the_background_plane_shows_where_the_head_is_transparent_and_the_head_moves_over_it(fast):
+    cam = frontal(40)
+    g = torch.Generator().manual_seed(3)
+    plate = torch.rand(3, 40, 40, generator=g, dtype=torch.float64)
+    empty = random_mpi(cam, planes=4)
+    empty = MPI(empty.color, torch.zeros_like(empty.alpha), empty.depths, cam)
+    assert torch.allclose(render_mpi(with_background(empty, plate), cam, fast=fast).rgb[0], plate, atol=1e-5)
+    # an opaque square on the near plane hides the plate; in a side view the wall behind shifts less than it
+    head = random_mpi(cam, planes=4)
+    alpha = torch.zeros_like(head.alpha)
+    alpha[0, :, 15:25, 15:25] = 1
+    head = MPI(head.color, alpha, head.depths, cam)
+    front = render_mpi(with_background(head, plate), cam, fast=fast)
+    assert torch.allclose(front.rgb[0, :, 0:10, 0:10], plate[:, 0:10, 0:10], atol=1e-5)
+    side_cam = orbit_about(cam, HEAD, 5.0)
+    side = render_mpi(with_background(head, plate), side_cam, fast=fast).rgb[0]
+    wall = render_mpi(with_background(empty, plate), side_cam, fast=fast).rgb[0]
+    cover = render_mpi(head, side_cam, fast=fast).alpha[0, 0]
+    square = cover > 0.5
+    assert torch.allclose(side[:, cover < 1e-6], wall[:, cover < 1e-6], atol=1e-5)  # the wall where the head is not
+    cols = lambda a: a.nonzero()[:, 1].float().mean()                               # noqa: E731
+    front_square = render_mpi(head, cam, fast=fast).alpha[0, 0] > 0.5
+    assert abs(cols(square) - cols(front_square)) > 1.0                          # the head moves in a side view
+    with pytest.raises(Exception, match="background plate"):
+        with_background(head, plate[:, :20])

@@ -2,6 +2,7 @@
 stopped run resumes to the same weights, and bad input is refused before anything is written."""
 
 import csv
+import json
 
 import pytest
 import torch
@@ -44,6 +45,14 @@ def test_train_mpi_cli_and_refusals(dataset, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train-mpi", "--data", str(dataset), "--out", str(out), "--preset", "tiny"]) == 0
     assert (out / "unet" / "model.safetensors").is_file() and (out / CHECKPOINT).is_file()
+    # packed as an embedded default is: bfloat16 storage, float32 on load, the run's config in provenance.json
+    assert main(["model", "pack-portrait", str(out / "unet"), "--out", str(tmp_path / "packed"), "--note", "t"]) == 0
+    raw, packed = (PortraitUNet.from_pretrained(d).state_dict() for d in (out / "unet", tmp_path / "packed"))
+    assert all(packed[k].dtype == torch.float32 and torch.equal(packed[k], raw[k].bfloat16().float()) for k in raw)
+    prov = json.loads((tmp_path / "packed" / "provenance.json").read_text())
+    assert prov["note"] == "t" and prov["training_config"]["train"]["unet"] == "tiny"
+    assert main(["model", "pack-portrait", str(tmp_path / "nothing"), "--out", str(tmp_path / "p2")]) == 2
+    assert "no such weights folder" in capsys.readouterr().err and not (tmp_path / "p2").exists()
     assert main(["train-mpi", "--data", str(dataset), "--out", str(out), "--preset", "tiny", "--seed", "3"]) == 2
     assert "another train-mpi config" in capsys.readouterr().err
     for argv in (["--data", str(dataset), "--preset", "huge"], ["--preset", "tiny"]):   # unknown preset; no --data
@@ -73,3 +82,46 @@ def test_windows_can_pair_the_first_view_with_a_near_one(dataset):
     assert paired > 0
     with pytest.raises(ValueError, match="near_view_deg"):
         WindowConfig(near_view_deg=0.0)
+
+
+def _side_batch(cfg):
+    from morph4d.portrait.train import Batches
+    batches = Batches(cfg, 32, 4, 1000)
+    for step in range(40):
+        batch = batches(step, "geometry")
+        if batch["kind"] == "side":
+            return batches, batch
+    raise AssertionError("no L_side step in 40 draws")
+
+
+def test_side_steps_see_the_pseudo_ground_truth_at_large_noise_only(dataset):
+    """The paper's alternating training: L_side's input is the reference projected through the head mesh (not the
+    exact side view), at timesteps >= pseudo_min_noise * T; without pseudo_gt, the exact view at any level."""
+    cfg = train_preset("tiny", data=(str(dataset),), views=4, max_side_deg=180.0)
+    batches, batch = _side_batch(cfg)
+    assert batch["t_min"] == 600
+    video, uv = batch["frames"][:, :, :3], batch["frames"][:, :, 7:]
+    off_head = (uv == -1).all(2, keepdim=True).expand_as(video)
+    assert (video[off_head] == 1).all()                               # the projection's background: white
+    exact_batches, exact = _side_batch(train_preset("tiny", data=(str(dataset),), views=4, max_side_deg=180.0,
+                                                    pseudo_gt=False))
+    assert exact["t_min"] == 0 and not torch.equal(exact["frames"][:, :, :3], video)
+    assert torch.equal(exact["target"], batch["target"])               # same draw, other input
+    on = batch["disparity"] > 0                                        # the head model's disparity: 1 / z
+    assert on.any() and ((1 / batch["disparity"][on] - 1.0).abs() < 1.0).all()
+
+
+def test_an_lpips_file_adds_its_term_and_a_wrong_one_is_refused(dataset, tmp_path, capsys):
+    class MeanAbs(torch.nn.Module):
+        def forward(self, x, y):
+            return (x - y).abs().mean(dim=(1, 2, 3))
+
+    torch.jit.save(torch.jit.script(MeanAbs()), str(tmp_path / "lpips.pt"))
+    (tmp_path / "text.pt").write_text("not a network")
+    out = tmp_path / "run"
+    base = ["train-mpi", "--data", str(dataset), "--preset", "tiny"]
+    assert main([*base, "--out", str(tmp_path / "bad"), "--lpips", str(tmp_path / "text.pt")]) == 2
+    assert "not a TorchScript file" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert main([*base, "--out", str(out), "--lpips", str(tmp_path / "lpips.pt")]) == 0
+    log = rows(out)
+    assert all(float(r["lpips"]) > 0 and float(r["disparity"]) >= 0 for r in log)

@@ -100,6 +100,11 @@ def test_track_a_real_photo(tmp_path, capsys, head, emb):
     # the matted background is white, the face is not
     img = ref.image
     assert img[:, :4, :4].min() > 0.95 and img[:, 24:40, 24:40].mean() < 0.9
+    # IM-Portrait's static background: the person inpainted away, the backdrop continued where the face was
+    plate = torch.from_numpy(np.asarray(Image.open(out / "background.png").convert("RGB")) / 255.0).permute(2, 0, 1)
+    assert plate.shape == (3, 64, 64)
+    warmth = lambda x: float((x[0] - x[2]).mean())                                 # noqa: E731 - skin is red
+    assert warmth(img[:, 24:40, 24:40]) > 0.1 and warmth(plate[:, 24:40, 24:40]) < 0.5 * warmth(img[:, 24:40, 24:40])
 
 
 def rgb(photo=PHOTO) -> Image.Image:

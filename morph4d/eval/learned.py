@@ -4,9 +4,8 @@ Each runs only when the user passes the network's file; nothing is downloaded an
 in under its name. Every file is a TorchScript module (``torch.jit.load``, no pickled code) and is checked
 on load by what the metric needs from it; a file that is not the expected network is refused with the reason.
 
-* **LPIPS** (Zhang et al. 2018; MVP4D Tables 4/7, IM-Portrait Table 1): a TorchScript LPIPS, e.g.
-  ``torch.jit.trace(lpips.LPIPS(net="alex"), (x, x))`` saved on a machine that has the backbone: two
-  ``(B, 3, H, W)`` images in [-1, 1] -> ``B`` distances. Checked: 0 for identical images, > 0 for different ones.
+* **LPIPS** (Zhang et al. 2018; MVP4D Tables 4/7, IM-Portrait Table 1): ``models.lpips.LPIPS`` (the file's
+  convention and checks there; training losses load it the same way).
 * **FID** (Heusel et al. 2017; IM-Portrait): the Fréchet distance between Gaussians fitted to Inception-v3
   pool features of the two image sets. The network: StyleGAN2-ADA's TorchScript ``inception-2015-12-05.pt``
   (the TF-Inception port), called as ``net(uint8 images (B, 3, H, W), return_features=True)`` -> (B, 2048).
@@ -21,56 +20,15 @@ are reported per run, not per view or frame, and need many samples to mean much 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import scipy.linalg
 import torch
 import torch.nn.functional as F
 
 from morph4d.errors import Morph4DError
+from morph4d.models.lpips import LPIPS, load_torchscript, refuse
 
 FID_DIM, FVD_DIM = 2048, 400
-
-
-def load_torchscript(path, what: str, expected: str) -> torch.jit.ScriptModule:
-    """``path`` as a TorchScript module for metric ``what``, or a clear error (missing / not TorchScript)."""
-    p = Path(path)
-    if not p.is_file():
-        raise Morph4DError(f"{what} network not found at {p}: expected {expected} (nothing is downloaded)")
-    try:
-        net = torch.jit.load(str(p), map_location="cpu").eval()
-    except Exception as e:  # noqa: BLE001 - any failure to load means "not a TorchScript file"
-        raise Morph4DError(f"{what} network {p} is not a TorchScript file ({type(e).__name__}); expected {expected}")
-    return net
-
-
-def _refuse(what: str, path, expected: str, why: str) -> Morph4DError:
-    return Morph4DError(f"{what} network {path} is not the expected network ({why}); expected {expected}")
-
-
-class LPIPS:
-    EXPECTED = "a TorchScript LPIPS (two (B, 3, H, W) images in [-1, 1] -> B distances)"
-
-    def __init__(self, path):
-        self.net = load_torchscript(path, "LPIPS", self.EXPECTED)
-        g = torch.Generator().manual_seed(0)
-        a, b = torch.rand(2, 3, 64, 64, generator=g), torch.rand(2, 3, 64, 64, generator=g)
-        try:
-            same, diff = self._run(a, a), self._run(a, b)
-        except Exception as e:  # noqa: BLE001 - the file's own code failed on the documented call
-            raise _refuse("LPIPS", path, self.EXPECTED, f"calling it failed: {type(e).__name__}: {e}")
-        if same.shape != (2,) or not (same.abs() < 1e-4).all() or not (diff > 1e-3).all():
-            raise _refuse("LPIPS", path, self.EXPECTED, f"identical images gave {same.tolist()}, different ones "
-                          f"{diff.tolist()}; LPIPS gives 0 and > 0")
-
-    def _run(self, x, y) -> torch.Tensor:
-        with torch.no_grad():
-            return self.net(x * 2 - 1, y * 2 - 1).reshape(len(x), -1).mean(-1)
-
-    def __call__(self, pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-        """Per-image LPIPS of ``(B, 3, H, W)`` images in [0, 1]."""
-        return torch.cat([self._run(pred[i:i + 16], truth[i:i + 16]) for i in range(0, len(pred), 16)])
 
 
 class _Features:
@@ -82,9 +40,9 @@ class _Features:
         try:
             out = self._run(self._dummy())
         except Exception as e:  # noqa: BLE001
-            raise _refuse(self.what, path, self.EXPECTED, f"calling it failed: {type(e).__name__}: {e}")
+            raise refuse(self.what, path, self.EXPECTED, f"calling it failed: {type(e).__name__}: {e}")
         if out.dim() != 2 or out.shape[1] != self.dim:
-            raise _refuse(self.what, path, self.EXPECTED, f"features of shape {tuple(out.shape)}, not (B, {self.dim})")
+            raise refuse(self.what, path, self.EXPECTED, f"features of shape {tuple(out.shape)}, not (B, {self.dim})")
 
     def features(self, x: torch.Tensor, batch: int = 8) -> np.ndarray:
         with torch.no_grad():

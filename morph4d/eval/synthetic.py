@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from morph4d.cameras import VIEW_FOV, VIEW_RADIUS, view_set
+from morph4d.conditioning.projection import project_reference
 from morph4d.data.format import SequenceWriter, mix_seed
 from morph4d.data.heldout import HeldOut, ground_truth, held_out_identity
 from morph4d.data.identity import EVAL_SEEDS
@@ -36,7 +37,7 @@ from morph4d.data.loader import MultiViewWindows, WindowConfig
 from morph4d.data.scene import scene_vertices
 from morph4d.data.synth import SynthConfig, head_crops, synthesize
 from morph4d.errors import Morph4DError
-from morph4d.eval.baselines import fit_avatar, project_reference
+from morph4d.eval.baselines import fit_avatar
 from morph4d.eval.inputs import first_frames, read_run, read_truth
 from morph4d.eval.run import EvalConfig, Tools, evaluate, summarise
 from morph4d.generation.generate import GenerateConfig, MultiViewGenerator, run_generate

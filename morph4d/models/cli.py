@@ -1,4 +1,4 @@
-"""``morph4d model init | pack``: model folders (untrained, from CogVideoX-2B, or packed from training runs)."""
+"""``morph4d model init | pack | pack-portrait``: model folders (untrained, from CogVideoX-2B, or packed from training runs)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,18 @@ def _cmd_model_pack(args) -> None:
     print(f"wrote {out / 'mmvdm'}, {out / 'vae'} and {out / 'provenance.json'}")
 
 
+def _cmd_model_pack_portrait(args) -> None:
+    from morph4d.models.folder import pack_portrait
+    if not os.path.isdir(args.unet):
+        raise Morph4DError(f"{args.unet}: no such weights folder; expected RUN/unet of `morph4d train-mpi`")
+    prov = {"unet": os.path.abspath(args.unet), "note": args.note}
+    cfg = os.path.join(os.path.dirname(os.path.abspath(args.unet)), "config.json")
+    if os.path.isfile(cfg):
+        prov["training_config"] = read_json(cfg)
+    out = pack_portrait(args.unet, args.out, prov)
+    print(f"wrote {out} (IM-Portrait U-Net, bfloat16) and {out / 'provenance.json'}")
+
+
 def register(sub) -> None:
     p = sub.add_parser("model", help="model folders")
     ms = p.add_subparsers(dest="model_command", required=True, metavar="SUBCOMMAND")
@@ -44,6 +56,12 @@ def register(sub) -> None:
     q.add_argument("--out", required=True)
     q.add_argument("--note", default=None, help="free text stored in provenance.json (e.g. the command used)")
     q.set_defaults(func=_cmd_model_pack)
+    q = ms.add_parser("pack-portrait", help="a trained IM-Portrait U-Net (RUN/unet of `morph4d train-mpi`) -> a "
+                      "weights folder in bfloat16 with provenance.json")
+    q.add_argument("unet", help="U-Net weights folder")
+    q.add_argument("--out", required=True)
+    q.add_argument("--note", default=None, help="free text stored in provenance.json (e.g. the command used)")
+    q.set_defaults(func=_cmd_model_pack_portrait)
 
 
 __all__ = ["register"]

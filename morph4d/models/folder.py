@@ -6,6 +6,9 @@ scale ``vae/`` may be absent and the autoencoder comes from the user's local Cog
 embedded default (``DEFAULT_MODEL``) ships inside the package (README "Embedded default";
 ``scripts/train_default.sh`` reproduces it). ``weights_digest`` identifies a folder's weights in every
 run's identity, so outputs of other (e.g. retrained) weights are never reused.
+
+IM-Portrait's U-Net is one weights folder (``config.json`` + ``model.safetensors`` + ``provenance.json``); its
+embedded default is ``DEFAULT_PORTRAIT`` (``scripts/train_portrait_default.sh``, ``pack_portrait``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from morph4d.models.vae import VAE_PRESETS, CausalVideoAutoencoder, CogVideoXAut
 from morph4d.validate import read_json
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "assets" / "default"  # the embedded default
+DEFAULT_PORTRAIT = DEFAULT_MODEL.parent / "portrait"                              # IM-Portrait's
 
 
 def init_models(out: str | Path, mmvdm_preset: str = "small", vae_preset: str = "small", seed: int = 0,
@@ -63,6 +67,17 @@ def pack_models(mmvdm: str | Path, vae: str | Path, out: str | Path, provenance:
     return out
 
 
+def pack_portrait(unet: str | Path, out: str | Path, provenance: dict | None = None) -> Path:
+    """Write IM-Portrait's U-Net from a training run's ``unet/`` to ``out`` in bfloat16 storage (half the bytes;
+    it loads back as float32), plus ``provenance.json``."""
+    from morph4d.models.portrait_unet import PortraitUNet
+    net = PortraitUNet.from_pretrained(unet)                        # read (and checked) before anything is written
+    net.save_pretrained(out, dtype=torch.bfloat16)
+    if provenance is not None:
+        write_json(Path(out) / "provenance.json", provenance)
+    return Path(out)
+
+
 def read_mmvdm_config(path: str | Path | None = None) -> MMVDMConfig:
     """The MMVDM's architecture from ``path/mmvdm/config.json`` (None: the embedded default), weights unread."""
     folder = check_model_folder(DEFAULT_MODEL if path is None else path) / "mmvdm"
@@ -95,4 +110,4 @@ def load_models(path: str | Path | None = None, cogvideox: str | None = None):
     return model, vae
 
 
-__all__ = ["DEFAULT_MODEL", "check_model_folder", "read_mmvdm_config", "init_models", "load_models", "pack_models", "weights_digest"]
+__all__ = ["DEFAULT_MODEL", "DEFAULT_PORTRAIT", "pack_portrait", "check_model_folder", "read_mmvdm_config", "init_models", "load_models", "pack_models", "weights_digest"]

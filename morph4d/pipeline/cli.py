@@ -12,7 +12,7 @@ from morph4d.tracking.cli import add_tracking_args
 def _cmd_demo(args) -> None:
     from morph4d.pipeline.demo import DemoConfig, run_demo
     cfg = DemoConfig(out=args.out, head=args.head, flame_path=args.flame_path, animation=args.animation,
-                     frames=args.frames, resolution=args.res, avatar=not args.no_avatar)
+                     frames=args.frames, resolution=args.res, avatar=not args.no_avatar, portrait=not args.no_portrait)
     paths = run_demo(cfg)
     print("done: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in paths.items()))
 
@@ -27,7 +27,7 @@ def _cmd_portrait(args) -> None:
                          model=args.model, out=args.out, animation=args.animation,
                          frames=args.frames, clip=args.clip, steps=args.steps, side_deg=args.side_deg,
                          baseline=args.baseline, yaw=args.yaw, pitch=args.pitch, seed=args.seed, head=args.head,
-                         flame_path=args.flame_path)
+                         flame_path=args.flame_path, white_background=args.white_background)
     paths = run_portrait(cfg)
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
 
@@ -56,6 +56,8 @@ def register(sub) -> None:
     p.add_argument("--frames", type=int, default=49, help="frames for a built-in animation (default 49)")
     p.add_argument("--res", type=int, default=256, help="video resolution in pixels (default 256)")
     deprecated_alias(p, "--resolution", "--res", "res", type=int)
+    p.add_argument("--no-portrait", action="store_true",
+                   help="skip IM-Portrait's talking videos (photo and synthetic person, ~1 min)")
     p.add_argument("--no-avatar", action="store_true",
                    help="skip the synthetic person -> fitted Gaussian avatar -> re-animated video stage (~1.5 min)")
     add_head_args(p)
@@ -85,7 +87,10 @@ def register(sub) -> None:
     p.add_argument("--drive", default=None, help="a driving video: tracked, its performance drives the portrait "
                    "(instead of --animation)")
     add_tracking_args(p)
-    p.add_argument("--model", required=True, help="IM-Portrait U-Net folder (morph4d train-mpi's RUN/unet)")
+    p.add_argument("--model", default=None, help="IM-Portrait U-Net folder (morph4d train-mpi's RUN/unet); default: "
+                   "the embedded default (scripts/train_portrait_default.sh)")
+    p.add_argument("--white-background", action="store_true",
+                   help="composite over white instead of the photo's own inpainted backdrop")
     p.add_argument("--out", required=True, help="run folder; a killed run resumes there")
     p.add_argument("--animation", default="talk", help=animation_help())
     p.add_argument("--frames", type=int, default=32, help="frames of a built-in animation (default 32)")

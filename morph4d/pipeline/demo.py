@@ -1,7 +1,9 @@
 """The demo job (`make demo`): the head model, animated, rendered from an orbit of cameras -> MP4 + contact
 sheet; the MVP4D conditioning maps of the same animation as channel grids; and MVP4D end to end on the
 embedded default: a held-out synthetic person's portrait -> multi-view videos -> fitted 4D Gaussian avatar
--> orbit and re-animated MP4s, a 3DGS .ply and the WebGL viewer (``morph4d.pipeline.avatar``).
+-> orbit and re-animated MP4s, a 3DGS .ply and the WebGL viewer (``morph4d.pipeline.avatar``), on a real photograph
+and on a held-out synthetic person; and IM-Portrait on the same two portraits with its embedded default
+(``morph4d.pipeline.portrait``): the talking video as MPIs, its +-5 degree side views, a stereo pair and depth.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from morph4d.heads import load_head_model
 from morph4d.heads.animation import get_animation
 from morph4d.io import write_json
 from morph4d.mesh.shade import preview_colors, shade_mesh
-from morph4d.models.folder import weights_digest
+from morph4d.models.folder import DEFAULT_PORTRAIT, weights_digest
 from morph4d.pipeline.avatar import RUN_VERSION, AvatarConfig, run_avatar
+from morph4d.pipeline.portrait import PortraitConfig, run_portrait
 from morph4d.threads import thread_counts
 from morph4d.validate import read_json
 from morph4d.video import grid, write_mp4, write_png
@@ -54,6 +57,10 @@ class DemoConfig:
     avatar_model: str | None = None         # model folder (None: the embedded default)
     avatar_key_steps: int | None = None     # DDIM steps (None: the small plan's)
     avatar_other_steps: int | None = None
+    portrait: bool = True                   # IM-Portrait's talking videos (photo + held-out person)
+    portrait_model: str | None = None       # U-Net folder (None: the embedded default, models.folder)
+    portrait_frames: int = 32               # two clips of 16: the second continues the first (clip chaining)
+    portrait_steps: int = 20                # DDIM steps per clip
 
     def check(self) -> None:
         for name in ("frames", "resolution", "sheet_views", "sheet_frames", "sheet_resolution"):
@@ -125,6 +132,13 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
         paths.update(avatar_video=Path(avatar["video"]), avatar_reanimated=Path(avatar["reanimated"]),
                      avatar_viewer=Path(avatar["viewer"]), generated=Path(avatar["generated"]).parent / "grid.mp4")
         seconds["avatar"] = time.perf_counter() - start - sum(seconds.values())   # its stages: avatar/timings.json
+    # 6. IM-Portrait (the second system) on both portraits: talking video, +-5 degree side views, stereo pair
+    if cfg.portrait and cfg.head == "builtin":
+        for name, reference in (("photo", str(PORTRAIT)), ("synthetic", _synthetic_reference(cfg, out))):
+            paths.update({f"portrait_{name}_{k}": Path(v) for k, v in _portrait_stage(cfg, reference,
+                                                                                       out / f"portrait_{name}",
+                                                                                       log).items()})
+        seconds["portrait"] = time.perf_counter() - start - sum(seconds.values())
     total = time.perf_counter() - start
     write_json(paths["config"], {"demo": asdict(cfg), "head_model": model.describe(), "seconds": round(total, 2),
                                  "stage_seconds": {k: round(v, 2) for k, v in seconds.items()},
@@ -160,6 +174,30 @@ def _photo_stage(cfg: DemoConfig, out: Path, log) -> dict:
     _fresh(cfg, out / "photo", log)
     log(f"real portrait: {PORTRAIT} (NASA, public domain; source in assets/portraits/SOURCE.md)")
     return _run(cfg, str(PORTRAIT), out / "photo", log)
+
+
+def _synthetic_reference(cfg: DemoConfig, out: Path) -> str:
+    """The held-out synthetic person's portrait (seed 900000) as a tracked reference at the embedded defaults'
+    64 px (written once; the avatar stage makes the same one)."""
+    path = out / "portrait_synthetic_reference.npz"
+    if not path.is_file():
+        head = load_head_model("builtin")
+        h = held_out_identity(head, 0, PRESETS["small"].total_frames, cfg.avatar_resolution, VIEW_RADIUS, VIEW_FOV)
+        held_out_reference(h, head.name).save(path)
+    return str(path)
+
+
+def _portrait_stage(cfg: DemoConfig, reference: str, folder: Path, log) -> dict:
+    """``morph4d portrait REFERENCE`` with the IM-Portrait default; a previous run of other weights is deleted."""
+    model = Path(cfg.portrait_model) if cfg.portrait_model else DEFAULT_PORTRAIT
+    previous = folder / "run.json"
+    if previous.is_file() and read_json(previous).get("weights") != weights_digest(model):
+        log(f"IM-Portrait's weights changed since the last demo in {folder}: starting afresh")
+        shutil.rmtree(folder)
+    log(f"IM-Portrait: {reference} -> {folder}")
+    return run_portrait(PortraitConfig(reference=reference, out=str(folder), model=str(model),
+                                       animation=cfg.animation, frames=cfg.portrait_frames,
+                                       steps=cfg.portrait_steps), log=log)
 
 
 def _avatar_stage(cfg: DemoConfig, out: Path, log) -> dict:

@@ -14,7 +14,10 @@ into ``drive/``) -> a talking-head video as MPIs -> the frontal video, +-``side_
   supplement's long-video chaining). Each clip's network outputs are written atomically to
   ``clips/NNN.safetensors``; a killed run resumes after its last finished clip, and a run folder made with
   other inputs or weights is refused (``run.json``).
-* Not yet (issue 18): the static inpainted background (our frames are over white).
+* **Background**: a photo's own backdrop, static: ``track/background.png`` (the crop with the person inpainted
+  away, ``tracking.portrait.background_plate``) is one more opaque plane behind the MPI (``mpi.with_background``),
+  so the frontal video shows it exactly and side views with a wall's parallax. A tracked ``--reference`` .npz
+  (matted, no backdrop) and ``--white-background`` give white, the training data's background.
 """
 
 from __future__ import annotations
@@ -35,19 +38,19 @@ from morph4d.generation.reference import canonicalize, load_reference
 from morph4d.heads import load_head_model
 from morph4d.heads.animation import get_animation
 from morph4d.io import atomic_path, write_json
-from morph4d.models.folder import weights_digest
+from morph4d.models.folder import DEFAULT_PORTRAIT, weights_digest
 from morph4d.models.portrait_unet import PortraitUNet
-from morph4d.portrait.mpi import head_distance, orbit_about, plane_depths, render_mpi, stereo_cameras
+from morph4d.portrait.mpi import head_distance, orbit_about, plane_depths, render_mpi, stereo_cameras, with_background
 from morph4d.portrait.objective import frame_mpi
 from morph4d.portrait.sample import sample_video
-from morph4d.video import grid, write_mp4, write_png
+from morph4d.video import grid, read_png, write_mp4, write_png
 
 
 @dataclass(frozen=True)
 class PortraitConfig:
     reference: str
-    model: str
     out: str
+    model: str | None = None      # None: the embedded default (models.folder.DEFAULT_PORTRAIT)
     animation: str = "talk"
     frames: int = 32              # frames of a built-in animation (a file keeps its own)
     clip: int = 16                # frames per clip (the paper: 32)
@@ -61,6 +64,7 @@ class PortraitConfig:
     flame_path: str | None = None
     drive: str | None = None      # a driving video: tracked (morph4d track), its performance replaces --animation
     embedding: str | None = None  # landmark embedding for tracking (FLAME needs one)
+    white_background: bool = False  # a photo's inpainted backdrop (module doc) replaced by white
 
     def check(self) -> None:
         if self.clip < 1 or self.steps < 1 or self.frames < 1:
@@ -75,7 +79,11 @@ def run_portrait(cfg: PortraitConfig, log=print) -> dict:
     """The whole command (module doc); returns the output paths. Inputs are read and checked first."""
     from safetensors.torch import load_file, save_file
     cfg.check()
-    net = PortraitUNet.from_pretrained(cfg.model).eval()
+    model_dir = Path(cfg.model) if cfg.model is not None else DEFAULT_PORTRAIT
+    if not (model_dir / "config.json").is_file():
+        raise Morph4DError(f"{model_dir} is not an IM-Portrait weights folder (no config.json); expected RUN/unet of "
+                           f"`morph4d train-mpi` or a folder written by `morph4d model pack-portrait`")
+    net = PortraitUNet.from_pretrained(model_dir).eval()
     S = net.config.sample_size
     head = load_head_model(cfg.head, flame_path=cfg.flame_path)
     out = Path(cfg.out)
@@ -85,7 +93,7 @@ def run_portrait(cfg: PortraitConfig, log=print) -> dict:
         raise Morph4DError(f"--drive {cfg.drive}: expected a video file (MP4, MOV, MKV, WebM, AVI, ...)")
     if not Path(cfg.reference).is_file():
         raise Morph4DError(f"{cfg.reference} does not exist; expected a portrait photo or a tracked reference .npz")
-    identity = {"config": {k: v for k, v in asdict(cfg).items() if k != "out"}, "weights": weights_digest(cfg.model),
+    identity = {"config": {k: v for k, v in asdict(cfg).items() if k != "out"}, "weights": weights_digest(model_dir),
                 "reference": hashlib.sha256(Path(cfg.reference).read_bytes()).hexdigest()}
     run_file = out / "run.json"
     if run_file.is_file() and json.loads(run_file.read_text()) != json.loads(json.dumps(identity)):
@@ -103,7 +111,7 @@ def run_portrait(cfg: PortraitConfig, log=print) -> dict:
     ref = canonicalize(load_reference(reference_path, head), head)
     if ref.image.shape[-2:] != (S, S):
         raise Morph4DError(f"the reference is {ref.image.shape[-1]}x{ref.image.shape[-2]} px but the model "
-                           f"{cfg.model} takes {S}x{S}: give the photo itself (tracked at {S} px), or re-track it with "
+                           f"{model_dir} takes {S}x{S}: give the photo itself (tracked at {S} px), or re-track it with "
                            f"`morph4d track PHOTO --res {S}`")
     anim = get_animation(animation, head, cfg.frames)
     params = anim.params.replace(shape=ref.params.shape.clone())
@@ -116,6 +124,10 @@ def run_portrait(cfg: PortraitConfig, log=print) -> dict:
         maps = uv.maps(params, camera)                                               # (F, 3, S, S)
         reference = torch.cat([ref.image * 2 - 1, uv.maps(_one_frame(ref.params), ref.camera)[0]])
     depths = plane_depths(head_distance(camera, joint), net.config.planes).float()
+    plate = out / "track" / "background.png"
+    plate = read_png(plate).permute(2, 0, 1) if plate.is_file() and not cfg.white_background else None
+    if plate is not None and tuple(plate.shape[-2:]) != (S, S):
+        raise Morph4DError(f"{out / 'track' / 'background.png'} is not {S}x{S} px; remove {out / 'track'} to re-track")
     write_json(run_file, identity)
     clips = out / "clips"
 
@@ -129,22 +141,23 @@ def run_portrait(cfg: PortraitConfig, log=print) -> dict:
         log(f"[portrait] clip {c + 1}/{-(-F // cfg.clip)}")
     outputs = sample_video(net, Diffusion(DiffusionConfig(snr_shift_scale=1.0)), maps, reference, depths, camera,
                            cfg.clip, cfg.steps, cfg.seed, load=load, save=save)
-    return _write_videos(out, outputs, depths, camera, joint, cfg, anim.fps)
+    return _write_videos(out, outputs, depths, camera, joint, cfg, anim.fps, plate)
 
 
 def _write_videos(out: Path, outputs: list[dict], depths, camera: Cameras, joint, cfg: PortraitConfig,
-                  fps: float) -> dict:
+                  fps: float, plate: torch.Tensor | None) -> dict:
     sides = Cameras.cat([orbit_about(camera, joint, -cfg.side_deg), orbit_about(camera, joint, cfg.side_deg)])
     pair = stereo_cameras(camera, cfg.baseline)
     frontal, left, right, sbs, depth = [], [], [], [], []
     near, far = float(depths[0]), float(depths[-1])
     for clip in outputs:
         for f in range(clip["alpha"].shape[0]):
-            mpi = frame_mpi({k: v[None] for k, v in clip.items()}, 0, f, depths, camera)
-            fr = render_mpi(mpi, camera)
+            head_only = frame_mpi({k: v[None] for k, v in clip.items()}, 0, f, depths, camera)
+            fr = render_mpi(head_only, camera)                      # the depth video: the head's MPI alone
+            mpi = with_background(head_only, plate) if plate is not None else head_only
             sd = render_mpi(mpi, sides).rgb
             st = render_mpi(mpi, pair).rgb
-            frontal.append(fr.rgb[0])
+            frontal.append(render_mpi(mpi, camera).rgb[0] if plate is not None else fr.rgb[0])
             left.append(sd[0])
             right.append(sd[1])
             sbs.append(torch.cat([st[0], st[1]], -1))

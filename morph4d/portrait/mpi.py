@@ -43,6 +43,7 @@ from morph4d.errors import Morph4DError
 
 NEAR_OFFSET = -0.15   # metres from r (supplement, "Rendering Details")
 FAR_OFFSET = 0.05
+BACKGROUND_BEHIND = 0.5  # metres behind the far plane: the static background's plane (``with_background``, ours)
 PLANES = 32           # ours: the renderer's benchmark size; the network's configs choose their own count
 STOP_T = 1e-4         # the fast path stops a pixel's front-to-back walk below this transmittance
 
@@ -281,6 +282,18 @@ def _render_kernel(color, alpha, Hinv, Kinv, n_dst, d_dst, out, stop_t):   # pra
             out[n, 5, y, x] = wd
 
 
+def with_background(mpi: MPI, plate: torch.Tensor, behind: float = BACKGROUND_BEHIND) -> MPI:
+    """``mpi`` with the static background ``plate`` (3, H, W) as one more, opaque plane ``behind`` metres behind its
+    far plane (ours: IM-Portrait composites its talking heads over a static inpainted background and does not say
+    how side views see it; a far plane gives it the parallax of a wall behind the person)."""
+    H, W = mpi.camera.height, mpi.camera.width
+    if tuple(plate.shape) != (3, H, W):
+        raise Morph4DError(f"a background plate for a {W}x{H} MPI is (3, {H}, {W}), got {tuple(plate.shape)}")
+    far = mpi.depths[-1:] + behind
+    return MPI(torch.cat([mpi.color, plate.to(mpi.color)[None]]), torch.cat([mpi.alpha, torch.ones_like(
+        mpi.alpha[:1])]), torch.cat([mpi.depths, far.to(mpi.depths)]), mpi.camera)
+
+
 def orbit_about(camera: Cameras, centre: torch.Tensor, yaw_deg: float, pitch_deg: float = 0.0) -> Cameras:
     """``camera`` (one) orbited about the world point ``centre`` (the head joint), still looking at it the same
     way: ``yaw_deg`` about the camera's vertical axis (positive: the camera moves to its right, +x),
@@ -311,6 +324,6 @@ def stereo_cameras(camera: Cameras, baseline: float = 0.064) -> Cameras:
                    camera.width, camera.height)
 
 
-__all__ = ["NEAR_OFFSET", "FAR_OFFSET", "PLANES", "plane_depths", "head_distance", "transmittance",
+__all__ = ["NEAR_OFFSET", "FAR_OFFSET", "BACKGROUND_BEHIND", "with_background", "PLANES", "plane_depths", "head_distance", "transmittance",
            "plane_colors", "MPI", "Rendered", "relative_pose", "homographies", "render_mpi", "orbit_about",
            "stereo_cameras"]

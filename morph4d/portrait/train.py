@@ -14,13 +14,27 @@ trains on one of the two losses of ``objective``:
 
 Stages: ``bootstrap_steps`` of the colour branch with L_mpi, then ``geometry_steps`` of the geometry branch with
 L_mpi / L_side drawn 0.8 / 0.2 (``objective.trainable``, ``choose_loss``). Condition dropout as the supplement.
-The network predicts the MPI; no noise target is needed (the losses are taken after rendering). Ours, where the
-paper is silent: timesteps uniform; AdamW; pseudo ground truth (the reference view with the target expression)
-is not used, since our data has the real views.
+The network predicts the MPI; no noise target is needed (the losses are taken after rendering).
+
+**Pseudo ground truth** (IM-Portrait supplement, "Reference-Target Alternating Training" and Fig. E): on monocular
+video the MPI camera of L_side has no real frames, so the paper feeds the network a pseudo ground truth there
+(the reference view with the target expression, from a 2D animation model, blurry) and only at large noise
+levels, where the global structure is all the network can read from its input. We do the same (``pseudo_gt``, on
+by default, so training sees what monocular data gives): L_side's noisy input is the reference portrait projected
+through the head mesh into the MPI camera with the target frames' expression and pose
+(``conditioning.projection.project_reference``: blurry, holes filled with the mean colour, hair missing), and its
+timestep is drawn from the top ``1 - pseudo_min_noise`` of the schedule. ``pseudo_gt=False`` uses the exact side
+view our multi-view data has instead (at every noise level): the check of what the pseudo ground truth costs.
+
+Terms (``objective.render_losses``): the disparity term's target is the head model's rasterized disparity in the
+target camera (the 3DMM as depth prior, ours); LPIPS (weight 0.1) when ``lpips`` names a user's TorchScript LPIPS
+(``models.lpips``; none ships offline, so the default trains without it and says so in its config). Ours, where
+the paper is silent: timesteps uniform (L_mpi); AdamW.
 
 Every item and random draw of step k derives from (seed, k), so a killed run resumes from its last checkpoint
 (``checkpoint.pt``, atomic, every ``checkpoint_every`` steps) to the same weights; ``log.csv`` keeps one row per
-step; ``unet/`` (config.json + model.safetensors) is written at the end.
+step; ``unet/`` (config.json + model.safetensors: the weights' EMA, ours as in ``morph4d train``) is written at
+the end.
 """
 
 from __future__ import annotations
@@ -33,19 +47,22 @@ from pathlib import Path
 import torch
 
 from morph4d.cameras import Cameras, centre_angles
+from morph4d.conditioning.projection import project_reference
 from morph4d.conditioning.uvmaps import UVConditioner
 from morph4d.data.format import mix_seed, select_frames
 from morph4d.data.loader import MultiViewWindows, WindowConfig
 from morph4d.diffusion.schedule import Diffusion, DiffusionConfig
 from morph4d.errors import Morph4DError
 from morph4d.io import write_json
+from morph4d.mesh.raster import interpolate, rasterize
+from morph4d.models.lpips import LPIPS
 from morph4d.models.portrait_unet import PortraitUNet, PortraitUNetConfig
 from morph4d.portrait.mpi import head_distance, plane_depths
 from morph4d.portrait.objective import choose_loss, drop_conditions, render_losses, trainable
-from morph4d.training.train import CsvLog, save_checkpoint
+from morph4d.training.train import CsvLog, save_checkpoint, update_ema
 
 CHECKPOINT = "checkpoint.pt"
-LOG_FIELDS = ("step", "stage", "loss_kind", "total", "image", "mask", "smooth", "seconds")
+LOG_FIELDS = ("step", "stage", "loss_kind", "total", "image", "mask", "smooth", "disparity", "lpips", "seconds")
 
 
 @dataclass(frozen=True)
@@ -61,12 +78,20 @@ class PortraitTrainConfig:
     max_side_deg: float = 25.0       # L_side only from a view this close to the target view
     checkpoint_every: int = 50
     seed: int = 0
+    pseudo_gt: bool = True           # L_side's input: the reference projection (module doc), at large noise only
+    pseudo_min_noise: float = 0.6    # ... timesteps from this fraction of the schedule up
+    lpips: str | None = None         # a user's TorchScript LPIPS file (models.lpips); None: no LPIPS term
+    ema_decay: float = 0.999         # unet/ holds the EMA of the weights (training.train.update_ema); 0: raw weights
 
     def __post_init__(self):
         if self.batch_size < 1 or self.bootstrap_steps < 0 or self.geometry_steps < 0 or self.checkpoint_every < 1:
             raise Morph4DError(f"invalid train-mpi config: {self}")
         if self.views < 1 or self.lr <= 0:
             raise Morph4DError(f"views must be >= 1 and lr > 0, got {self.views}, {self.lr}")
+        if not 0 <= self.ema_decay < 1:
+            raise Morph4DError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0 <= self.pseudo_min_noise < 1:
+            raise Morph4DError(f"pseudo_min_noise is a fraction of the schedule in [0, 1), got {self.pseudo_min_noise}")
         PortraitUNetConfig.preset(self.unet)          # an unknown preset is refused here
 
     @property
@@ -79,7 +104,7 @@ class PortraitTrainConfig:
 
 TRAIN_PRESETS = {
     "tiny": PortraitTrainConfig(unet="tiny", frames=5, views=2, batch_size=1, bootstrap_steps=2, geometry_steps=2,
-                                checkpoint_every=1),
+                                checkpoint_every=1, ema_decay=0.5),
     "small": PortraitTrainConfig(),
 }
 
@@ -97,8 +122,8 @@ def _camera(item: dict, v: int, size: int) -> Cameras:
 class Batches:
     """Step k's batch from (seed, k): items, loss kind and the MPI / target views, built into network inputs."""
 
-    def __init__(self, cfg: PortraitTrainConfig, size: int, planes: int):
-        self.cfg, self.size, self.planes = cfg, size, planes
+    def __init__(self, cfg: PortraitTrainConfig, size: int, planes: int, timesteps: int):
+        self.cfg, self.size, self.planes, self.timesteps = cfg, size, planes, timesteps
         self.windows = MultiViewWindows(list(cfg.data), WindowConfig(views=cfg.views, frames=cfg.frames,
                                                                      resolution=size, seed=cfg.seed,
                                                                      conditioning=False,
@@ -111,7 +136,8 @@ class Batches:
         cfg, S = self.cfg, self.size
         g = torch.Generator().manual_seed(mix_seed("train-mpi", cfg.seed, step))
         kind = "mpi" if stage == "bootstrap" else choose_loss(g)
-        rows = {k: [] for k in ("frames", "reference", "target", "matte", "depths", "mpi_cams", "target_cams")}
+        rows = {k: [] for k in ("frames", "reference", "target", "matte", "disparity", "depths", "mpi_cams",
+                                "target_cams")}
         sides = 0
         self.windows.set_epoch(step)            # each step its own windows (views, frames, reference) of a sequence
         for _ in range(cfg.batch_size):
@@ -127,7 +153,14 @@ class Batches:
                                   S, S)
                 ref_map = self.uv.maps(ref_params, ref_cam)[0]
                 joint = self.model.joints(select_frames(params, [0])).reshape(-1, 3)[0]
-            video = item["images"][m] * 2 - 1                                            # (F, 3, S, S) in [-1, 1]
+                verts = self.model(params)                                               # (F, N, 3)
+                rows["disparity"].append(head_disparity(verts, self.model.faces, cam_t))
+                if m != 0 and cfg.pseudo_gt:                                             # L_side: pseudo GT
+                    both = torch.cat([self.model(ref_params), verts])
+                    video = project_reference(both, self.model.faces, ref_cam, item["reference"], cam_m)[0, 1:]
+                else:
+                    video = item["images"][m]
+            video = video * 2 - 1                                                        # (F, 3, S, S) in [-1, 1]
             first = video[:1].expand_as(video)
             flag = torch.ones_like(video[:, :1])
             rows["frames"].append(torch.cat([video, first, flag, uv], 1))
@@ -140,6 +173,8 @@ class Batches:
         out = {k: torch.stack(v) if k not in ("mpi_cams", "target_cams") else v for k, v in rows.items()}
         out["kind"] = "side" if sides else "mpi"
         out["generator"] = g
+        # the pseudo ground truth's large noise levels apply to the whole batch of an L_side step
+        out["t_min"] = int(cfg.pseudo_min_noise * self.timesteps) if sides and cfg.pseudo_gt else 0
         return out
 
     def _mpi_view(self, item: dict, kind: str, g: torch.Generator) -> int:
@@ -153,18 +188,29 @@ class Batches:
         return close[int(torch.randint(len(close), (), generator=g))] if close else 0
 
 
-def training_step(net: PortraitUNet, diffusion: Diffusion, batch: dict) -> dict:
-    """One loss evaluation (module doc) on ``batch`` (``Batches``): the weighted terms, "total" with a graph."""
+def head_disparity(verts: torch.Tensor, faces: torch.Tensor, camera: Cameras) -> torch.Tensor:
+    """The head mesh ``verts`` (F, N, 3) rasterized into ``camera`` (one): disparity 1 / z (F, 1, H, W), 0 off it."""
+    cams = Cameras.cat([camera] * verts.shape[0])
+    r = rasterize(verts, faces, cams)
+    z = interpolate(torch.einsum("fnj,fij->fni", verts, cams.R) + cams.t[:, None], faces, r)[..., 2]
+    return torch.where(r.mask, 1 / z.clamp(min=1e-6), torch.zeros_like(z))[:, None].float()
+
+
+def training_step(net: PortraitUNet, diffusion: Diffusion, batch: dict, lpips=None) -> dict:
+    """One loss evaluation (module doc) on ``batch`` (``Batches``): the weighted terms, "total" with a graph.
+    ``lpips``: a ``models.lpips.LPIPS`` or None."""
     g = batch["generator"]
     x0 = batch["frames"][:, :, :3]
-    t = torch.randint(diffusion.cfg.num_train_timesteps, (x0.shape[0],), generator=g)
+    T, t_min = diffusion.cfg.num_train_timesteps, batch["t_min"]
+    t = t_min + torch.randint(T - t_min, (x0.shape[0],), generator=g)
     noise = torch.randn(x0.shape, generator=g)
     frames = batch["frames"].clone()
     frames[:, :, :3] = diffusion.add_noise(x0, noise, t)
     frames, reference, _, _ = drop_conditions(frames, batch["reference"], g)
     out = net(frames, t, reference)
     return render_losses(out, batch["target"], batch["matte"], batch["depths"], batch["mpi_cams"],
-                         batch["target_cams"])
+                         batch["target_cams"], target_disparity=batch["disparity"],
+                         lpips=lpips.loss if lpips is not None else None)
 
 
 def train_portrait(cfg: PortraitTrainConfig, out_dir, stop_after: int | None = None, log=print) -> Path:
@@ -174,7 +220,9 @@ def train_portrait(cfg: PortraitTrainConfig, out_dir, stop_after: int | None = N
         raise Morph4DError("train-mpi needs at least one dataset: --data DIR")
     out = Path(out_dir)
     unet_cfg = PortraitUNetConfig.preset(cfg.unet)
-    batches = Batches(cfg, unet_cfg.sample_size, unet_cfg.planes)                # reads the datasets: bad ones refused
+    diffusion = Diffusion(DiffusionConfig(snr_shift_scale=1.0))
+    batches = Batches(cfg, unet_cfg.sample_size, unet_cfg.planes, diffusion.cfg.num_train_timesteps)
+    lpips = LPIPS(cfg.lpips) if cfg.lpips else None                              # a wrong file is refused here
     text = json.dumps(cfg.to_json(), sort_keys=True)
     state = None
     if (out / CHECKPOINT).is_file():
@@ -183,11 +231,11 @@ def train_portrait(cfg: PortraitTrainConfig, out_dir, stop_after: int | None = N
             raise Morph4DError(f"{out / CHECKPOINT} was written by another train-mpi config; use a new --out folder "
                                f"or the same arguments (its config: {state.get('config')})")
     net = PortraitUNet(unet_cfg, generator=torch.Generator().manual_seed(cfg.seed))
-    diffusion = Diffusion(DiffusionConfig(snr_shift_scale=1.0))
     step = 0
+    ema = {k: v.detach().clone() for k, v in net.state_dict().items()}
     if state is not None:
         net.load_state_dict(state["model"])
-        step = state["step"]
+        ema, step = state["ema"], state["step"]
     write_json(out / "config.json", {"train": cfg.to_json(), "unet": asdict(unet_cfg)})
     stage = "bootstrap" if step < cfg.bootstrap_steps else "geometry"
     opt = torch.optim.AdamW(trainable(net, stage), lr=cfg.lr)
@@ -200,21 +248,24 @@ def train_portrait(cfg: PortraitTrainConfig, out_dir, stop_after: int | None = N
             opt = torch.optim.AdamW(trainable(net, stage), lr=cfg.lr)
         t0 = time.perf_counter()
         batch = batches(step, stage)
-        terms = training_step(net, diffusion, batch)
+        terms = training_step(net, diffusion, batch, lpips)
         opt.zero_grad(set_to_none=True)
         terms["total"].backward()
         opt.step()
+        update_ema(ema, net, cfg.ema_decay)
         step += 1
         logfile.write({"step": step, "stage": stage, "loss_kind": batch["kind"],
-                       **{k: f"{float(terms[k].detach()):.6g}" for k in ("total", "image", "mask", "smooth")},
+                       **{k: f"{float(terms[k].detach()):.6g}" if k in terms else ""
+                          for k in ("total", "image", "mask", "smooth", "disparity", "lpips")},
                        "seconds": f"{time.perf_counter() - t0:.3f}"})
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             save_checkpoint(out / CHECKPOINT, {"config": text, "step": step, "stage": stage, "model": net.state_dict(),
-                                     "optimizer": opt.state_dict()})
+                                               "ema": ema, "optimizer": opt.state_dict()})
             log(f"[train-mpi] step {step}/{cfg.steps} ({stage}, {batch['kind']}): loss "
                 f"{float(terms['total'].detach()):.4f}")
         if stop_after is not None and step >= stop_after:
             return out
+    net.load_state_dict(ema)
     net.save_pretrained(out / "unet")
     return out
 

@@ -3,7 +3,8 @@
 Outputs in ``OUT`` (written only after the input was read and tracked; each file atomically):
 
     photo:  reference.npz (generation/reference.py format, ready for ``generate`` / ``avatar``), reference.png
-            (the matted crop), overlay.png (input crop | fitted mesh + landmarks | matted reference), track.json
+            (the matted crop), background.png (the crop with the person inpainted away: IM-Portrait's static
+            background), overlay.png (input crop | fitted mesh + landmarks | matted reference), track.json
     video:  animation.npz (heads/animation.py format, FLAME key names on load; drives ``render`` / ``view`` /
             ``avatar --animation``), overlay.mp4, track.json
 
@@ -108,6 +109,7 @@ def run_track(cfg: TrackConfig, log=print) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     tracked.reference.save(out / "reference.npz")
     write_png(out / "reference.png", tracked.reference.image.permute(1, 2, 0))
+    write_png(out / "background.png", tracked.background.permute(1, 2, 0))
     write_png(out / "overlay.png", panel)
     info.update(kind="photo", faces=tracked.faces, focal_px=tracked.track.focal, size=[W, H],
                 reduced_by=round(reduced, 3), crop_box=[round(float(v), 2) for v in tracked.box],

@@ -1,0 +1,58 @@
+"""The reference portrait projected through a head mesh into other cameras and frames: the reference
+projection (a texture copied from one photo onto a moving surface).
+
+Used by the evaluation's reference-projection baseline (``eval.baselines``, ``eval.synthetic``) and by
+IM-Portrait's training, where it is the pseudo ground truth of L_side (``portrait.train``): the reference view
+with the target expression, blurry where the mesh is coarse, which the paper only uses at large noise levels.
+Surface points the reference camera does not see (a depth test against the reference's own render) get the mean
+colour of those it sees; the background is white.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from morph4d.cameras import Cameras
+from morph4d.mesh.raster import interpolate, rasterize
+
+
+def project_reference(verts: torch.Tensor, faces: torch.Tensor, ref: Cameras, ref_image: torch.Tensor,
+                      cameras: Cameras, supersample: int = 2) -> torch.Tensor:
+    """Reference projection of ``ref_image`` (3, h, w) seen by ``ref`` (one camera) onto the mesh ``verts``
+    (F, N, 3) / ``faces``, rendered at ``cameras``: (V, F, 3, H, W), at ``supersample`` x and area-averaged."""
+    frames = verts.shape[0]
+    s, H, W = supersample, cameras.height, cameras.width
+    # depth of what the reference camera sees at frame 0
+    big_ref = ref.resized(ref.width * s, ref.height * s)
+    r0 = rasterize(verts[0], faces, big_ref)
+    cam_pts0 = verts[0] @ ref.R[0].T + ref.t[0]                             # (N, 3) reference camera frame
+    ref_depth = interpolate(cam_pts0[:, 2:], faces, r0)[0, ..., 0]         # (sH, sW)
+    ref_depth = torch.where(r0.mask[0], ref_depth, torch.full_like(ref_depth, float("inf")))
+    big = cameras.resized(W * s, H * s)
+    out = torch.empty(len(cameras), frames, 3, H, W)
+    visible_colors = []
+    results = []
+    with torch.no_grad():
+        for f in range(frames):
+            r = rasterize(verts[f], faces, big)                             # (V, sH, sW)
+            p0 = interpolate(cam_pts0, faces, r)                            # (V, sH, sW, 3): the point at frame 0
+            uv = ref.K[0] @ p0.reshape(-1, 3).T                             # project into the reference camera
+            u, v, z = uv[0] / uv[2].clamp(min=1e-6), uv[1] / uv[2].clamp(min=1e-6), p0.reshape(-1, 3)[:, 2]
+            grid = torch.stack([2 * u / ref.width - 1, 2 * v / ref.height - 1], -1).view(1, 1, -1, 2)
+            color = F.grid_sample(ref_image[None], grid, mode="bilinear", align_corners=False)[0, :, 0].T
+            dref = F.grid_sample(ref_depth[None, None].nan_to_num(posinf=1e6), grid, mode="nearest",
+                                 align_corners=False)[0, 0, 0]
+            seen = (z <= dref + 0.01) & (grid.view(-1, 2).abs() <= 1).all(-1) & r.mask.reshape(-1)
+            visible_colors.append(color[seen])
+            results.append((r.mask.reshape(-1), seen, color))
+        fill = torch.cat(visible_colors).mean(0) if sum(len(c) for c in visible_colors) else torch.full((3,), 0.5)
+        for f, (mask, seen, color) in enumerate(results):
+            rgb = torch.where(seen[:, None], color, fill.expand_as(color))
+            rgb = torch.where(mask[:, None], rgb, torch.ones_like(rgb))     # white background
+            img = rgb.view(len(cameras), H * s, W * s, 3).permute(0, 3, 1, 2)
+            out[:, f] = F.avg_pool2d(img, s) if s > 1 else img
+    return out
+
+
+__all__ = ["project_reference"]
