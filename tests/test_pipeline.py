@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from morph4d.avatar.fit import FitConfig
+from morph4d.data.format import select_frames
 from morph4d.data.heldout import ground_truth, held_out_identity
 from morph4d.eval.synthetic import reference_projection
 from morph4d.generation.generate import GenerateConfig
@@ -114,6 +115,26 @@ def test_reference_projection_reproduces_the_reference_view(head):
     gt = ground_truth(h, side, 1)[0][0, 0]
     base = reference_projection(h, side, 1)[0, 0]
     assert psnr(base, gt) < psnr(same, h.reference_image) - 3
+
+
+
+def test_projection_confidence_follows_what_the_reference_sees(head):
+    """Confidence (issue 17's channel): the cosine between the surface and the reference ray where the reference
+    sees the point; zero off the mesh and on the side the reference camera cannot see."""
+    from morph4d.cameras import orbit_cameras
+    from morph4d.conditioning.projection import project_with_confidence
+    g = GenerateConfig()
+    h = held_out_identity(head, 0, 1, RES, g.radius, g.fov)
+    verts = head(select_frames(h.params, [0]))
+    cams = orbit_cameras(torch.tensor([0.0, 180.0]), torch.tensor([0.0, 0.0]), g.radius, g.fov, RES, RES)
+    ref = orbit_cameras(torch.tensor([0.0]), torch.tensor([0.0]), g.radius, g.fov, RES, RES)
+    rgb, conf = project_with_confidence(verts, head.faces, ref, h.reference_image, cams)
+    assert rgb.shape == (2, 1, 3, RES, RES) and conf.shape == (2, 1, 1, RES, RES)
+    assert conf.min() >= 0 and conf.max() <= 1
+    front, back = conf[0, 0, 0], conf[1, 0, 0]
+    c = RES // 2
+    assert front[c - 2:c + 2, c - 2:c + 2].mean() > 0.8          # the face, seen head-on
+    assert front[0, 0] == 0 and back.mean() < 0.05 * front.mean()  # off the mesh; the back of the head
 
 
 def test_quality_report_runs_end_to_end(tiny_model, tmp_path):

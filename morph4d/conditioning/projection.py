@@ -15,12 +15,21 @@ import torch.nn.functional as F
 
 from morph4d.cameras import Cameras
 from morph4d.mesh.raster import interpolate, rasterize
+from morph4d.mesh.shade import vertex_normals
 
 
 def project_reference(verts: torch.Tensor, faces: torch.Tensor, ref: Cameras, ref_image: torch.Tensor,
                       cameras: Cameras, supersample: int = 2) -> torch.Tensor:
     """Reference projection of ``ref_image`` (3, h, w) seen by ``ref`` (one camera) onto the mesh ``verts``
     (F, N, 3) / ``faces``, rendered at ``cameras``: (V, F, 3, H, W), at ``supersample`` x and area-averaged."""
+    return project_with_confidence(verts, faces, ref, ref_image, cameras, supersample)[0]
+
+
+def project_with_confidence(verts: torch.Tensor, faces: torch.Tensor, ref: Cameras, ref_image: torch.Tensor,
+                         cameras: Cameras, supersample: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """``project_reference``'s colours (V, F, 3, H, W) and their confidence (V, F, 1, H, W) in [0, 1]: per pixel,
+    the cosine between the surface normal at frame 0 and the ray to the reference camera where the reference sees
+    the point (grazing views of the reference give blurred texture), 0 where it does not or off the mesh."""
     frames = verts.shape[0]
     s, H, W = supersample, cameras.height, cameras.width
     # depth of what the reference camera sees at frame 0
@@ -31,6 +40,9 @@ def project_reference(verts: torch.Tensor, faces: torch.Tensor, ref: Cameras, re
     ref_depth = torch.where(r0.mask[0], ref_depth, torch.full_like(ref_depth, float("inf")))
     big = cameras.resized(W * s, H * s)
     out = torch.empty(len(cameras), frames, 3, H, W)
+    conf = torch.empty(len(cameras), frames, 1, H, W)
+    normals0 = vertex_normals(verts[0], faces) @ ref.R[0].T                  # (N, 3) in the reference camera frame
+    facing0 = (normals0 * -torch.nn.functional.normalize(cam_pts0, dim=-1)).sum(-1, keepdim=True).clamp(min=0)
     visible_colors = []
     results = []
     with torch.no_grad():
@@ -46,13 +58,16 @@ def project_reference(verts: torch.Tensor, faces: torch.Tensor, ref: Cameras, re
             seen = (z <= dref + 0.01) & (grid.view(-1, 2).abs() <= 1).all(-1) & r.mask.reshape(-1)
             visible_colors.append(color[seen])
             results.append((r.mask.reshape(-1), seen, color))
+            cos = interpolate(facing0, faces, r).reshape(-1) * seen                # (V * sH * sW,)
+            c = cos.view(len(cameras), 1, H * s, W * s)
+            conf[:, f] = F.avg_pool2d(c, s) if s > 1 else c
         fill = torch.cat(visible_colors).mean(0) if sum(len(c) for c in visible_colors) else torch.full((3,), 0.5)
         for f, (mask, seen, color) in enumerate(results):
             rgb = torch.where(seen[:, None], color, fill.expand_as(color))
             rgb = torch.where(mask[:, None], rgb, torch.ones_like(rgb))     # white background
             img = rgb.view(len(cameras), H * s, W * s, 3).permute(0, 3, 1, 2)
             out[:, f] = F.avg_pool2d(img, s) if s > 1 else img
-    return out
+    return out, conf
 
 
-__all__ = ["project_reference"]
+__all__ = ["project_reference", "project_with_confidence"]
