@@ -7,12 +7,7 @@ set -euo pipefail
 OUT=${1:-out/default}
 M4D=${M4D:-.venv/bin/morph4d}
 mkdir -p "$OUT"
-stage() {  # stage NAME COMMAND...: run, append its wall time
-    local name=$1; shift
-    local t0=$(date +%s)
-    "$@"
-    echo "$name $(( $(date +%s) - t0 )) s" | tee -a "$OUT/timings.txt"
-}
+source "$(dirname "$0")/stage.sh"   # stage NAME COMMAND...: run, append its wall time
 # 1. data (training identities only; the held-out seeds 900000-900099 are refused by the loader)
 stage synth_video  $M4D data synth --out "$OUT/data_video" --identities 80 --views 8 --frames 17 --res 96 --no-progress
 stage synth_images $M4D data synth --out "$OUT/data_images" --modality multiview_images --identities 300 \

@@ -8,12 +8,7 @@ set -euo pipefail
 OUT=${1:-out/portrait_default}
 M4D=${M4D:-.venv/bin/morph4d}
 mkdir -p "$OUT"
-stage() {  # stage NAME COMMAND...: run, append its wall time
-    local name=$1; shift
-    local t0=$(date +%s)
-    "$@"
-    echo "$name $(( $(date +%s) - t0 )) s" | tee -a "$OUT/timings.txt"
-}
+source "$(dirname "$0")/stage.sh"   # stage NAME COMMAND...: run, append its wall time
 # 1. data: 60 training identities x 16 views x 17 frames at 64 px (held-out seeds are refused by the loader)
 stage synth     $M4D data synth --out "$OUT/data" --identities 60 --views 16 --frames 17 --res 64 --no-progress
 # 2. the U-Net: bootstrap (colour branch, L_mpi) then geometry (L_mpi 0.8 / L_side 0.2)
