@@ -133,7 +133,7 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
                      avatar_viewer=Path(avatar["viewer"]), generated=Path(avatar["generated"]).parent / "grid.mp4")
         seconds["avatar"] = time.perf_counter() - start - sum(seconds.values())   # its stages: avatar/timings.json
     # 6. IM-Portrait (the second system) on both portraits: talking video, +-5 degree side views, stereo pair
-    portrait_model = Path(cfg.portrait_model) if cfg.portrait_model else DEFAULT_PORTRAIT
+    portrait_model = _portrait_model(cfg)
     if cfg.portrait and cfg.head == "builtin" and not (portrait_model / "config.json").is_file():
         log(f"IM-Portrait: skipped, no weights at {portrait_model} (issue 18: no embedded default is shipped yet; "
             f"scripts/train_portrait_default.sh trains one there)")
@@ -191,9 +191,13 @@ def _synthetic_reference(cfg: DemoConfig, out: Path) -> str:
     return str(path)
 
 
+def _portrait_model(cfg: DemoConfig) -> Path:
+    return Path(cfg.portrait_model) if cfg.portrait_model else DEFAULT_PORTRAIT
+
+
 def _portrait_stage(cfg: DemoConfig, reference: str, folder: Path, log) -> dict:
     """``morph4d portrait REFERENCE`` with the IM-Portrait default; a previous run of other weights is deleted."""
-    model = Path(cfg.portrait_model) if cfg.portrait_model else DEFAULT_PORTRAIT
+    model = _portrait_model(cfg)
     previous = folder / "run.json"
     if previous.is_file() and read_json(previous).get("weights") != weights_digest(model):
         log(f"IM-Portrait's weights changed since the last demo in {folder}: starting afresh")

@@ -156,11 +156,13 @@ def _write_videos(out: Path, outputs: list[dict], depths, camera: Cameras, joint
     for clip in outputs:
         for f in range(clip["alpha"].shape[0]):
             head_only = frame_mpi({k: v[None] for k, v in clip.items()}, 0, f, depths, camera)
-            fr = render_mpi(head_only, camera)                      # the depth video: the head's MPI alone
+            # frontal: the plate is the background image itself (its plane maps onto the frontal camera 1:1); alpha
+            # and depth stay the head's; side views see the plate as a plane behind the head
+            fr = render_mpi(head_only, camera, background=plate if plate is not None else 1.0)
             mpi = with_background(head_only, plate) if plate is not None else head_only
             sd = render_mpi(mpi, sides).rgb
             st = render_mpi(mpi, pair).rgb
-            frontal.append(render_mpi(mpi, camera).rgb[0] if plate is not None else fr.rgb[0])
+            frontal.append(fr.rgb[0])
             left.append(sd[0])
             right.append(sd[1])
             sbs.append(torch.cat([st[0], st[1]], -1))
