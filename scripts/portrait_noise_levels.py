@@ -1,6 +1,7 @@
 """Diagnose an IM-Portrait U-Net by noise level: the truth of one training batch noised at t, the net's MPI rendered
 back, PSNR against the clean target (first frame given / dropped); then at t = 999 with the item's own reference,
-another item's and none (does the reference move the outputs?).
+another item's and none (does the reference move the outputs?); the reference projection channels, where the
+network has them, go with the reference.
     usage: .venv/bin/python scripts/portrait_noise_levels.py UNET DATA"""
 import sys
 
@@ -8,7 +9,7 @@ import torch
 
 from morph4d.diffusion.schedule import Diffusion, DiffusionConfig
 from morph4d.metrics import psnr
-from morph4d.models.portrait_unet import PortraitUNet
+from morph4d.models.portrait_unet import FRAME_CHANNELS, PortraitUNet
 from morph4d.portrait.mpi import render_mpi
 from morph4d.portrait.objective import frame_mpi
 from morph4d.portrait.train import Batches, train_preset
@@ -41,9 +42,12 @@ frames = batch["frames"].clone()
 frames[:, :, :3] = torch.randn(x0.shape, generator=torch.Generator().manual_seed(2))
 frames[:, :, 3:7] = 0
 T = torch.full((2,), 999)
+swapped, none = frames.clone(), frames.clone()       # the reference projection channels (10:) go with the reference
+swapped[:, :, FRAME_CHANNELS:] = frames[:, :, FRAME_CHANNELS:].flip(0)
+none[:, :, FRAME_CHANNELS:] = 0
 with torch.no_grad():
-    outs = {"own": net(frames, T, batch["reference"]), "swapped": net(frames, T, batch["reference"].flip(0)),
-            "none": net(frames, T, torch.zeros_like(batch["reference"]))}
+    outs = {"own": net(frames, T, batch["reference"]), "swapped": net(swapped, T, batch["reference"].flip(0)),
+            "none": net(none, T, torch.zeros_like(batch["reference"]))}
 for k, out in outs.items():
     p = []
     for i in range(2):

@@ -13,6 +13,6 @@ source "$(dirname "$0")/stage.sh"   # stage NAME COMMAND...: run, append its wal
 stage synth     $M4D data synth --out "$OUT/data" --identities 60 --views 16 --frames 17 --res 64 --no-progress
 # 2. the U-Net: bootstrap (colour branch, L_mpi) then geometry (L_mpi 0.8 / L_side 0.2)
 stage train_mpi $M4D train-mpi --preset small --data "$OUT/data" --out "$OUT/run" \
-                    --bootstrap-steps "${BOOTSTRAP:-4000}" --geometry-steps "${GEOMETRY:-3000}"
+                    --bootstrap-steps "${BOOTSTRAP:-4500}" --geometry-steps "${GEOMETRY:-3500}"
 # 3. pack: the EMA weights in bfloat16 + provenance
 $M4D model pack-portrait "$OUT/run/unet" --out morph4d/assets/portrait --note "scripts/train_portrait_default.sh $OUT"

@@ -66,10 +66,11 @@ def test_terms_carry_the_supplements_weights():
 
 def test_condition_dropout_rates_and_loss_choice():
     g = torch.Generator().manual_seed(0)
-    frames, ref = torch.ones(4000, 1, 10, 2, 2), torch.ones(4000, 6, 2, 2)
+    frames, ref = torch.ones(4000, 1, 14, 2, 2), torch.ones(4000, 6, 2, 2)
     f2, r2, drop_first, drop_ref = drop_conditions(frames, ref, g)
     assert abs(float(drop_first.float().mean()) - 0.7) < 0.03 and abs(float(drop_ref.float().mean()) - 0.1) < 0.02
-    assert (f2[drop_first, :, 3:7] == 0).all() and (f2[~drop_first] == 1).all() and (f2[:, :, :3] == 1).all()
+    assert (f2[drop_first, :, 3:7] == 0).all() and (f2[~drop_first, :, 3:10] == 1).all() and (f2[:, :, :3] == 1).all()
+    assert (f2[drop_ref, :, 10:] == 0).all() and (f2[~drop_ref, :, 10:] == 1).all()    # projection goes with the ref
     assert (r2[drop_ref] == 0).all() and (r2[~drop_ref] == 1).all() and (frames == 1).all()
     picks = [choose_loss(g) for _ in range(2000)]
     assert abs(picks.count("mpi") / 2000 - 0.8) < 0.03
@@ -82,6 +83,6 @@ def test_stages_train_the_supplements_parameters():
     assert ids(net.color.parameters()) <= ids(boot) and not ids(net.geometry.parameters()) & ids(boot)
     assert ids(net.geometry.parameters()) <= ids(geo) and ids(net.links.parameters()) <= ids(geo)
     assert not ids(net.color.parameters()) & ids(geo)
-    assert ids(boot) & ids(geo) == ids(net.color_head[-1].parameters())   # the colour output layer trains in both
+    assert ids(boot) & ids(geo) == ids(net.color_head.out.parameters())   # the colour output layer trains in both
     with pytest.raises(ValueError, match="unknown IM-Portrait training stage"):
         trainable(net, "all")

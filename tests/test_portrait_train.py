@@ -100,12 +100,17 @@ def test_side_steps_see_the_pseudo_ground_truth_at_large_noise_only(dataset):
     cfg = train_preset("tiny", data=(str(dataset),), views=4, max_side_deg=180.0)
     batches, batch = _side_batch(cfg)
     assert batch["t_min"] == 600
-    video, uv = batch["frames"][:, :, :3], batch["frames"][:, :, 7:]
+    video, uv = batch["frames"][:, :, :3], batch["frames"][:, :, 7:10]
     off_head = (uv == -1).all(2, keepdim=True).expand_as(video)
-    assert (video[off_head] == 1).all()                               # the projection's background: white
+    assert off_head.any() and (video[off_head] == 1).all()            # the projection's background: white
+    # the network's reference-projection channels (ours) are the same projection, in the same camera
+    assert torch.equal(batch["frames"][:, :, 10:13], video)
+    conf = batch["frames"][:, :, 13:]
+    assert conf.max() > 0.5 and (conf[off_head[:, :, :1]] == 0).all() and conf.min() >= 0
     exact_batches, exact = _side_batch(train_preset("tiny", data=(str(dataset),), views=4, max_side_deg=180.0,
                                                     pseudo_gt=False))
     assert exact["t_min"] == 0 and not torch.equal(exact["frames"][:, :, :3], video)
+    assert torch.equal(exact["frames"][:, :, 10:], batch["frames"][:, :, 10:])   # conditioning: the same either way
     assert torch.equal(exact["target"], batch["target"])               # same draw, other input
     on = batch["disparity"] > 0                                        # the head model's disparity: 1 / z
     assert on.any() and ((1 / batch["disparity"][on] - 1.0).abs() < 1.0).all()

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from morph4d.models.mmvdm import MMVDM, MMVDMConfig
-from morph4d.models.portrait_unet import FRAME_CHANNELS, PortraitUNet, PortraitUNetConfig
+from morph4d.models.portrait_unet import FRAME_CHANNELS, PROJECTION_CHANNELS, PortraitUNet, PortraitUNetConfig
 
 CFG = PortraitUNetConfig.preset("tiny")
 S = CFG.sample_size
@@ -19,7 +19,7 @@ def net():
 
 def inputs(seed: int, frames: int = 3):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(2, frames, FRAME_CHANNELS, S, S, generator=g), torch.tensor([10, 900]),
+    return (torch.randn(2, frames, CFG.frame_channels, S, S, generator=g), torch.tensor([10, 900]),
             torch.randn(2, 6, S, S, generator=g))
 
 
@@ -72,8 +72,32 @@ def test_save_load_round_trip_and_refusals(net, tmp_path):
     with pytest.raises(ValueError, match="MMVDM"):
         PortraitUNet.from_pretrained(tmp_path / "mmvdm")                         # the other system's network
     with pytest.raises(ValueError, match="expects frames"):
-        net(torch.zeros(1, 2, FRAME_CHANNELS, S * 2, S * 2), torch.tensor([1]), torch.zeros(1, 6, S * 2, S * 2))
+        net(torch.zeros(1, 2, CFG.frame_channels, S * 2, S * 2), torch.tensor([1]), torch.zeros(1, 6, S * 2, S * 2))
+    with pytest.raises(ValueError, match="expects frames"):                      # no projection channels
+        net(torch.zeros(1, 2, FRAME_CHANNELS, S, S), torch.tensor([1]), torch.zeros(1, 6, S, S))
     with pytest.raises(ValueError, match="multiple of 32"):
         PortraitUNetConfig(sample_size=48)
     with pytest.raises(ValueError, match="unknown IM-Portrait U-Net preset"):
         PortraitUNetConfig.preset("huge")
+
+
+def test_our_extensions_are_switches_and_the_paper_preset_is_the_supplements_network():
+    paper = PortraitUNetConfig.preset("paper")
+    assert not paper.projection and paper.detail == 0 and paper.frame_channels == FRAME_CHANNELS
+    assert CFG.projection and CFG.frame_channels == FRAME_CHANNELS + PROJECTION_CHANNELS
+    plain = PortraitUNet(PortraitUNetConfig.preset("tiny", projection=False, detail=0))
+    assert plain.color.stem[0].in_channels == FRAME_CHANNELS and plain.color_head.detail is None
+    assert isinstance(plain.color_head.out, torch.nn.Conv2d)                     # the supplement's last conv
+
+
+def test_the_detail_path_carries_full_resolution_input_to_the_outputs(net):
+    """One input pixel of the projection changes the outputs near it through the full-resolution path; without
+    that path the 1/8 stem spreads it over a whole 8 x 8 cell, as a block (the network's two upsampling heads)."""
+    x, t, ref = inputs(8, frames=1)
+    y = x.clone()
+    y[:, 0, FRAME_CHANNELS:FRAME_CHANNELS + 3, 13, 13] += 1.0
+    with torch.no_grad():
+        delta = (net(y, t, ref)["front"] - net(x, t, ref)["front"]).abs().sum((0, 1, 2))
+        only_detail = net.color_head.detail(y[:, 0]) - net.color_head.detail(x[:, 0])
+    assert float(delta[13, 13]) > 0 and float(only_detail.abs().sum((0, 1))[11:16, 11:16].sum()) > 0
+    assert float(only_detail.abs().sum((0, 1))[:8, :8].sum()) == 0                # local: two 3x3 convs

@@ -34,7 +34,7 @@ from morph4d.metrics import l1, psnr, ssim
 from morph4d.models.portrait_unet import PortraitUNet
 from morph4d.portrait.lift import lift_depth
 from morph4d.portrait.mpi import head_distance, orbit_about, plane_depths, render_mpi
-from morph4d.portrait.objective import frame_mpi
+from morph4d.portrait.objective import frame_conditions, frame_mpi
 from morph4d.portrait.sample import sample_video
 
 CONSTANT_FIRST = 1.5   # the supplement's Fig. A comparison
@@ -68,9 +68,10 @@ def run_portrait_eval(out, unet: str, identities: int = 2, clip: int = 16, clips
         params = select_frames(h.params, list(range(F)))
         with torch.no_grad():
             joint = head.joints(select_frames(params, [0])).reshape(-1, 3)[0]
-            maps = uv.maps(params, front)
-            reference = torch.cat([h.reference_image * 2 - 1,
-                                   uv.maps(select_frames(h.params, [0]), h.reference_camera)[0]])
+            ref_params = select_frames(h.params, [0])
+            maps, _ = frame_conditions(uv, head(params), params, front, head(ref_params)[0], h.reference_camera,
+                                       h.reference_image, net.config.projection)
+            reference = torch.cat([h.reference_image * 2 - 1, uv.maps(ref_params, h.reference_camera)[0]])
         sides = Cameras.cat([orbit_about(front, joint, -side_deg), orbit_about(front, joint, side_deg)])
         gt, _ = ground_truth(h, Cameras.cat([front, sides]), F)                     # (3, F, 3, S, S)
         depths = plane_depths(head_distance(front, joint), net.config.planes).float()

@@ -23,6 +23,19 @@ Inputs (B batch, F frames, H = W = ``sample_size``), images in [-1, 1]: the nois
 the first-frame slot (the first frame's image, 3, and a flag plane, 1: 1 where the slot is filled) and the
 target's UV-coordinate map (``conditioning.uvmaps``, 3) per frame; the reference portrait with its own UV map
 (6 channels, colour branch only; zeros = no reference, for guidance); the diffusion timestep.
+
+**Our extensions** (config switches, off in the ``paper`` preset, on in ``tiny`` / ``small``), for a network
+small enough to train on a CPU, whose 1/8 stem leaves 8 x 8 features at 64 px and whose 1/16 cross-attention
+sees the reference as 4 x 4 tokens (measured: ``scripts/portrait_noise_levels.py``; the first default drew a
+blurred head that did not resemble its reference):
+
+* ``projection``: 4 more channels per frame, the reference portrait projected through the head mesh into the
+  MPI camera with the frame's expression and pose (3, in [-1, 1]) and its confidence (1, in [0, 1])
+  (``conditioning.projection.project_with_confidence``: the geometry prior GEN3C / ViewCrafter condition on, and
+  MVP4D's reference-projection baseline). They belong to the reference: emptied with it (dropout, guidance).
+* ``detail``: a full-resolution path from the frame inputs (two 3x3 convolutions of that width) concatenated
+  with each output head's last features, so the heads can keep the input's pixels (the projection's texture, the
+  first frame, the noisy frame at small noise) that the 1/8 U-Net cannot carry.
 """
 
 from __future__ import annotations
@@ -41,12 +54,14 @@ from morph4d.errors import Morph4DError
 from morph4d.io import config_from_json, load_state_strict, load_weights, save_weights
 
 FRAME_CHANNELS = 3 + 3 + 1 + 3   # noisy frame, first-frame image, first-frame flag, UV map
+PROJECTION_CHANNELS = 3 + 1      # ours (module doc): the reference projection and its confidence
 REFERENCE_CHANNELS = 3 + 3       # portrait, its UV map
 
 
 @dataclass(frozen=True)
 class PortraitUNetConfig:
-    """Architecture; ``asdict`` of it is ``config.json``. Defaults = the ``small`` preset."""
+    """Architecture; ``asdict`` of it is ``config.json``. Defaults = the supplement's network at the ``small``
+    preset's sizes; the preset itself adds our ``projection`` and ``detail`` (module doc)."""
     sample_size: int = 64                          # frame side in pixels (multiple of 32)
     planes: int = 16                               # MPI planes the geometry branch predicts
     channels: tuple[int, int, int] = (64, 96, 128)  # widths at 1/8, 1/16, 1/32 of the frame
@@ -55,11 +70,17 @@ class PortraitUNetConfig:
     attention_head_dim: int = 32
     time_embed_dim: int = 256
     norm_groups: int = 16
+    projection: bool = False                       # ours: reference-projection channels per frame (module doc)
+    detail: int = 0                                # ours: width of the full-resolution path to the heads; 0: none
+
+    @property
+    def frame_channels(self) -> int:
+        return FRAME_CHANNELS + PROJECTION_CHANNELS * self.projection
 
     def __post_init__(self):
         if self.sample_size % 32 or self.sample_size < 32:
             raise Morph4DError(f"sample_size must be a multiple of 32, got {self.sample_size}")
-        if self.planes < 2 or len(self.channels) != 3 or len(self.color_blocks) != 3 or len(self.geometry_blocks) != 3:
+        if self.planes < 2 or self.detail < 0 or len(self.channels) != 3 or len(self.color_blocks) != 3 or len(self.geometry_blocks) != 3:
             raise Morph4DError(f"invalid IM-Portrait U-Net config: {self}")
         if any(c % self.norm_groups or c % self.attention_head_dim for c in self.channels) \
                 or self.channels[0] % (2 * self.norm_groups):
@@ -75,8 +96,8 @@ class PortraitUNetConfig:
 
 UNET_PRESETS = {
     "tiny": PortraitUNetConfig(sample_size=32, planes=4, channels=(16, 16, 32), color_blocks=(1, 1, 1),
-                               attention_head_dim=8, time_embed_dim=32, norm_groups=4),
-    "small": PortraitUNetConfig(),
+                               attention_head_dim=8, time_embed_dim=32, norm_groups=4, projection=True, detail=8),
+    "small": PortraitUNetConfig(projection=True, detail=32),
     # ours at the supplement's sizes (512 px; block counts as published, widths chosen like Lumiere's/SD's)
     "paper": PortraitUNetConfig(sample_size=512, planes=32, channels=(256, 512, 1024), attention_head_dim=64,
                                 time_embed_dim=1024, norm_groups=32),
@@ -173,16 +194,31 @@ def _stem(cin: int, c: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, c // 2, 4, stride=4), nn.SiLU(), nn.Conv2d(c // 2, c, 3, stride=2, padding=1))
 
 
-def _shuffle_head(cin: int, steps: list[tuple[int, int]], cout: int, groups: int) -> nn.Sequential:
-    """Pixel-shuffle upsampling: each (factor, width) step = conv to width x factor^2, shuffle, SiLU; then a conv
-    to ``cout``."""
-    layers: list[nn.Module] = [nn.GroupNorm(groups, cin), nn.SiLU()]
-    c = cin
-    for factor, width in steps:
-        layers += [nn.Conv2d(c, width * factor * factor, 3, padding=1), nn.PixelShuffle(factor), nn.SiLU()]
-        c = width
-    layers.append(nn.Conv2d(c, cout, 3, padding=1))
-    return nn.Sequential(*layers)
+class ShuffleHead(nn.Module):
+    """Pixel-shuffle upsampling: each (factor, width) step = conv to width x factor^2, shuffle, SiLU; then ``out``,
+    a conv to ``cout``. With ``detail`` > 0 (ours, module doc), the frame inputs pass two full-resolution convs of
+    that width and join the last features before ``out`` (conv, SiLU, conv)."""
+
+    def __init__(self, cin: int, steps: list[tuple[int, int]], cout: int, groups: int, frame_channels: int,
+                 detail: int):
+        super().__init__()
+        layers: list[nn.Module] = [nn.GroupNorm(groups, cin), nn.SiLU()]
+        c = cin
+        for factor, width in steps:
+            layers += [nn.Conv2d(c, width * factor * factor, 3, padding=1), nn.PixelShuffle(factor), nn.SiLU()]
+            c = width
+        self.body = nn.Sequential(*layers)
+        self.detail = nn.Sequential(nn.Conv2d(frame_channels, detail, 3, padding=1), nn.SiLU(),
+                                    nn.Conv2d(detail, detail, 3, padding=1), nn.SiLU()) if detail else None
+        self.out = nn.Sequential(nn.Conv2d(c + detail, detail, 3, padding=1), nn.SiLU(),
+                                 nn.Conv2d(detail, cout, 3, padding=1)) if detail else nn.Conv2d(c, cout, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """``x`` (B F, cin, h, w) features at 1/8, ``frames`` (B F, frame_channels, H, W) -> (B F, cout, H, W)."""
+        h = self.body(x)
+        if self.detail is not None:
+            h = torch.cat([h, self.detail(frames)], 1)
+        return self.out(h)
 
 
 class Branch(nn.Module):
@@ -193,7 +229,7 @@ class Branch(nn.Module):
         super().__init__()
         c = cfg.channels
         ref = c[1] if reference else None
-        self.stem = _stem(FRAME_CHANNELS, c[0])
+        self.stem = _stem(cfg.frame_channels, c[0])
         self.down = nn.ModuleList([Level(c[0], c[0], blocks[0], temb, cfg, False, None),
                                    Level(c[0], c[1], blocks[1], temb, cfg, False, ref),
                                    Level(c[1], c[2], blocks[2], temb, cfg, True, None)])
@@ -245,9 +281,10 @@ class PortraitUNet(nn.Module):
         self.geometry = Branch(cfg, cfg.geometry_blocks, temb, reference=False)
         widths = (c[0], c[1], c[2], c[1], c[0])
         self.links = nn.ModuleList(_zero(nn.Conv2d(w, w, 1)) for w in widths)
-        self.color_head = _shuffle_head(c[0], [(2, c[0] // 2), (4, 16)], 6, cfg.norm_groups)
-        self.geometry_head = _shuffle_head(c[0], [(2, c[0] // 2), (2, c[0] // 2), (2, c[0] // 2)], cfg.planes,
-                                           cfg.norm_groups)
+        fc, d = cfg.frame_channels, cfg.detail
+        self.color_head = ShuffleHead(c[0], [(2, c[0] // 2), (4, 16)], 6, cfg.norm_groups, fc, d)
+        self.geometry_head = ShuffleHead(c[0], [(2, c[0] // 2), (2, c[0] // 2), (2, c[0] // 2)], cfg.planes,
+                                         cfg.norm_groups, fc, d)
         if generator is not None:
             self._seeded_init(generator)
 
@@ -279,19 +316,20 @@ class PortraitUNet(nn.Module):
         return h.flatten(2).transpose(1, 2)
 
     def forward(self, frames: torch.Tensor, timestep: torch.Tensor, reference: torch.Tensor) -> dict:
-        """``frames`` (B, F, 10, H, W): noisy frame, first-frame image, flag, UV map (module doc); ``timestep``
-        (B,); ``reference`` (B, 6, H, W)."""
+        """``frames`` (B, F, 10 [+ 4], H, W): noisy frame, first-frame image, flag, UV map [, reference projection
+        and confidence] (module doc); ``timestep`` (B,); ``reference`` (B, 6, H, W)."""
         B, Fr, C, H, W = frames.shape
-        if C != FRAME_CHANNELS or H != self.config.sample_size or W != H or reference.shape != (B, 6, H, W):
-            raise Morph4DError(f"IM-Portrait U-Net of {self.config.sample_size} px expects frames (B, F, "
-                               f"{FRAME_CHANNELS}, {self.config.sample_size}, {self.config.sample_size}) and a "
+        fc, S = self.config.frame_channels, self.config.sample_size
+        if C != fc or H != S or W != H or reference.shape != (B, 6, H, W):
+            raise Morph4DError(f"IM-Portrait U-Net of {S} px expects frames (B, F, {fc}, {S}, {S}) and a "
                                f"reference (B, 6, H, W), got {tuple(frames.shape)} and {tuple(reference.shape)}")
         temb = self.time_embed(self.time_proj(timestep.reshape(B)).to(frames.dtype))
         ref_tokens = self.reference_tokens(reference)
         color, links = self.color(frames, temb, ref_tokens)
         geometry, _ = self.geometry(frames, temb, links=links, link_convs=self.links)
-        rgb = _per_frame(self.color_head, color)
-        alpha = _per_frame(self.geometry_head, geometry)
+        flat = frames.flatten(0, 1)
+        rgb = self.color_head(color.flatten(0, 1), flat).unflatten(0, (B, Fr))
+        alpha = self.geometry_head(geometry.flatten(0, 1), flat).unflatten(0, (B, Fr))
         return {"front": torch.sigmoid(rgb[:, :, :3]), "residual": torch.sigmoid(rgb[:, :, 3:]),
                 "alpha": torch.sigmoid(alpha)[:, :, :, None]}
 
@@ -307,4 +345,5 @@ class PortraitUNet(nn.Module):
         return model.to(device)
 
 
-__all__ = ["FRAME_CHANNELS", "REFERENCE_CHANNELS", "PortraitUNetConfig", "UNET_PRESETS", "PortraitUNet"]
+__all__ = ["FRAME_CHANNELS", "PROJECTION_CHANNELS", "REFERENCE_CHANNELS", "PortraitUNetConfig", "UNET_PRESETS",
+           "ShuffleHead", "PortraitUNet"]

@@ -41,7 +41,7 @@ from morph4d.io import atomic_path, write_json
 from morph4d.models.folder import DEFAULT_PORTRAIT, weights_digest
 from morph4d.models.portrait_unet import PortraitUNet
 from morph4d.portrait.mpi import head_distance, orbit_about, plane_depths, render_mpi, stereo_cameras, with_background
-from morph4d.portrait.objective import frame_mpi
+from morph4d.portrait.objective import frame_conditions, frame_mpi
 from morph4d.portrait.sample import sample_video
 from morph4d.video import grid, read_png, write_mp4, write_png
 
@@ -124,7 +124,8 @@ def run_portrait(cfg: PortraitConfig, log=print) -> dict:
     camera = orbit_about(ref.camera, joint, cfg.yaw, cfg.pitch) if (cfg.yaw or cfg.pitch) else ref.camera
     uv = UVConditioner(head)
     with torch.no_grad():
-        maps = uv.maps(params, camera)                                               # (F, 3, S, S)
+        maps, _ = frame_conditions(uv, head(params), params, camera, head(_one_frame(ref.params))[0], ref.camera,
+                                   ref.image, net.config.projection)                 # (F, 3 [+ 4], S, S)
         reference = torch.cat([ref.image * 2 - 1, uv.maps(_one_frame(ref.params), ref.camera)[0]])
     depths = plane_depths(head_distance(camera, joint), net.config.planes).float()
     plate = out / "track" / "background.png"

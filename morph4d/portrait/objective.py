@@ -17,7 +17,10 @@ the network's MPIs rendered and compared with the target frames.
   both losses (``trainable``).
 * **Condition dropout** (supplement): the first-frame slot is emptied with probability 0.7, the reference
   portrait with 0.1 (``drop_conditions``); emptied = zeros (image) and a zero flag, what the sampler feeds
-  for the unconditional terms of its two guidance scales.
+  for the unconditional terms of its two guidance scales. The reference projection channels (ours,
+  ``models.portrait_unet``) are the reference's: emptied with it.
+* **Frame conditions** (``frame_conditions``): what every frame carries besides the noisy image and the
+  first-frame slot, built the same way by training, sampling and evaluation.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ import torch
 import torch.nn.functional as F
 
 from morph4d.cameras import Cameras
+from morph4d.conditioning.projection import project_with_confidence
 from morph4d.errors import Morph4DError
+from morph4d.models.portrait_unet import FRAME_CHANNELS
 from morph4d.portrait.mpi import MPI, plane_colors, render_mpi
 
 WEIGHTS = {"image": 1.0, "lpips": 0.1, "mask": 0.01, "smooth": 0.01, "disparity": 0.001}
@@ -42,13 +47,15 @@ def choose_loss(g: torch.Generator) -> str:
 
 def drop_conditions(frames: torch.Tensor, reference: torch.Tensor, g: torch.Generator,
                     p_first: float = DROP_FIRST_FRAME, p_reference: float = DROP_REFERENCE):
-    """Per batch item, empty the first-frame slot (channels 3-6 of ``frames`` (B, F, 10, H, W): image and flag)
-    and / or the reference (B, 6, H, W). Returns new tensors and the (B,) masks of what was dropped."""
+    """Per batch item, empty the first-frame slot (channels 3-6 of ``frames`` (B, F, C, H, W): image and flag)
+    and / or the reference (B, 6, H, W) with its projection channels (10-13 where the network has them). Returns
+    new tensors and the (B,) masks of what was dropped."""
     B = frames.shape[0]
     drop_first = torch.rand(B, generator=g) < p_first
     drop_ref = torch.rand(B, generator=g) < p_reference
     frames = frames.clone()
     frames[drop_first, :, 3:7] = 0
+    frames[drop_ref, :, FRAME_CHANNELS:] = 0
     reference = torch.where(drop_ref[:, None, None, None], torch.zeros_like(reference), reference)
     return frames, reference, drop_first, drop_ref
 
@@ -60,10 +67,27 @@ def trainable(net, stage: str) -> list[torch.nn.Parameter]:
     if stage == "bootstrap":
         modules = [net.time_proj, net.time_embed, net.ref_stem, net.ref_blocks, net.color, net.color_head]
     elif stage == "geometry":
-        modules = [net.geometry, net.geometry_head, net.links, net.color_head[-1]]
+        modules = [net.geometry, net.geometry_head, net.links, net.color_head.out]
     else:
         raise Morph4DError(f"unknown IM-Portrait training stage {stage!r}; expected 'bootstrap' or 'geometry'")
     return [p for m in modules for p in m.parameters()]
+
+
+def frame_conditions(uv, verts: torch.Tensor, params, camera: Cameras, ref_verts: torch.Tensor, ref_camera: Cameras,
+                     ref_image: torch.Tensor, projection: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The per-frame conditions in ``camera`` (one, the MPI camera): the UV maps of ``params`` (F frames; ``uv`` a
+    ``conditioning.uvmaps.UVConditioner``) and, with ``projection``, the reference ``ref_image`` (3, H, W in [0, 1],
+    seen by ``ref_camera`` on the mesh ``ref_verts`` (N, 3)) projected onto ``verts`` (F, N, 3) with its confidence.
+    Returns ((F, 3 [+ 4], H, W): UV in [-1, 1], projection in [-1, 1], confidence in [0, 1]; the projection in
+    [0, 1] (F, 3, H, W) or None)."""
+    with torch.no_grad():
+        maps = uv.maps(params, camera)                                               # (F, 3, H, W)
+        if not projection:
+            return maps, None
+        both = torch.cat([ref_verts[None], verts])
+        video, conf = project_with_confidence(both, uv.model.faces, ref_camera, ref_image, camera)
+        video, conf = video[0, 1:], conf[0, 1:]
+    return torch.cat([maps, video * 2 - 1, conf], 1), video
 
 
 def frame_mpi(out: dict, b: int, f: int, depths: torch.Tensor, camera: Cameras) -> MPI:
@@ -114,4 +138,4 @@ def render_losses(out: dict, target: torch.Tensor, matte: torch.Tensor, depths: 
 
 
 __all__ = ["WEIGHTS", "P_MPI", "DROP_FIRST_FRAME", "DROP_REFERENCE", "choose_loss", "drop_conditions",
-           "trainable", "frame_mpi", "render_losses"]
+           "frame_conditions", "trainable", "frame_mpi", "render_losses"]

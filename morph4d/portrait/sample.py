@@ -25,6 +25,7 @@ from morph4d.portrait.mpi import render_mpi
 from morph4d.portrait.objective import frame_mpi
 
 REFERENCE_SCALE = 1.5
+CONDITION_CHANNELS = 7     # first-frame image, flag, UV map: the clip's conditions that are not the reference's
 
 
 def first_frame_scales(frames: int, start: float = 1.0) -> torch.Tensor:
@@ -52,9 +53,10 @@ def _combine(parts: list[dict], weights: list) -> dict:
 def sample_clip(net, diffusion: Diffusion, cond: torch.Tensor, reference: torch.Tensor, depths: torch.Tensor,
                 camera: Cameras, steps: int, generator: torch.Generator, first_scales: torch.Tensor | None = None,
                 reference_scale: float = REFERENCE_SCALE) -> dict:
-    """One clip: ``cond`` (F, 7, H, W) = first-frame image (3, in [-1, 1]), its flag (1; all zero: no first
-    frame) and the UV maps (3) of every frame; ``reference`` (6, H, W); ``depths`` (P,) and ``camera`` (1): the
-    MPIs' frontal camera. Returns the network's outputs of the last step (batch dim dropped): front / residual
+    """One clip: ``cond`` (F, 7 [+ 4], H, W) = first-frame image (3, in [-1, 1]), its flag (1; all zero: no first
+    frame), the UV maps (3) of every frame [and the reference projection with its confidence (4), emptied with
+    the reference in the guidance's terms: ``objective.frame_conditions``]; ``reference`` (6, H, W); ``depths``
+    (P,) and ``camera`` (1): the MPIs' frontal camera. Returns the network's outputs of the last step (batch dim dropped): front / residual
     (F, 3, H, W), alpha (F, P, 1, H, W)."""
     Fr, _, H, W = cond.shape
     has_first = bool(cond[:, 3].abs().sum() > 0)
@@ -62,15 +64,18 @@ def sample_clip(net, diffusion: Diffusion, cond: torch.Tensor, reference: torch.
     no_first = cond.clone()
     no_first[:, :4] = 0
     no_ref = torch.zeros_like(reference)
+    cond_no_ref, none = cond.clone(), no_first.clone()     # channels past the UV maps are the reference's (ours)
+    cond_no_ref[:, CONDITION_CHANNELS:] = 0
+    none[:, CONDITION_CHANNELS:] = 0
     x = torch.randn(1, Fr, 3, H, W, generator=generator)
     ts = diffusion.timesteps(steps)
     with torch.no_grad():
         for i, t in enumerate(ts):
             def run(c, r):
                 return net(torch.cat([x[0], c], 1)[None], t.view(1), r[None])
-            u = run(no_first, no_ref)
+            u = run(none, no_ref)
             if has_first:
-                f, fr = run(cond, no_ref), run(cond, reference)
+                f, fr = run(cond_no_ref, no_ref), run(cond, reference)
                 out = _combine([u, f, fr], [1 - first_scales, first_scales - reference_scale, reference_scale])
             else:
                 r = run(no_first, reference)
@@ -87,8 +92,9 @@ def sample_clip(net, diffusion: Diffusion, cond: torch.Tensor, reference: torch.
 def sample_video(net, diffusion: Diffusion, maps: torch.Tensor, reference: torch.Tensor, depths: torch.Tensor,
                  camera: Cameras, clip: int, steps: int, seed: int, constant_first: float | None = None,
                  load=None, save=None) -> list[dict]:
-    """A long video: ``maps`` (F, 3, H, W) cut into clips of ``clip`` frames, each sampled with the previous
-    clip's last frontal frame in its first-frame slot (the first clip has none). ``constant_first``: a constant
+    """A long video: ``maps`` (F, 3 [+ 4], H, W) (``objective.frame_conditions``) cut into clips of ``clip``
+    frames, each sampled with the previous clip's last frontal frame in its first-frame slot (the first clip has
+    none). ``constant_first``: a constant
     first-frame scale instead of the schedule (the supplement's Fig. A comparison). ``load(c)`` / ``save(c, out)``:
     a finished clip's outputs from / to storage (resuming). Returns the clips' outputs."""
     Fr, _, H, W = maps.shape
@@ -112,4 +118,4 @@ def sample_video(net, diffusion: Diffusion, maps: torch.Tensor, reference: torch
     return outputs
 
 
-__all__ = ["REFERENCE_SCALE", "first_frame_scales", "sample_clip", "sample_video"]
+__all__ = ["REFERENCE_SCALE", "CONDITION_CHANNELS", "first_frame_scales", "sample_clip", "sample_video"]

@@ -23,7 +23,9 @@ levels, where the global structure is all the network can read from its input. W
 by default, so training sees what monocular data gives): L_side's noisy input is the reference portrait projected
 through the head mesh into the MPI camera with the target frames' expression and pose
 (``conditioning.projection.project_reference``: blurry, holes filled with the mean colour, hair missing), and its
-timestep is drawn from the top ``1 - pseudo_min_noise`` of the schedule. ``pseudo_gt=False`` uses the exact side
+timestep is drawn from the top ``1 - pseudo_min_noise`` of the schedule. The same projection, into the MPI camera,
+is the network's conditioning where its config asks for it (``models.portrait_unet``'s ``projection``, ours;
+``objective.frame_conditions``). ``pseudo_gt=False`` uses the exact side
 view our multi-view data has instead (at every noise level): the check of what the pseudo ground truth costs.
 
 Terms (``objective.render_losses``): the disparity term's target is the head model's rasterized disparity in the
@@ -47,7 +49,6 @@ from pathlib import Path
 import torch
 
 from morph4d.cameras import Cameras, centre_angles
-from morph4d.conditioning.projection import project_reference
 from morph4d.conditioning.uvmaps import UVConditioner
 from morph4d.data.format import mix_seed, select_frames
 from morph4d.data.loader import MultiViewWindows, WindowConfig
@@ -58,7 +59,7 @@ from morph4d.mesh.raster import interpolate, rasterize
 from morph4d.models.lpips import LPIPS
 from morph4d.models.portrait_unet import PortraitUNet, PortraitUNetConfig
 from morph4d.portrait.mpi import head_distance, plane_depths
-from morph4d.portrait.objective import choose_loss, drop_conditions, render_losses, trainable
+from morph4d.portrait.objective import choose_loss, drop_conditions, frame_conditions, render_losses, trainable
 from morph4d.training.train import CsvLog, save_checkpoint, update_ema
 
 CHECKPOINT = "checkpoint.pt"
@@ -124,6 +125,7 @@ class Batches:
 
     def __init__(self, cfg: PortraitTrainConfig, size: int, planes: int, timesteps: int):
         self.cfg, self.size, self.planes, self.timesteps = cfg, size, planes, timesteps
+        self.projection = PortraitUNetConfig.preset(cfg.unet).projection   # the network takes projection channels
         self.windows = MultiViewWindows(list(cfg.data), WindowConfig(views=cfg.views, frames=cfg.frames,
                                                                      resolution=size, seed=cfg.seed,
                                                                      conditioning=False,
@@ -147,7 +149,6 @@ class Batches:
             params = select_frames(self.params[item["sequence"]], item["frame_index"].tolist())
             cam_m, cam_t = _camera(item, m, S), _camera(item, 0, S)
             with torch.no_grad():
-                uv = self.uv.maps(params, cam_m)                                        # (F, 3, S, S)
                 ref_params = select_frames(self.params[item["sequence"]], [int(item["reference_index"][1])])
                 ref_cam = Cameras(item["reference_R"][None], item["reference_t"][None], item["reference_K"][None],
                                   S, S)
@@ -155,15 +156,16 @@ class Batches:
                 joint = self.model.joints(select_frames(params, [0])).reshape(-1, 3)[0]
                 verts = self.model(params)                                               # (F, N, 3)
                 rows["disparity"].append(head_disparity(verts, self.model.faces, cam_t))
-                if m != 0 and cfg.pseudo_gt:                                             # L_side: pseudo GT
-                    both = torch.cat([self.model(ref_params), verts])
-                    video = project_reference(both, self.model.faces, ref_cam, item["reference"], cam_m)[0, 1:]
-                else:
-                    video = item["images"][m]
+                pseudo = m != 0 and cfg.pseudo_gt                                        # L_side: pseudo GT
+                conds, projected = frame_conditions(self.uv, verts, params, cam_m, self.model(ref_params)[0], ref_cam,
+                                                    item["reference"], self.projection or pseudo)
+                if not self.projection:
+                    conds = conds[:, :3]
+                video = projected if pseudo else item["images"][m]
             video = video * 2 - 1                                                        # (F, 3, S, S) in [-1, 1]
             first = video[:1].expand_as(video)
             flag = torch.ones_like(video[:, :1])
-            rows["frames"].append(torch.cat([video, first, flag, uv], 1))
+            rows["frames"].append(torch.cat([video, first, flag, conds], 1))
             rows["reference"].append(torch.cat([item["reference"] * 2 - 1, ref_map], 0))
             rows["target"].append(item["images"][0])
             rows["matte"].append(item["alpha"][0])
