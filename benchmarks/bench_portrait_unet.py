@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from timing import median_seconds  # noqa: E402  (benchmarks/timing.py)
 
-from morph4d.models.portrait_unet import FRAME_CHANNELS, PortraitUNet, PortraitUNetConfig  # noqa: E402
+from morph4d.models.portrait_unet import PortraitUNet, PortraitUNetConfig  # noqa: E402
 from morph4d.threads import DEFAULT_THREADS, configure_threads  # noqa: E402
 
 
@@ -38,7 +38,7 @@ def main() -> None:
     cfg = PortraitUNetConfig.preset(args.preset)
     net = PortraitUNet(cfg, generator=torch.Generator().manual_seed(0))
     S = cfg.sample_size
-    x = torch.randn(1, args.frames, FRAME_CHANNELS, S, S)
+    x = torch.randn(1, args.frames, cfg.frame_channels, S, S)
     t, ref = torch.tensor([500]), torch.randn(1, 6, S, S)
 
     def forward():
@@ -72,7 +72,7 @@ def main() -> None:
     f = S / (2 * 0.2309)                                                   # tan(13 deg): 26 deg field of view
     cam = Cameras(R, tr, torch.tensor([[[f, 0, S / 2], [0, f, S / 2], [0, 0, 1]]]), S, S)
     cond = torch.cat([torch.rand(args.frames, 3, S, S) * 2 - 1, torch.ones(args.frames, 1, S, S),
-                      torch.rand(args.frames, 3, S, S) * 2 - 1], 1)
+                      torch.rand(args.frames, cfg.frame_channels - 7, S, S) * 2 - 1], 1)   # UV [+ projection]
     d = Diffusion(DiffusionConfig(snr_shift_scale=1.0))
     clip = median_seconds(lambda: sample_clip(net.eval(), d, cond, ref[0], plane_depths(0.75, cfg.planes).float(),
                                               cam, 20, torch.Generator().manual_seed(0)), 1)

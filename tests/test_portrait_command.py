@@ -91,6 +91,10 @@ def test_portrait_benchmark_reports_frontal_side_and_drift(inputs, tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert 0 < report["frontal"]["psnr"] < 100 and 0 < report["side"]["mpi_psnr"] < 100
     assert 0 < report["side"]["lift_psnr"] < 100
+    # the two projection baselines: the true geometry (hair too) is closer to the truth than the head mesh alone
+    assert report["frontal_projection"]["psnr"] > report["frontal_head_projection"]["psnr"] > 0
+    from PIL import Image
+    assert Image.open(out / "sheet_900000.png").size[1] > 5 * 32                    # 5 rows of 32 px tiles
     assert set(report["drift"]) == {"scheduled", "constant"}
     assert all(len(d["psnr_per_clip"]) == 2 for d in report["drift"].values())
     assert len(report["rows"]["frontal"]) == 4 and len(report["rows"]["side"]) == 8

@@ -88,8 +88,7 @@ def register(sub) -> None:
                    "(instead of --animation)")
     add_tracking_args(p)
     p.add_argument("--model", default=None, help="IM-Portrait U-Net folder (morph4d train-mpi's RUN/unet); default: "
-                   "the embedded default at morph4d/assets/portrait, once one is shipped "
-                   "(scripts/train_portrait_default.sh writes it there)")
+                   "the embedded default at morph4d/assets/portrait (scripts/train_portrait_default.sh)")
     p.add_argument("--white-background", action="store_true",
                    help="composite over white instead of the photo's own inpainted backdrop")
     p.add_argument("--out", required=True, help="run folder; a killed run resumes there")

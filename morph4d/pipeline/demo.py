@@ -135,7 +135,7 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
     # 6. IM-Portrait (the second system) on both portraits: talking video, +-5 degree side views, stereo pair
     portrait_model = _portrait_model(cfg)
     if cfg.portrait and cfg.head == "builtin" and not (portrait_model / "config.json").is_file():
-        log(f"IM-Portrait: skipped, no weights at {portrait_model} (issue 18: no embedded default is shipped yet; "
+        log(f"IM-Portrait: skipped, no weights at {portrait_model} (the embedded default is missing; "
             f"scripts/train_portrait_default.sh trains one there)")
     elif cfg.portrait and cfg.head == "builtin":
         for name, reference in (("photo", str(PORTRAIT)), ("synthetic", _synthetic_reference(cfg, out))):

@@ -81,8 +81,9 @@ def run_portrait(cfg: PortraitConfig, log=print) -> dict:
     cfg.check()
     model_dir = Path(cfg.model) if cfg.model is not None else DEFAULT_PORTRAIT
     if cfg.model is None and not (model_dir / "config.json").is_file():
-        raise Morph4DError(f"no IM-Portrait weights at {model_dir}: no embedded default is shipped yet (issue 18); "
-                           f"pass --model RUN/unet of `morph4d train-mpi` (scripts/train_portrait_default.sh)")
+        raise Morph4DError(f"no IM-Portrait weights at {model_dir}: the embedded default is missing from this "
+                           f"install; pass --model RUN/unet of `morph4d train-mpi` (scripts/train_portrait_default.sh "
+                           f"trains it there)")
     if not (model_dir / "config.json").is_file():
         raise Morph4DError(f"{model_dir} is not an IM-Portrait weights folder (no config.json); expected RUN/unet of "
                            f"`morph4d train-mpi` or a folder written by `morph4d model pack-portrait`")
