@@ -75,10 +75,9 @@ def run_portrait_eval(out, unet: str, identities: int = 2, clip: int = 16, clips
         with torch.no_grad():
             joint = head.joints(select_frames(params, [0])).reshape(-1, 3)[0]
             ref_params = select_frames(h.params, [0])
-            maps, _ = frame_conditions(uv, head(params), params, front, head(ref_params)[0], h.reference_camera,
-                                       h.reference_image, net.config.projection)
-            _, on_head = frame_conditions(uv, head(params), params, front, head(ref_params)[0], h.reference_camera,
-                                          h.reference_image, True)                 # the head mesh's projection
+            maps, on_head = frame_conditions(uv, head(params), params, front, head(ref_params)[0],
+                                             h.reference_camera, h.reference_image, True)   # on_head: the projection
+            maps = maps if net.config.projection else maps[:, :3]                  # a network without the channels
             reference = torch.cat([h.reference_image * 2 - 1, uv.maps(ref_params, h.reference_camera)[0]])
         sides = Cameras.cat([orbit_about(front, joint, -side_deg), orbit_about(front, joint, side_deg)])
         gt, _ = ground_truth(h, Cameras.cat([front, sides]), F)                     # (3, F, 3, S, S)
