@@ -53,6 +53,27 @@ def test_layout_order_and_count():
         ConditioningConfig(pose_encoding="fourier")
 
 
+def test_projection_group_is_ours_last_and_off_by_default():
+    """Issue 17: the encoded reference projection (16) + confidence (1) after MVP4D's 59 channels, so the paper's
+    layout is unchanged and a model's first 59 input channels mean the same with or without it."""
+    from morph4d.conditioning.maps import fill_projection
+    plain, lay = ConditioningLayout.from_config(), ConditioningLayout.from_config(ConditioningConfig(
+        reference_projection=True))
+    assert "projection" not in plain.groups() and plain.projection.stop == plain.projection.start
+    assert lay.projection == slice(59, 76) and lay.num_channels == 76
+    assert all(getattr(lay, g) == getattr(plain, g) for g in plain.groups())
+    assert lay.channel_names()[59] == "projection.latent0" and lay.channel_names()[-1] == "projection.confidence"
+    assert "projection 59-75 (76 channels)" in lay.describe() and "(59 channels)" in plain.describe()
+    cond = torch.zeros(2, 3, 76, 4, 4)
+    lat, conf = torch.randn(2, 3, 16, 4, 4), torch.rand(2, 3, 1, 4, 4)
+    out = fill_projection(cond, lay, lat, conf)
+    assert torch.equal(out[:, :, 59:75], lat) and torch.equal(out[:, :, 75:], conf) and (out[:, :, :59] == 0).all()
+    with pytest.raises(ValueError, match="no projection channels"):
+        fill_projection(torch.zeros(2, 3, 59, 4, 4), plain, lat, conf)
+    with pytest.raises(ValueError, match="do not fit"):
+        fill_projection(cond, lay, lat[:, :, :8], conf)
+
+
 def test_maps_have_the_layout_channel_count(head, cond):
     c = cond.video(frames(head, 9), front(), front())
     assert c.shape == (1, 3, NUM_CONDITIONING_CHANNELS, RES // 8, RES // 8)

@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from morph4d.conditioning.maps import ConditioningLayout
+from morph4d.conditioning.maps import ConditioningConfig, ConditioningLayout
 from morph4d.data.format import open_dataset
 from morph4d.data.loader import MultiViewWindows, WindowConfig, crop_images, facing_angles, make_loader, window_box
 from morph4d.data.synth import SynthConfig, synthesize
@@ -92,6 +92,28 @@ def test_images_only_items_skip_the_maps_and_keep_the_window(datasets):
     assert "conditioning" in full and "reference_conditioning" in full
     assert set(full) - set(lean) == {"conditioning", "reference_conditioning"}
     assert all(torch.equal(full[k], lean[k]) for k in lean if k != "sequence")
+
+
+def test_projection_items_carry_the_reference_through_the_head_mesh(datasets):
+    """ConditioningConfig(reference_projection=True) (issue 17, ours): the same window plus the reference projected
+    into every window view and frame (pixels, to encode) and its confidence at latent resolution; the maps' own
+    projection channels stay zero until the trainer fills them with the encoded projection."""
+    cfg = WindowConfig(views=2, frames=5, resolution=32, seed=3)
+    plain = MultiViewWindows(datasets["multiview_video"], cfg)[1]
+    item = MultiViewWindows(datasets["multiview_video"], cfg, conditioning=ConditioningConfig(reference_projection=True))[1]
+    assert set(item) - set(plain) == {"projection", "projection_confidence"}
+    assert item["projection"].shape == (2, 5, 3, 32, 32) and item["projection_confidence"].shape == (2, 2, 1, 4, 4)
+    lay = ConditioningLayout.from_config(ConditioningConfig(reference_projection=True))
+    assert item["conditioning"].shape[2] == lay.num_channels == plain["conditioning"].shape[2] + 17
+    assert (item["conditioning"][:, :, lay.projection] == 0).all()
+    assert torch.equal(item["conditioning"][:, :, :lay.projection.start], plain["conditioning"])
+    conf, proj = item["projection_confidence"], item["projection"]
+    assert 0 <= conf.min() and conf.max() <= 1 and conf.max() > 0.3
+    # on the head, the projection is close to the truth of this synthetic person (hair aside); off it, white
+    on = conf[:, :1].repeat_interleave(8, -1).repeat_interleave(8, -2)[:, 0, 0] > 0.5      # frame 0, (V, 32, 32)
+    err = (proj[:, 0] - item["images"][:, 0]).abs().mean(1)                              # (V, 32, 32)
+    swapped = (proj[:, 0].flip(0) - item["images"][:, 0]).abs().mean(1)                 # the other view's projection
+    assert float(err[on].mean()) < 0.15 and float(err[on].mean()) < 0.5 * float(swapped[on].mean())
 
 
 def test_dataloader_workers_give_the_same_items(datasets):

@@ -22,6 +22,12 @@ For every image (the reference and every kept frame of every generated view), at
   of the image width/height divided by ``motion_scale``; rasterized through the kept frame's raster,
   like the expression map. Zero for frame 0 and for the reference (MVP4D S2.1).
 
+- ``projection`` (ours, issue 17; only with ``ConditioningConfig(reference_projection=True)``, off by default so
+  that MVP4D's 59 channels stay as published): the reference image projected through the head mesh into the
+  image's camera and frame (``conditioning.projection.projection_conditioning``), encoded by the video
+  autoencoder like the images themselves (16 channels), and its confidence pooled to latent resolution (1). The
+  maps leave these channels zero: whoever holds the autoencoder fills them (``fill_projection``).
+
 Mesh maps are rasterized at ``supersample`` x the latent resolution (2x) and area-downsampled, so edges
 are anti-aliased at 64x64 latents. Ray maps are evaluated exactly at the latent pixel centres.
 
@@ -41,7 +47,7 @@ from morph4d.cameras import Cameras
 from morph4d.errors import Morph4DError
 from morph4d.heads import HeadModel, HeadParams
 from morph4d.mesh.raster import interpolate, rasterize
-from morph4d.models.latent import LATENT_FACTOR, kept_frames
+from morph4d.models.latent import LATENT_CHANNELS, LATENT_FACTOR, kept_frames
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,7 @@ class ConditioningConfig:
     expression_scale: float = 0.0104  # m; CAP4D's normaliser of expression offsets
     motion_scale: float = 0.02        # motion maps are displacements as a fraction of the image / this
     supersample: int = 2              # rasterize at this multiple of the latent resolution, then area-pool
+    reference_projection: bool = False  # ours (issue 17): the encoded reference projection + confidence channels
 
     def __post_init__(self):
         if self.pose_encoding not in ("sincos", "raw"):
@@ -71,14 +78,17 @@ class ConditioningLayout:
     reference_mask: slice
     outcrop_mask: slice
     motion: slice
+    projection: slice                 # empty unless ConditioningConfig.reference_projection (ours, last)
     num_channels: int
 
-    GROUPS = ("pose", "expression", "ray_direction", "ray_origin", "reference_mask", "outcrop_mask", "motion")
+    GROUPS = ("pose", "expression", "ray_direction", "ray_origin", "reference_mask", "outcrop_mask", "motion",
+              "projection")
 
     @classmethod
     def from_config(cls, cfg: ConditioningConfig = ConditioningConfig()) -> "ConditioningLayout":
         sizes = {"pose": 3 if cfg.pose_encoding == "raw" else 6 * cfg.pose_frequencies, "expression": 3,
-                 "ray_direction": 3, "ray_origin": 3, "reference_mask": 1, "outcrop_mask": 1, "motion": 6}
+                 "ray_direction": 3, "ray_origin": 3, "reference_mask": 1, "outcrop_mask": 1, "motion": 6,
+                 "projection": (LATENT_CHANNELS + 1) * cfg.reference_projection}
         start, slices = 0, {}
         for name in cls.GROUPS:
             slices[name] = slice(start, start + sizes[name])
@@ -86,7 +96,13 @@ class ConditioningLayout:
         return cls(num_channels=start, **slices)
 
     def groups(self) -> dict[str, slice]:
-        return {name: getattr(self, name) for name in self.GROUPS}
+        """The layout's non-empty groups, in channel order."""
+        return {name: s for name in self.GROUPS if (s := getattr(self, name)).stop > s.start}
+
+    def describe(self) -> str:
+        """``pose 0-41, expression 42-44, ... (59 channels)``: the layout in words, for error messages."""
+        return ", ".join(f"{name} {s.start}-{s.stop - 1}" for name, s in self.groups().items()) + \
+            f" ({self.num_channels} channels)"
 
     def channel_names(self) -> list[str]:
         """One name per channel, e.g. ``pose.sin0.x``, ``motion.2.v``."""
@@ -97,6 +113,8 @@ class ConditioningLayout:
                 names += [f"pose.{fn}{k}.{a}" for k in range(n // 6) for fn in ("sin", "cos") for a in "xyz"]
             elif group == "motion":
                 names += [f"motion.{j}.{a}" for j in range(3) for a in "uv"]
+            elif group == "projection":
+                names += [f"projection.latent{k}" for k in range(n - 1)] + ["projection.confidence"]
             elif n == 3:
                 names += [f"{group}.{a}" for a in "xyz"]
             else:
@@ -229,3 +247,20 @@ class HeadConditioner:
         out = self.maps(vk.repeat(V, 1, 1), ok.repeat(V, 1, 1), cams, reference, given.reshape(-1),
                         None if outcrop is None else outcrop[idx_cam], dropped.repeat(V, 1, 1, 1))
         return out.reshape(V, K, *out.shape[1:])
+
+
+def fill_projection(cond: torch.Tensor, layout: ConditioningLayout, latents: torch.Tensor,
+                    confidence: torch.Tensor) -> torch.Tensor:
+    """``cond`` (..., C, h, w) with its ``projection`` group set to the encoded reference projection ``latents``
+    (..., 16, h, w) and its ``confidence`` (..., 1, h, w) (``conditioning.projection.projection_conditioning``).
+    A layout without the group is refused: the projection would be dropped silently."""
+    n = layout.projection.stop - layout.projection.start
+    if n == 0:
+        raise Morph4DError(f"this conditioning layout has no projection channels: {layout.describe()}")
+    if latents.shape[-3] + confidence.shape[-3] != n or latents.shape[:-3] != cond.shape[:-3] \
+            or confidence.shape[:-3] != cond.shape[:-3]:
+        raise Morph4DError(f"projection latents {tuple(latents.shape)} + confidence {tuple(confidence.shape)} do "
+                           f"not fit the {n} projection channels of conditioning {tuple(cond.shape)}")
+    out = cond.clone()
+    out[..., layout.projection, :, :] = torch.cat([latents, confidence], -3).to(cond.dtype)
+    return out

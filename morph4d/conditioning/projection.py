@@ -14,8 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from morph4d.cameras import Cameras
+from morph4d.errors import Morph4DError
 from morph4d.mesh.raster import interpolate, rasterize
 from morph4d.mesh.shade import vertex_normals
+from morph4d.models.latent import LATENT_FACTOR, check_frame_count, kept_frames
 
 
 def project_reference(verts: torch.Tensor, faces: torch.Tensor, ref: Cameras, ref_image: torch.Tensor,
@@ -70,4 +72,18 @@ def project_with_confidence(verts: torch.Tensor, faces: torch.Tensor, ref: Camer
     return out, conf
 
 
-__all__ = ["project_reference", "project_with_confidence"]
+def projection_conditioning(ref_verts: torch.Tensor, verts: torch.Tensor, faces: torch.Tensor, ref: Cameras,
+                            ref_image: torch.Tensor, cameras: Cameras) -> tuple[torch.Tensor, torch.Tensor]:
+    """MVP4D's ``projection`` conditioning group (ours, issue 17; ``conditioning.maps``) before encoding: the
+    reference ``ref_image`` (3, h, w), seen by ``ref`` on the mesh ``ref_verts`` (N, 3), projected onto the frames
+    ``verts`` (F = 1 + 4k, N, 3) in ``cameras`` (V). Returns the projection video (V, F, 3, H, W) in [0, 1], for
+    the video autoencoder, and its confidence at the kept frames and latent resolution (V, F_lat, 1, H/8, W/8)."""
+    check_frame_count(verts.shape[0])
+    if cameras.height % LATENT_FACTOR or cameras.width % LATENT_FACTOR:
+        raise Morph4DError(f"image size must be divisible by {LATENT_FACTOR}, got {cameras.width}x{cameras.height}")
+    video, conf = project_with_confidence(torch.cat([ref_verts[None], verts]), faces, ref, ref_image, cameras)
+    conf = conf[:, 1:][:, kept_frames(verts.shape[0])]                       # (V, F_lat, 1, H, W)
+    return video[:, 1:], F.avg_pool2d(conf.flatten(0, 1), LATENT_FACTOR).unflatten(0, conf.shape[:2])
+
+
+__all__ = ["project_reference", "project_with_confidence", "projection_conditioning"]

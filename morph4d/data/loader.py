@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from morph4d.cameras import Cameras, centre_angles, outcrop_mask
 from morph4d.conditioning.maps import ConditioningConfig, HeadConditioner
+from morph4d.conditioning.projection import projection_conditioning
 from morph4d.data.format import Sequence, mix_seed, open_dataset, select_frames
 from morph4d.errors import Morph4DError
 from morph4d.heads import HeadModel, HeadParams
@@ -122,7 +123,9 @@ class MultiViewWindows(Dataset):
       images (V, F, 3, D, D), alpha (V, F, 1, D, D): the window, RGB over white in [0, 1]
       reference (3, D, D), reference_alpha (1, D, D)
       conditioning (V, F_lat, C, D/8, D/8), reference_conditioning (C, D/8, D/8)  (ConditioningLayout; absent with
-        ``WindowConfig(conditioning=False)``)
+        ``WindowConfig(conditioning=False)``); with ``ConditioningConfig(reference_projection=True)`` also
+        projection (V, F, 3, D, D) and projection_confidence (V, F_lat, 1, D/8, D/8)
+        (``conditioning.projection.projection_conditioning``: the reference through the head mesh, to encode)
       R (V, 3, 3), t (V, 3), K (V, 3, 3): cropped window cameras; reference_R, reference_t, reference_K
       view_index (V,), frame_index (F,), reference_index (2,) = (view, frame); sequence: the name
     """
@@ -245,6 +248,10 @@ class MultiViewWindows(Dataset):
                                                               outcrop=outcrop_mask(box, W, H, h))
                 maps["reference_conditioning"] = self.conditioner.reference(
                     select_frames(s.params, rf), ref_cam, outcrop=outcrop_mask(ref_box, W, H, h)[0])
+                if self.conditioner.cfg.reference_projection:                  # ours (issue 17), encoded later
+                    maps["projection"], maps["projection_confidence"] = projection_conditioning(
+                        self.model(select_frames(s.params, [rf]))[0], self.model(select_frames(s.params, frames)),
+                        self.model.faces, ref_cam, ref[:3], cams)
         return {"images": crops[:, :, :3].contiguous(), "alpha": crops[:, :, 3:].contiguous(),
                 "reference": ref[:3].contiguous(), "reference_alpha": ref[3:].contiguous(), **maps,
                 "R": cams.R, "t": cams.t, "K": cams.K,
