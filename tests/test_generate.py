@@ -212,3 +212,21 @@ def test_dry_run_sizes_the_plan_without_running(tmp_path, models, head, capsys):
     p = plan_passes(build_plan(PRESETS["small"]), "multiview")
     assert f"DDIM steps {p['steps']}, joint passes {p['joint']}" in text and f"single-view passes {p['single']}" in text
     assert "TFLOP" in text and not (tmp_path / "o").exists()
+
+
+def test_a_reference_projection_model_gets_the_encoded_projection(tmp_path, models, head):
+    """Issue 17 (ours): an MMVDM of the 76-channel layout is conditioned on the reference projected through the
+    head mesh into each job's views and frames, encoded by the autoencoder (channels 59-74) with its confidence
+    (75)."""
+    vae = models[2]
+    model = MMVDM(MMVDMConfig.preset("tiny", reference_projection=True, conditioning_channels=76),
+                  generator=torch.Generator().manual_seed(0)).eval()
+    seen = []
+    model.register_forward_hook(lambda m, args, out: seen.append(args[1]))
+    anim = builtin_animation("talk", head, 25)
+    run_generate(tmp_path / "p", model, vae, head, make_reference(head), anim, FAST, {"test": 1},
+                 log=lambda *_: None)
+    conds = [c for c in seen if c.abs().sum() > 0]                      # the conditional passes
+    assert conds and all(c.shape[3] == 76 for c in seen)
+    assert all(c[:, :, :, 59:75].abs().sum() > 0 and c[:, :, :, 75].max() > 0.3 for c in conds)
+    assert all(c[:, :, :, 75].min() >= 0 and c[:, :, :, 75].max() <= 1 for c in conds)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from morph4d.conditioning.maps import ConditioningLayout
+from morph4d.conditioning.maps import ConditioningConfig, ConditioningLayout
 from morph4d.data.synth import SynthConfig, synthesize
 from morph4d.diffusion.schedule import Diffusion, DiffusionConfig
 from morph4d.models.mmvdm import MMVDM, MMVDMConfig
@@ -159,6 +159,41 @@ def test_training_step_inputs(dataset):
             assert seen["ref"].abs().sum() > 0
         else:
             assert all(seen[k].abs().sum() == 0 for k in ("cond", "ref", "ref_cond"))
+
+
+def test_reference_projection_enters_encoded_and_other_layouts_are_refused(dataset, tmp_path):
+    """Issue 17 (ours): with reference_projection the batch carries the projection video, encoded by the same
+    autoencoder as the images into the layout's projection group (+ its confidence), dropped with the rest; the
+    run's MMVDM takes 76 channels, and an --init model of MVP4D's 59-channel layout is refused naming both."""
+    maps = ConditioningConfig(reference_projection=True)
+    lay = ConditioningLayout.from_config(maps)
+    data = TrainData([dataset], (), [(2, 5, 32)], maps=maps)
+    stage = Stage(1, 1e-3, ((2, 5, 32),), p_given_views=1.0)
+    _, batch = data.batch(stage, 2, 0, torch.Generator().manual_seed(0))
+    assert batch["projection"].shape == (2, 2, 5, 3, 32, 32)
+    vae, seen = load_vae(preset("tiny"), "cpu"), {}
+
+    def model(x, cond, ref, ref_cond, t):
+        seen.update(cond=cond)
+        return torch.zeros_like(x)
+
+    for dropout in (0.0, 1.0):
+        training_step(model, vae, Diffusion(), batch, stage, dropout, torch.Generator().manual_seed(0), "cpu")
+        if dropout == 0.0:
+            torch.testing.assert_close(seen["cond"][:, :, :, lay.projection][:, :, :, :16],
+                                       vae.encode(batch["projection"]))
+            assert torch.equal(seen["cond"][:, :, :, lay.projection][:, :, :, 16:], batch["projection_confidence"])
+        else:
+            assert seen["cond"].abs().sum() == 0
+    train(preset("tiny", datasets=(str(dataset),), reference_projection=True), tmp_path / "p", stop_after=1,
+          log=lambda *_: None)
+    state = torch.load(tmp_path / "p" / CHECKPOINT, weights_only=True)
+    assert state["model"]["patch_embed.weight"].shape[1] == 16 + 76
+    MMVDM(MMVDMConfig.preset("tiny")).save_pretrained(tmp_path / "plain")
+    with pytest.raises(ValueError, match=r"\(59 channels\).*\(76 channels\)"):
+        train(preset("tiny", datasets=(str(dataset),), reference_projection=True, init=str(tmp_path / "plain")),
+              tmp_path / "q", log=lambda *_: None)
+    assert not (tmp_path / "q").exists()
 
 
 def test_loss_ignores_given_latents():

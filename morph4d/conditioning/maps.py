@@ -125,6 +125,18 @@ class ConditioningLayout:
 NUM_CONDITIONING_CHANNELS = ConditioningLayout.from_config().num_channels  # 59 with the default config
 
 
+def layout_of(model_config, what: str = "the model") -> ConditioningLayout:
+    """The conditioning layout an MMVDM's config (``models.mmvdm.MMVDMConfig``) was built for: MVP4D's maps, plus
+    the reference projection where ``reference_projection`` (ours, issue 17). A config whose
+    ``conditioning_channels`` fit neither is refused, naming both layouts."""
+    layout = ConditioningLayout.from_config(ConditioningConfig(
+        reference_projection=bool(getattr(model_config, "reference_projection", False))))
+    if model_config.conditioning_channels != layout.num_channels:
+        raise Morph4DError(f"{what} takes {model_config.conditioning_channels} conditioning channels, but the layout "
+                           f"its config names has {layout.num_channels}: {layout.describe()}")
+    return layout
+
+
 class HeadConditioner:
     """Builds conditioning maps for one head model (canonical coordinates precomputed once)."""
 

@@ -17,7 +17,8 @@ import torch
 from tqdm import tqdm
 
 from morph4d.cameras import VIEW_FOV, VIEW_RADIUS, Cameras, ViewSet, view_set
-from morph4d.conditioning.maps import HeadConditioner
+from morph4d.conditioning.maps import ConditioningConfig, HeadConditioner, fill_projection, layout_of
+from morph4d.conditioning.projection import projection_conditioning
 from morph4d.diffusion.sampling import GUIDANCE_KINDS, angular_guidance_scales, ddim_sample, guidance
 from morph4d.diffusion.schedule import Diffusion
 from morph4d.errors import Morph4DError
@@ -56,7 +57,10 @@ class MultiViewGenerator:
                  guidance_kind: str = "multiview", diffusion: Diffusion | None = None):
         self.model, self.vae, self.head = model, vae, head
         self.diffusion = Diffusion.for_model(model) if diffusion is None else diffusion
-        self.cond = HeadConditioner(head)
+        # ours (issue 17): a model of the reference-projection layout gets the encoded projection of every job
+        self.projection = bool(getattr(getattr(model, "config", None), "reference_projection", False))
+        self.layout = layout_of(model.config, "the MMVDM") if self.projection else None
+        self.cond = HeadConditioner(head, ConditioningConfig(reference_projection=self.projection))
         self.ref = canonicalize(reference, head)
         self.anim, self.cameras, self.F = animation, cameras, frames_per_window
         self.az, self.el = view_angles_deg
@@ -85,6 +89,11 @@ class MultiViewGenerator:
         cams = self.cameras[job.views]
         with torch.no_grad():
             cond = self.cond.video(self.window_params(job.start), cams, self.ref.camera, given=mask)[None]
+            if self.projection:
+                video, conf = projection_conditioning(
+                    self.head(self.ref.params).reshape(-1, self.head.num_vertices, 3)[0],
+                    self.head(self.window_params(job.start)), self.head.faces, self.ref.camera, self.ref.image, cams)
+                cond = fill_projection(cond, self.layout, self.vae.encode(video[None]), conf[None])
             # guidance scale per view from its angle to the nearest reference view (the reference image
             # and the views given whole), MVP4D §4
             ref_az = torch.tensor([self.ref_az] + [float(self.az[v]) for v in job.given_views])

@@ -61,6 +61,8 @@ class MMVDMConfig:
     latent_channels: int = 16                        # CogVideoX VAE latents; also the output channels
     conditioning_channels: int = 59  # ConditioningLayout().num_channels of the default ConditioningConfig (a
                                      # test checks they agree; models sit below conditioning)
+    reference_projection: bool = False  # ours (issue 17): the conditioning layout with the encoded reference
+                                        # projection (conditioning.maps.layout_of); conditioning_channels 76
     patch_size: int = 2                              # latent pixels per token side (MVP4D S2.2: 2x2)
     base_tokens: int | None = COGVIDEOX_TOKENS       # N_t of the attention scale; None: plain 1/sqrt(d)
     spatial_interpolation_scale: float = 1.875       # CogVideoX-2B's sinusoidal position scales

@@ -63,6 +63,8 @@ class TrainConfig:
     vae: str = "small"                   # VAE_PRESETS name used when no --vae folder is given; "cogvideox":
                                          # the run needs --vae (CogVideoX-2B's VAE folder)
     cond_dropout: float = 0.1            # MVP4D S2.2 / CAP4D: 10% unconditional
+    reference_projection: bool = False   # ours (issue 17): condition on the encoded reference projection too
+    #                                      (ConditioningConfig.reference_projection; the MMVDM's 76-channel layout)
     snr_shift_scale: float = 3.0         # noise schedule (morph4d.diffusion.schedule); stored in the MMVDM's config.json
     ema_decay: float = 0.999
     weight_decay: float = 0.0            # AdamW

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from morph4d.conditioning.maps import ConditioningLayout
+from morph4d.conditioning.maps import ConditioningConfig, ConditioningLayout, fill_projection, layout_of
 from morph4d.data.format import mix_seed, read_index
 from morph4d.data.loader import MultiViewWindows, WindowConfig
 from morph4d.diffusion.sampling import ddim_sample, model_denoiser, unconditional_inputs
@@ -66,7 +66,8 @@ class TrainData:
     has >= V views and >= F frames and a (view, frame) left over for the reference image).
     """
 
-    def __init__(self, roots, weights, resolutions, seed: int = 0, conditioning: bool = True):
+    def __init__(self, roots, weights, resolutions, seed: int = 0, conditioning: bool = True,
+                 maps: ConditioningConfig = ConditioningConfig()):
         if not roots:
             raise Morph4DError("training needs at least one dataset folder")
         for root in roots:   # the held-out identities (data.identity.EVAL_SEEDS) never enter training
@@ -84,7 +85,7 @@ class TrainData:
                 try:
                     window = WindowConfig(views=V, frames=F, resolution=D, seed=seed, on_short="skip",
                                           conditioning=conditioning)
-                    ds = MultiViewWindows(root, window, model=head)
+                    ds = MultiViewWindows(root, window, model=head, conditioning=maps)
                 except ValueError as e:
                     problems.append(str(e))
                     continue
@@ -105,7 +106,8 @@ class TrainData:
             ds.set_epoch(epoch * len(keys) + b)
             out.append(ds[i])
         return {name: torch.stack([o[name] for o in out]) for name in
-                ("images", "reference", "conditioning", "reference_conditioning") if name in out[0]}
+                ("images", "reference", "conditioning", "reference_conditioning", "projection",
+                 "projection_confidence") if name in out[0]}
 
     def batch(self, stage, batch_size: int, position: int, g: torch.Generator) -> tuple[tuple[int, int, int], dict]:
         """A resolution (Table 3: uniform per step) and a batch at data ``position`` (seeds the windows);
@@ -138,11 +140,12 @@ def training_step(model, vae, diffusion: Diffusion, batch: dict, stage, cond_dro
     """Loss of one batch and the generation mode of each item (MVP4D §3.3; module doc, step 2). ``precision``
     applies to the frozen autoencoder's encoding (bf16: latents within ~0.003 RMS of float32's, for unit-std
     latents) and to the MMVDM's forward; the loss is float32."""
-    layout = ConditioningLayout.from_config()
+    layout = ConditioningLayout.from_config(ConditioningConfig(reference_projection="projection" in batch))
     device_type = torch.device(device).type
     with torch.no_grad(), autocast(precision, device_type):
         x0 = vae.encode(batch["images"].to(device)).float()                  # (B, V, F_lat, 16, h, w)
         ref = vae.encode_image(batch["reference"].to(device)).float()        # (B, 16, h, w)
+        projected = vae.encode(batch["projection"].to(device)).float() if "projection" in batch else None
     B, V, Fl = x0.shape[:3]
     modes = [sample_mode(stage, V, Fl, g) for _ in range(B)]
     given = torch.stack([given_mask(m, V, Fl) for m in modes]).to(device)   # (B, V, F_lat)
@@ -152,6 +155,8 @@ def training_step(model, vae, diffusion: Diffusion, batch: dict, stage, cond_dro
     keep = given[..., None, None, None]
     x_in = torch.where(keep, x0, diffusion.add_noise(x0, noise, t))         # given latents enter clean
     cond = batch["conditioning"].to(device).clone()                          # (B, V, F_lat, C, h, w)
+    if projected is not None:                                                # ours (issue 17): encoded projection
+        cond = fill_projection(cond, layout, projected, batch["projection_confidence"].to(device))
     cond[:, :, :, layout.reference_mask] = keep.to(cond.dtype)               # b = 1 on given latents
     ref_cond = batch["reference_conditioning"].to(device)                    # (B, C, h, w), b = 1 already
     u_cond, u_ref, u_ref_cond = unconditional_inputs(cond, ref, ref_cond)
@@ -264,10 +269,17 @@ def sample_grid(model, ema: dict, vae, diffusion: Diffusion, val: dict, steps: i
 def initial_model(cfg: TrainConfig) -> MMVDM:
     """The MMVDM a run starts from: ``cfg.init``'s weights (trained with the run's noise schedule) or a fresh
     ``cfg.model`` preset carrying the run's ``snr_shift_scale``."""
+    layout = ConditioningLayout.from_config(ConditioningConfig(reference_projection=cfg.reference_projection))
     if cfg.init is None:
-        return MMVDM(MMVDMConfig.preset(cfg.model, snr_shift_scale=cfg.snr_shift_scale),
+        return MMVDM(MMVDMConfig.preset(cfg.model, snr_shift_scale=cfg.snr_shift_scale,
+                                        reference_projection=cfg.reference_projection,
+                                        conditioning_channels=layout.num_channels),
                      generator=torch.Generator().manual_seed(cfg.seed))
     model = MMVDM.from_pretrained(cfg.init)
+    theirs = layout_of(model.config, f"--init {cfg.init}")
+    if theirs != layout:
+        raise Morph4DError(f"--init {cfg.init} takes the conditioning layout {theirs.describe()}, but the run's is "
+                           f"{layout.describe()}; use a model of the run's layout")
     if model.config.snr_shift_scale != cfg.snr_shift_scale:
         raise Morph4DError(f"--init {cfg.init} was trained with snr_shift_scale {model.config.snr_shift_scale} but "
                            f"the preset {cfg.name!r} uses {cfg.snr_shift_scale}; fine-tune it with the same schedule")
@@ -285,7 +297,8 @@ def train(cfg: TrainConfig, out_dir, stop_after: int | None = None, log=print) -
     if cfg.vae_path is None and cfg.vae not in VAE_PRESETS:
         raise Morph4DError(f"preset {cfg.name!r} trains on the {cfg.vae!r} autoencoder's latents: pass --vae DIR")
     resolutions = [r for s in cfg.stages for r in s.resolutions]
-    data = TrainData(cfg.datasets, cfg.weights, resolutions, cfg.seed)
+    data = TrainData(cfg.datasets, cfg.weights, resolutions, cfg.seed,
+                     maps=ConditioningConfig(reference_projection=cfg.reference_projection))
     state = load_checkpoint(out / CHECKPOINT, cfg)
     model = initial_model(cfg)
     accelerator = Accelerator()
