@@ -185,8 +185,9 @@ def test_reference_projection_enters_encoded_and_other_layouts_are_refused(datas
             assert torch.equal(seen["cond"][:, :, :, lay.projection][:, :, :, 16:], batch["projection_confidence"])
         else:
             assert seen["cond"].abs().sum() == 0
-    train(preset("tiny", datasets=(str(dataset),), reference_projection=True), tmp_path / "p", stop_after=1,
-          log=lambda *_: None)
+    assert main(["train", "--preset", "tiny", "--data", str(dataset), "--out", str(tmp_path / "p"),
+                 "--reference-projection", "--max-steps", "1"]) == 0
+    assert json.loads((tmp_path / "p" / "config.json").read_text())["reference_projection"] is True
     state = torch.load(tmp_path / "p" / CHECKPOINT, weights_only=True)
     assert state["model"]["patch_embed.weight"].shape[1] == 16 + 76
     MMVDM(MMVDMConfig.preset("tiny")).save_pretrained(tmp_path / "plain")

@@ -44,7 +44,8 @@ def _cmd_train(args) -> None:
     cfg = preset(args.preset, datasets=datasets, weights=_weights(args.weights, datasets),
                  vae_path=str(Path(args.vae).resolve()) if args.vae else None,
                  init=str(Path(args.init).resolve()) if args.init else None,
-                 **({"precision": args.precision} if args.precision else {}))
+                 **({"precision": args.precision} if args.precision else {}),
+                 **({"reference_projection": True} if args.reference_projection else {}))
     for name, folder in (("--vae", args.vae), ("--init", args.init)):
         if folder and not (Path(folder) / "config.json").is_file():
             raise Morph4DError(f"{name} {folder}: expected a save_pretrained folder with config.json")
@@ -73,6 +74,9 @@ def register(subparsers) -> None:
     p.add_argument("--vae", metavar="DIR", help="frozen autoencoder (save_pretrained folder; ours or CogVideoX's)")
     p.add_argument("--init", metavar="MODEL_DIR", help="start from these MMVDM weights (save_pretrained folder)")
     p.add_argument("--max-steps", type=int, help="stop after this global step (resume later)")
+    p.add_argument("--reference-projection", action="store_true",
+                   help="also condition on the reference projected through the head mesh, encoded by the "
+                        "autoencoder (ours, issue 17: a 76-channel conditioning layout; off = MVP4D's 59)")
     p.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
     p.set_defaults(func=_cmd_train)
     q = subparsers.add_parser("train-vae", help="train the small causal video autoencoder")
