@@ -135,17 +135,28 @@ def autocast(precision: str, device_type: str):
     return torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+def batch_conditioning(batch: dict, vae, device) -> torch.Tensor:
+    """The batch's conditioning (B, V, F_lat, C, h, w) on ``device``, with the reference projection encoded by
+    ``vae`` into its layout group where the batch carries one (ours, issue 17; ``conditioning.maps``)."""
+    cond = batch["conditioning"].to(device).clone()
+    if "projection" not in batch:
+        return cond
+    layout = ConditioningLayout.from_config(ConditioningConfig(reference_projection=True))
+    projected = vae.encode(batch["projection"].to(device)).float()
+    return fill_projection(cond, layout, projected, batch["projection_confidence"].to(device))
+
+
 def training_step(model, vae, diffusion: Diffusion, batch: dict, stage, cond_dropout: float,
                   g: torch.Generator, device, precision: str = "fp32") -> tuple[torch.Tensor, list[int]]:
     """Loss of one batch and the generation mode of each item (MVP4D §3.3; module doc, step 2). ``precision``
     applies to the frozen autoencoder's encoding (bf16: latents within ~0.003 RMS of float32's, for unit-std
     latents) and to the MMVDM's forward; the loss is float32."""
-    layout = ConditioningLayout.from_config(ConditioningConfig(reference_projection="projection" in batch))
+    layout = ConditioningLayout.from_config()
     device_type = torch.device(device).type
     with torch.no_grad(), autocast(precision, device_type):
         x0 = vae.encode(batch["images"].to(device)).float()                  # (B, V, F_lat, 16, h, w)
         ref = vae.encode_image(batch["reference"].to(device)).float()        # (B, 16, h, w)
-        projected = vae.encode(batch["projection"].to(device)).float() if "projection" in batch else None
+        cond = batch_conditioning(batch, vae, device)                        # (B, V, F_lat, C, h, w)
     B, V, Fl = x0.shape[:3]
     modes = [sample_mode(stage, V, Fl, g) for _ in range(B)]
     given = torch.stack([given_mask(m, V, Fl) for m in modes]).to(device)   # (B, V, F_lat)
@@ -154,9 +165,6 @@ def training_step(model, vae, diffusion: Diffusion, batch: dict, stage, cond_dro
     noise = torch.randn(x0.shape, generator=g).to(device)
     keep = given[..., None, None, None]
     x_in = torch.where(keep, x0, diffusion.add_noise(x0, noise, t))         # given latents enter clean
-    cond = batch["conditioning"].to(device).clone()                          # (B, V, F_lat, C, h, w)
-    if projected is not None:                                                # ours (issue 17): encoded projection
-        cond = fill_projection(cond, layout, projected, batch["projection_confidence"].to(device))
     cond[:, :, :, layout.reference_mask] = keep.to(cond.dtype)               # b = 1 on given latents
     ref_cond = batch["reference_conditioning"].to(device)                    # (B, C, h, w), b = 1 already
     u_cond, u_ref, u_ref_cond = unconditional_inputs(cond, ref, ref_cond)
@@ -253,7 +261,7 @@ def sample_grid(model, ema: dict, vae, diffusion: Diffusion, val: dict, steps: i
     net.load_state_dict(ema)
     x0 = vae.encode(val["images"].to(device))
     ref = vae.encode_image(val["reference"].to(device))
-    denoise = model_denoiser(net, diffusion, val["conditioning"].to(device), ref,
+    denoise = model_denoiser(net, diffusion, batch_conditioning(val, vae, device), ref,
                              val["reference_conditioning"].to(device))
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)).to(device)
     video = vae.decode(ddim_sample(denoise, diffusion, noise, steps))[0]       # (V, F, 3, D, D)
@@ -369,5 +377,5 @@ def train(cfg: TrainConfig, out_dir, stop_after: int | None = None, log=print) -
     return out
 
 
-__all__ = ["TrainData", "training_step", "autocast", "train", "initial_model", "save_checkpoint", "load_checkpoint",
+__all__ = ["TrainData", "batch_conditioning", "training_step", "autocast", "train", "initial_model", "save_checkpoint", "load_checkpoint",
            "same_config", "update_ema", "CsvLog", "load_vae", "sample_grid", "CHECKPOINT", "LOG_FIELDS"]
