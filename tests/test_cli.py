@@ -132,3 +132,11 @@ def test_conditioning_command_writes_the_channel_grids(tmp_path):
     sheet = np.asarray(Image.open(out / "channels.png"))
     assert sheet.shape[1] > NUM_CONDITIONING_CHANNELS * 24 and Image.open(out / "overview.png").size[0] > 0
     assert main(["conditioning", "--frames", "10", "--out", str(out)]) == 2
+    # issue 17 (ours): the projection group, encoded by the embedded default's autoencoder, and its confidence
+    assert main(["conditioning", "--view-set", "360", "--frames", "9", "--res", "64", "--out", str(out / "p"),
+                 "--reference-projection"]) == 0
+    names = (out / "p" / "channels.txt").read_text().splitlines()
+    assert len(names) == NUM_CONDITIONING_CHANNELS + 17 and names[-1] == f"{len(names) - 1}\tprojection.confidence"
+    cfg = json.loads((out / "p" / "config.json").read_text())
+    assert cfg["conditioning"]["reference_projection"] and cfg["overview_columns"][-1] == "projection confidence"
+    assert Image.open(out / "p" / "overview.png").size[0] > Image.open(out / "overview.png").size[0]

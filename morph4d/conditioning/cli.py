@@ -10,7 +10,8 @@ from morph4d.heads.cli import add_head_args, animation_help
 def _cmd_conditioning(args) -> None:
     from morph4d.conditioning.viz import VizConfig, run_viz
     run_viz(VizConfig(out=args.out, animation=args.animation, views=args.view_set, frames=args.frames,
-                      resolution=args.res, head=args.head, flame_path=args.flame_path))
+                      resolution=args.res, head=args.head, flame_path=args.flame_path,
+                      reference_projection=args.reference_projection, model=args.model))
 
 
 def register(sub) -> None:
@@ -21,6 +22,11 @@ def register(sub) -> None:
     p.add_argument("--frames", type=int, default=49, help="frames, 1 + 4k (default 49)")
     p.add_argument("--res", type=int, default=512, help="image resolution; latents are res/8 (default 512)")
     p.add_argument("--out", default="out/conditioning", help="output folder (default out/conditioning)")
+    p.add_argument("--reference-projection", action="store_true",
+                   help="also the reference-projection channels (ours, issue 17): the reference through the head "
+                        "mesh, encoded by the autoencoder of --model, and its confidence")
+    p.add_argument("--model", default=None, help="model folder whose autoencoder encodes the projection "
+                                                 "(default: the embedded default)")
     add_head_args(p)
     p.set_defaults(func=_cmd_conditioning)
 

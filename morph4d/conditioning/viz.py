@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from morph4d.cameras import VIEW_FOV, VIEW_RADIUS, head_crop_boxes, orbit_cameras, outcrop_mask, view_set
-from morph4d.conditioning.maps import ConditioningConfig, HeadConditioner
+from morph4d.conditioning.maps import ConditioningConfig, HeadConditioner, fill_projection
+from morph4d.conditioning.projection import projection_conditioning
 from morph4d.errors import Morph4DError
 from morph4d.heads import load_head_model
 from morph4d.heads.animation import get_animation
@@ -45,6 +46,8 @@ class VizConfig:
     num_views: int = 3        # views shown: spread over the set's key views
     num_frames: int = 3       # kept frames shown: first, middle, last
     tile: int = 96            # pixels per tile in the sheets
+    reference_projection: bool = False  # ours (issue 17): the projection group too, encoded by ``model``'s autoencoder
+    model: str | None = None  # model folder whose autoencoder encodes the projection (None: the embedded default)
 
 
 def _signed(x: torch.Tensor) -> torch.Tensor:
@@ -64,7 +67,7 @@ def run_viz(cfg: VizConfig, log=print) -> dict:
     anim.check_model(model)
     keep = kept_frames(anim.num_frames)
     vs = view_set(cfg.views)
-    cond = HeadConditioner(model, ConditioningConfig())
+    cond = HeadConditioner(model, ConditioningConfig(reference_projection=cfg.reference_projection))
     layout, res = cond.layout, cfg.resolution
     # 1. the reference: a close-up "photo" whose 25%-enlarged head crop reaches past the photo's border,
     #    so the outcropping mask has something to show (MVP4D S2.1)
@@ -81,13 +84,23 @@ def run_viz(cfg: VizConfig, log=print) -> dict:
     pick_views = keys[torch.argsort(vs.azimuth[keys])][torch.linspace(0, len(keys) - 1, cfg.num_views).round().long()]
     cams = vs.cameras(cfg.radius, cfg.fov, res, res)[pick_views]
     video = cond.video(anim.params, cams, ref_cam)  # (V, K, C, h, w)
+    colors = preview_colors(model)
+    projected = None
+    if cfg.reference_projection:   # the reference photo's pixels through the head mesh, encoded (ours, issue 17)
+        from morph4d.models.folder import load_models
+        vae = load_models(cfg.model)[1]
+        photo_image = shade_mesh(posed0, model.faces, colors, ref_cam)[0][0].permute(2, 0, 1)
+        with torch.no_grad():
+            pixels, conf = projection_conditioning(posed0.reshape(-1, 3), model(anim.params), model.faces, ref_cam,
+                                                   photo_image, cams)
+            video = fill_projection(video, layout, vae.encode(pixels[None])[0].float(), conf)
+        projected = pixels[:, keep]                                                      # (V, K, 3, H, W)
     pick_frames = torch.linspace(0, len(keep) - 1, cfg.num_frames).round().long()
     maps = torch.cat([ref[None], video[:, pick_frames].flatten(0, 1)])  # (1 + V*Fs, C, h, w)
     # shaded renders of the same images, for comparing the maps with the picture
     verts = model(anim.params)
     rows_cam = [ref_cam] + [cams[[v]] for v in range(len(cams)) for _ in pick_frames]
     rows_verts = [posed0] + [verts[keep[int(k)]] for _ in range(len(cams)) for k in pick_frames]
-    colors = preview_colors(model)
     renders = torch.cat([shade_mesh(v, model.faces, colors, c.resized(cfg.tile, cfg.tile))[0]
                          for v, c in zip(rows_verts, rows_cam)])
     g = layout.groups()
@@ -101,14 +114,23 @@ def run_viz(cfg: VizConfig, log=print) -> dict:
     for j in range(3):
         m = maps[:, g["motion"].start + 2 * j: g["motion"].start + 2 * j + 2]
         overview.append(_tiles(_signed(torch.cat([m, torch.zeros_like(m[:, :1])], 1)), t))
+    columns = ["render", "pose (sin 2^0 pi x,y,z)", f"expression x{EXPRESSION_GAIN:g}", "ray direction", "ray origin",
+               "reference mask", "outcrop mask", "motion 1", "motion 2", "motion 3"]
+    if projected is not None:      # the reference row has no projection: white
+        shown_px = torch.cat([torch.ones_like(projected[:1, 0]), projected[:, pick_frames].flatten(0, 1)])
+        overview += [_tiles(shown_px, t), _tiles(maps[:, g["projection"].stop - 1:g["projection"].stop]
+                                                 .expand(-1, 3, -1, -1), t)]
+        columns += ["reference projection (pixels, before encoding)", "projection confidence"]
     overview = torch.stack(overview, 1).flatten(0, 1)  # (rows * cols, t, t, 3)
     out = Path(cfg.out)
     paths = {"overview": out / "overview.png", "channels": out / "channels.png",
              "channel_names": out / "channels.txt", "config": out / "config.json"}
-    write_png(paths["overview"], grid(overview, cols=10))
+    write_png(paths["overview"], grid(overview, cols=len(columns)))
     small = max(24, t // 2)
     signed = torch.ones(layout.num_channels, dtype=torch.bool)
     signed[g["reference_mask"]] = signed[g["outcrop_mask"]] = False
+    if "projection" in g:
+        signed[g["projection"].stop - 1] = False                                        # the confidence
     shown = torch.where(signed.view(1, -1, 1, 1), _signed(maps), maps.clamp(0, 1))
     chans = _tiles(shown.flatten(0, 1)[:, None], small).expand(-1, -1, -1, 3)
     write_png(paths["channels"], grid(chans, cols=layout.num_channels, pad=2))
@@ -118,9 +140,7 @@ def run_viz(cfg: VizConfig, log=print) -> dict:
     rows = ["reference"] + [f"view {int(v)} (az {vs.azimuth[v]:.0f}, el {vs.elevation[v]:.0f}) frame {keep[int(k)]}"
                             for v in pick_views for k in pick_frames]
     write_json(paths["config"], {"viz": asdict(cfg), "conditioning": asdict(cond.cfg), "rows": rows,
-                                 "overview_columns": ["render", "pose (sin 2^0 pi x,y,z)", f"expression x{EXPRESSION_GAIN:g}",
-                                                      "ray direction", "ray origin", "reference mask",
-                                                      "outcrop mask", "motion 1", "motion 2", "motion 3"]})
+                                 "overview_columns": columns})
     for p in paths.values():
         log(f"wrote {p}")
     return {k: str(p) for k, p in paths.items()}
