@@ -57,7 +57,10 @@ class UVConditioner:
     def maps(self, params: HeadParams, cameras: Cameras) -> torch.Tensor:
         """``params`` of F frames seen by ``cameras`` (F cameras, or 1 shared) -> (F, 3, H, W) in [-1, 1]."""
         with torch.no_grad():
-            verts = self.model(params)                                      # (F, N, 3)
+            return self.maps_of(self.model(params), cameras)
+
+    def maps_of(self, verts: torch.Tensor, cameras: Cameras) -> torch.Tensor:
+        """``maps`` of posed vertices (F, N, 3) the caller already has."""
         if len(cameras) not in (1, verts.shape[0]):
             raise Morph4DError(f"{verts.shape[0]} frames need 1 or {verts.shape[0]} cameras, got {len(cameras)}")
         if len(cameras) == 1 and verts.shape[0] > 1:

@@ -75,7 +75,7 @@ def run_portrait_eval(out, unet: str, identities: int = 2, clip: int = 16, clips
         with torch.no_grad():
             joint = head.joints(select_frames(params, [0])).reshape(-1, 3)[0]
             ref_params = select_frames(h.params, [0])
-            maps, on_head = frame_conditions(uv, head(params), params, front, head(ref_params)[0],
+            maps, on_head = frame_conditions(uv, head(params), front, head(ref_params)[0],
                                              h.reference_camera, h.reference_image, True)   # on_head: the projection
             maps = maps if net.config.projection else maps[:, :3]                  # a network without the channels
             reference = torch.cat([h.reference_image * 2 - 1, uv.maps(ref_params, h.reference_camera)[0]])

@@ -76,6 +76,7 @@ class MultiViewGenerator:
             if self.ref.outcrop is not None:
                 outcrop = torch.nn.functional.avg_pool2d(self.ref.outcrop[None, None], LATENT_FACTOR)[0, 0].round()
             self.ref_cond = self.cond.reference(self.ref.params, self.ref.camera, outcrop)[None]
+            self.ref_verts = head(self.ref.params).reshape(-1, head.num_vertices, 3)[0]   # the projection's source
 
     def window_params(self, start: int):
         p = self.anim.params
@@ -90,9 +91,8 @@ class MultiViewGenerator:
         with torch.no_grad():
             cond = self.cond.video(self.window_params(job.start), cams, self.ref.camera, given=mask)[None]
             if self.projection:
-                video, conf = projection_conditioning(
-                    self.head(self.ref.params).reshape(-1, self.head.num_vertices, 3)[0],
-                    self.head(self.window_params(job.start)), self.head.faces, self.ref.camera, self.ref.image, cams)
+                video, conf = projection_conditioning(self.ref_verts, self.head(self.window_params(job.start)),
+                                                      self.head.faces, self.ref.camera, self.ref.image, cams)
                 cond = fill_projection(cond, self.layout, self.vae.encode(video[None]), conf[None])
             # guidance scale per view from its angle to the nearest reference view (the reference image
             # and the views given whole), MVP4D §4

@@ -125,7 +125,7 @@ def run_portrait(cfg: PortraitConfig, log=print) -> dict:
     camera = orbit_about(ref.camera, joint, cfg.yaw, cfg.pitch) if (cfg.yaw or cfg.pitch) else ref.camera
     uv = UVConditioner(head)
     with torch.no_grad():
-        maps, _ = frame_conditions(uv, head(params), params, camera, head(_one_frame(ref.params))[0], ref.camera,
+        maps, _ = frame_conditions(uv, head(params), camera, head(_one_frame(ref.params))[0], ref.camera,
                                    ref.image, net.config.projection)                 # (F, 3 [+ 4], S, S)
         reference = torch.cat([ref.image * 2 - 1, uv.maps(_one_frame(ref.params), ref.camera)[0]])
     depths = plane_depths(head_distance(camera, joint), net.config.planes).float()

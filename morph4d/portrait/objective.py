@@ -73,15 +73,15 @@ def trainable(net, stage: str) -> list[torch.nn.Parameter]:
     return [p for m in modules for p in m.parameters()]
 
 
-def frame_conditions(uv, verts: torch.Tensor, params, camera: Cameras, ref_verts: torch.Tensor, ref_camera: Cameras,
+def frame_conditions(uv, verts: torch.Tensor, camera: Cameras, ref_verts: torch.Tensor, ref_camera: Cameras,
                      ref_image: torch.Tensor, projection: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The per-frame conditions in ``camera`` (one, the MPI camera): the UV maps of ``params`` (F frames; ``uv`` a
-    ``conditioning.uvmaps.UVConditioner``) and, with ``projection``, the reference ``ref_image`` (3, H, W in [0, 1],
+    """The per-frame conditions in ``camera`` (one, the MPI camera): the UV maps of the posed head ``verts``
+    (F, N, 3; ``uv`` a ``conditioning.uvmaps.UVConditioner``) and, with ``projection``, the reference ``ref_image`` (3, H, W in [0, 1],
     seen by ``ref_camera`` on the mesh ``ref_verts`` (N, 3)) projected onto ``verts`` (F, N, 3) with its confidence.
     Returns ((F, 3 [+ 4], H, W): UV in [-1, 1], projection in [-1, 1], confidence in [0, 1]; the projection in
     [0, 1] (F, 3, H, W) or None)."""
     with torch.no_grad():
-        maps = uv.maps(params, camera)                                               # (F, 3, H, W)
+        maps = uv.maps_of(verts, camera)                                             # (F, 3, H, W)
         if not projection:
             return maps, None
         both = torch.cat([ref_verts[None], verts])

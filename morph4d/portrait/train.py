@@ -152,12 +152,13 @@ class Batches:
                 ref_params = select_frames(self.params[item["sequence"]], [int(item["reference_index"][1])])
                 ref_cam = Cameras(item["reference_R"][None], item["reference_t"][None], item["reference_K"][None],
                                   S, S)
-                ref_map = self.uv.maps(ref_params, ref_cam)[0]
+                ref_verts = self.model(ref_params)                                       # (1, N, 3)
+                ref_map = self.uv.maps_of(ref_verts, ref_cam)[0]
                 joint = self.model.joints(select_frames(params, [0])).reshape(-1, 3)[0]
                 verts = self.model(params)                                               # (F, N, 3)
                 rows["disparity"].append(head_disparity(verts, self.model.faces, cam_t))
                 pseudo = m != 0 and cfg.pseudo_gt                                        # L_side: pseudo GT
-                conds, projected = frame_conditions(self.uv, verts, params, cam_m, self.model(ref_params)[0], ref_cam,
+                conds, projected = frame_conditions(self.uv, verts, cam_m, ref_verts[0], ref_cam,
                                                     item["reference"], self.projection or pseudo)
                 if not self.projection:
                     conds = conds[:, :3]

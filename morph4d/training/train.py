@@ -377,5 +377,5 @@ def train(cfg: TrainConfig, out_dir, stop_after: int | None = None, log=print) -
     return out
 
 
-__all__ = ["TrainData", "batch_conditioning", "training_step", "autocast", "train", "initial_model", "save_checkpoint", "load_checkpoint",
-           "same_config", "update_ema", "CsvLog", "load_vae", "sample_grid", "CHECKPOINT", "LOG_FIELDS"]
+__all__ = ["TrainData", "batch_conditioning", "training_step", "autocast", "train", "initial_model", "save_checkpoint",
+           "load_checkpoint", "same_config", "update_ema", "CsvLog", "load_vae", "sample_grid", "CHECKPOINT", "LOG_FIELDS"]
