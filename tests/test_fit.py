@@ -1,6 +1,8 @@
 """Fitting a 4D avatar to a synthetic multi-view sequence: it learns, the U-Net deformation, back-face culling
 and density control run inside the loop, a stopped fit resumes exactly, and the avatar file round-trips."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -79,6 +81,32 @@ def test_avatar_applies_the_fitted_deformation_only_to_fitted_frames(sequence, f
     save_file(tensors, str(tmp_path / "old" / "avatar.safetensors"), metadata={"format_version": "1"})
     with pytest.raises(ValueError, match="format version 1"):
         load_avatar(tmp_path / "old")
+
+
+def test_held_out_frames_are_never_seen(sequence, tmp_path):
+    """FitConfig.train_frames (issue 17 §4: avatars scored at frames they were not fitted to): a fit on frame 0
+    of a copy whose frame-1 images are noise gives the same avatar as on the original; frames outside the
+    sequence are refused."""
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+    noisy = tmp_path / "noisy"
+    shutil.copytree(sequence, noisy)
+    for png in noisy.glob("images/*/000001.png"):
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(png)
+    cfg = FitConfig(iterations=6, checkpoint_every=100, log_every=100, deformation=TINY_DEFORM, train_frames=(0,))
+    fit_sequence(sequence, tmp_path / "a", cfg, **QUIET)
+    fit_sequence(noisy, tmp_path / "b", cfg, **QUIET)
+    a, b = load_file(str(tmp_path / "a" / "avatar.safetensors")), load_file(str(tmp_path / "b" / "avatar.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    other = replace(cfg, train_frames=(1,))              # the control: fitting frame 1 sees the noise
+    fit_sequence(sequence, tmp_path / "c", other, **QUIET)
+    fit_sequence(noisy, tmp_path / "d", other, **QUIET)
+    c, d = load_file(str(tmp_path / "c" / "avatar.safetensors")), load_file(str(tmp_path / "d" / "avatar.safetensors"))
+    assert c.keys() != d.keys() or any(not torch.equal(c[k], d[k]) for k in c)
+    with pytest.raises(ValueError, match="train_frames must index the sequence's 2 frames"):
+        fit_sequence(sequence, tmp_path / "e", FitConfig(iterations=1, train_frames=(2,)), **QUIET)
 
 
 def test_render_command(fitted, tmp_path, capsys):

@@ -143,14 +143,19 @@ def test_quality_report_runs_end_to_end(tiny_model, tmp_path):
     leaves it as it was."""
     from morph4d.eval.quality import QUALITY_METRICS, QualityConfig, run_quality
     from morph4d.threads import torch_threads
-    cfg = QualityConfig(identities=1, ablation_identities=1, resolution=RES, ae_windows=1, key_steps=1, other_steps=1)
+    cfg = QualityConfig(identities=1, ablation_identities=1, resolution=RES, ae_windows=1, key_steps=1, other_steps=1,
+                        avatar_identities=1, fit_iterations=2)
     threads = []
     with torch_threads(2):
         report = run_quality(tmp_path / "q", str(tiny_model), cfg,
                              log=lambda *a: threads.append(torch.get_num_threads()))
         assert torch.get_num_threads() == 2
     assert threads and set(threads) == {2}
-    assert list(report["runs"]) == ["generated", "reference projection"]          # no avatars in the preset
+    assert list(report["runs"]) == ["generated", "reference projection"]          # the avatars have their section
+    assert list(report["avatars"]["runs"]) == ["oracle avatar", "avatar"]
+    gap = report["avatar_gap"]                      # 2 held-out views x 25 frames + 6 held-out frames x 6 views
+    assert gap["cells"] == 2 * 25 + 6 * 6 and gap["identities"] == 1
+    assert gap["psnr"]["gap"] == pytest.approx(gap["psnr"]["oracle avatar"] - gap["psnr"]["avatar"])
     assert set(report["ablation"]["runs"]) == {"none, V=8", "cfg, V=8", "multiview, V=8", "multiview, V=4"}
     assert report["ablation"]["truth"]["frames"] == 17 and report["metrics"] == list(QUALITY_METRICS)
     for run in report["runs"].values():
@@ -161,6 +166,7 @@ def test_quality_report_runs_end_to_end(tiny_model, tmp_path):
         report["runs"]["generated"]["summary"]["all"]["psnr"]
     md = (tmp_path / "q" / "report.md").read_text()
     assert "Autoencoder reconstruction PSNR" in md and "| reference projection |" in md and "| multiview, V=4 |" in md
+    assert "One-photo avatar vs oracle avatar" in md and "| gap |" in md
     assert json.loads((tmp_path / "q" / "report.json").read_text())["autoencoder"]["windows"] == 1
     assert (tmp_path / "q" / "samples" / "900000.png").is_file()
 
@@ -168,7 +174,9 @@ def test_quality_report_runs_end_to_end(tiny_model, tmp_path):
 def test_quality_validation_seeds_stay_off_the_held_out_ones():
     from morph4d.eval.quality import QualityConfig
     QualityConfig(first_seed=5000).check()
-    assert not QualityConfig().synthetic().avatars and QualityConfig().synthetic().ablation_identities == 4
+    assert QualityConfig().synthetic().avatar_identities == 2 and QualityConfig().synthetic().ablation_identities == 4
+    assert QualityConfig(identities=1).synthetic().avatar_identities == 1
+    assert not QualityConfig(avatar_identities=0).synthetic().avatars
     for bad in (899_999, 900_050, -1):
         with pytest.raises(ValueError, match="outside the held-out seeds"):
             QualityConfig(first_seed=bad).check()
@@ -201,7 +209,7 @@ def test_retrained_weights_are_another_run(tiny_model, tmp_path):
 def test_synthetic_benchmark_with_both_avatars_resumes_without_refitting(tiny_model, tmp_path):
     """`morph4d eval --synthetic`: the four runs of issue 19 §3 in one table; a resumed run reuses both fits."""
     from morph4d.eval.run import EvalConfig
-    from morph4d.eval.synthetic import RUN_NAMES, SyntheticConfig, run_synthetic
+    from morph4d.eval.synthetic import AVATAR_TRAIN_FRAMES, RUN_NAMES, TRAIN_VIEWS, SyntheticConfig, run_synthetic
     cfg = SyntheticConfig(identities=1, resolution=RES, fit_iterations=2, key_steps=1, other_steps=1, samples=False)
     out = tmp_path / "bench"
     report = run_synthetic(out, str(tiny_model), cfg, EvalConfig(metrics=("psnr",)), log=lambda *a: None)
@@ -212,6 +220,12 @@ def test_synthetic_benchmark_with_both_avatars_resumes_without_refitting(tiny_mo
     assert s["oracle avatar"] > s["avatar"]
     fits = sorted((out / "runs" / "900000").glob("*/avatar.safetensors"))
     assert len(fits) == 2
+    # issue 17 §4: both avatars fitted on the same views and frames; the gap is scored where neither looked
+    for f in fits:
+        fit = json.loads((f.parent / "fit_config.json").read_text())["fit"]
+        assert tuple(fit["train_views"]) == TRAIN_VIEWS and tuple(fit["train_frames"]) == AVATAR_TRAIN_FRAMES
+    gap = report["avatar_gap"]
+    assert gap["cells"] == 2 * 25 + 6 * 6 and gap["psnr"]["gap"] > 0
     stamps = [f.stat().st_mtime_ns for f in fits]
     from morph4d.eval.baselines import fit_avatar
     for f in fits:                                  # a resumed benchmark finds both fits and keeps them

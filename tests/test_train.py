@@ -24,7 +24,7 @@ from morph4d.models.vae import CausalVideoAutoencoder
 from morph4d.threads import torch_threads
 from morph4d.training.cli import main
 from morph4d.training.curriculum import PAPER, Stage, given_mask, preset, sample_dropout, sample_mode, vae_preset
-from morph4d.training.train import CHECKPOINT, TrainData, load_vae, train, training_step
+from morph4d.training.train import CHECKPOINT, TrainData, initial_model, load_vae, train, training_step
 from morph4d.training.train_vae import train_vae
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
@@ -164,7 +164,8 @@ def test_training_step_inputs(dataset):
 def test_reference_projection_enters_encoded_and_other_layouts_are_refused(dataset, tmp_path):
     """Issue 17 (ours): with reference_projection the batch carries the projection video, encoded by the same
     autoencoder as the images into the layout's projection group (+ its confidence), dropped with the rest; the
-    run's MMVDM takes 76 channels, and an --init model of MVP4D's 59-channel layout is refused naming both."""
+    run's MMVDM takes 76 channels; an --init model of MVP4D's 59-channel layout starts it with the new channels' weights
+    zero (the same function), and the reverse is refused naming both layouts."""
     maps = ConditioningConfig(reference_projection=True)
     lay = ConditioningLayout.from_config(maps)
     data = TrainData([dataset], (), [(2, 5, 32)], maps=maps)
@@ -190,10 +191,28 @@ def test_reference_projection_enters_encoded_and_other_layouts_are_refused(datas
     assert json.loads((tmp_path / "p" / "config.json").read_text())["reference_projection"] is True
     state = torch.load(tmp_path / "p" / CHECKPOINT, weights_only=True)
     assert state["model"]["patch_embed.weight"].shape[1] == 16 + 76
-    MMVDM(MMVDMConfig.preset("tiny")).save_pretrained(tmp_path / "plain")
-    with pytest.raises(ValueError, match=r"\(59 channels\).*\(76 channels\)"):
-        train(preset("tiny", datasets=(str(dataset),), reference_projection=True, init=str(tmp_path / "plain")),
-              tmp_path / "q", log=lambda *_: None)
+    # an MVP4D-layout model starts a projection run with the new channels' weights zero: the same function
+    g = torch.Generator().manual_seed(0)
+    plain = MMVDM(MMVDMConfig.preset("tiny", snr_shift_scale=preset("tiny").snr_shift_scale), generator=g)
+    with torch.no_grad():  # a trained-like model: the zero-initialised output heads would hide any difference
+        for w in plain.parameters():
+            w.normal_(0, 0.1, generator=g)
+    plain.save_pretrained(tmp_path / "plain")
+    grown = initial_model(preset("tiny", datasets=(str(dataset),), reference_projection=True,
+                                 init=str(tmp_path / "plain")))
+    assert grown.config.conditioning_channels == 76 and grown.config.reference_projection
+    x, ref = torch.randn(1, 2, 2, 16, 4, 4, generator=g), torch.randn(1, 16, 4, 4, generator=g)
+    cond, ref_cond = torch.randn(1, 2, 2, 76, 4, 4, generator=g), torch.randn(1, 76, 4, 4, generator=g)
+    t = torch.tensor([500])
+    with torch.no_grad():
+        out = grown(x, cond, ref, ref_cond, t)
+        assert out.abs().mean() > 0.01
+        torch.testing.assert_close(out, plain(x, cond[:, :, :, :59], ref, ref_cond[:, :59], t))
+        assert grown.patch_embed.weight[:, 16 + 59:].abs().sum() == 0
+    # the reverse would drop inputs: refused, naming both layouts, nothing written
+    grown.save_pretrained(tmp_path / "grown")
+    with pytest.raises(ValueError, match=r"\(76 channels\).*\(59 channels\)"):
+        train(preset("tiny", datasets=(str(dataset),), init=str(tmp_path / "grown")), tmp_path / "q", log=lambda *_: None)
     assert not (tmp_path / "q").exists()
 
 

@@ -80,6 +80,8 @@ class FitConfig:
     cull_backfaces: bool = True       # MVP4D S2.4: no Gaussians on triangles that never face a camera
     backface_dropout: float = 0.2     # MVP4D S2.4: drop Gaussians facing away from the training view
     train_views: tuple[int, ...] | None = None  # views to fit (default all); the others stay held out
+    train_frames: tuple[int, ...] | None = None  # frames to fit (default all); the others stay held out (their
+                                                 # meshes still pose the avatar; no image of theirs is seen)
     checkpoint_every: int = 200
     log_every: int = 50
     seed: int = 0
@@ -100,8 +102,9 @@ class FitConfig:
         for key, kind in (("deformation", DeformationUNetConfig), ("densify", DensifyConfig), ("offmesh", OffMeshConfig)):
             if d.get(key) is not None:
                 d[key] = kind(**d[key])
-        if d.get("train_views") is not None:
-            d["train_views"] = tuple(d["train_views"])
+        for key in ("train_views", "train_frames"):
+            if d.get(key) is not None:
+                d[key] = tuple(d[key])
         return cls(**d)
 
 
@@ -190,16 +193,18 @@ def _no_clock(phase: str):
     return contextlib.nullcontext()
 
 
-def initial_gaussians(seq: FitData, head, vertices: torch.Tensor, cfg: FitConfig, views: list[int], log=print) -> BoundGaussians:
+def initial_gaussians(seq: FitData, head, vertices: torch.Tensor, cfg: FitConfig, views: list[int], log=print,
+                      frame: int = 0) -> BoundGaussians:
     """One Gaussian per triangle facing a training camera in some frame (all triangles without
-    ``cull_backfaces``), plus the off-mesh Gaussians of ``cfg.offmesh`` (MVP4D S2.4)."""
+    ``cull_backfaces``), plus the off-mesh Gaussians of ``cfg.offmesh`` (MVP4D S2.4) from the images of ``frame``
+    (a training frame)."""
     triangles = torch.arange(head.faces.shape[0])
     if cfg.cull_backfaces:
         triangles = triangles[~never_facing(vertices, head.faces, seq.cameras[views])]
     bound = BoundGaussians.one_per_triangle(triangles, sh_degree=cfg.sh_degree)
     if cfg.offmesh is not None:
-        extra = offmesh_gaussians(seq.images[views, 0], seq.cameras[views], vertices[0], head.faces, cfg.offmesh,
-                                  sh_degree=cfg.sh_degree, masks=seq.masks[views, 0] > 0.5)
+        extra = offmesh_gaussians(seq.images[views, frame], seq.cameras[views], vertices[frame], head.faces,
+                                  cfg.offmesh, sh_degree=cfg.sh_degree, masks=seq.masks[views, frame] > 0.5)
         bound = BoundGaussians(**{k: torch.cat([a, b]) for (k, a), b in
                                   zip(bound.state_dict().items(), extra.state_dict().values())})
         log(f"init: {len(triangles)} of {head.faces.shape[0]} triangles face a training camera; "
@@ -220,6 +225,9 @@ def fit_sequence(sequence: str | Path, out: str | Path, cfg: FitConfig = FitConf
     views = list(range(seq.num_views)) if cfg.train_views is None else list(cfg.train_views)
     if not views or min(views) < 0 or max(views) >= seq.num_views:
         raise Morph4DError(f"train_views must index the sequence's {seq.num_views} views, got {cfg.train_views}")
+    fitted = list(range(F)) if cfg.train_frames is None else list(cfg.train_frames)
+    if not fitted or min(fitted) < 0 or max(fitted) >= F:
+        raise Morph4DError(f"train_frames must index the sequence's {F} frames, got {cfg.train_frames}")
     identity = json.loads(json.dumps({"sequence": str(Path(sequence).resolve()), "config": asdict(cfg)}))
     with torch.no_grad():
         vertices = head(seq.params)  # (F, N, 3)
@@ -237,7 +245,7 @@ def fit_sequence(sequence: str | Path, out: str | Path, cfg: FitConfig = FitConf
         bound = BoundGaussians.from_state_dict(state["gaussians"])
         step = int(state["step"])
     else:
-        bound = initial_gaussians(seq, head, vertices, cfg, views, log)
+        bound = initial_gaussians(seq, head, vertices, cfg, views, log, fitted[0])
         step = 0
     g = torch.Generator().manual_seed(cfg.seed)
     net = None
@@ -278,7 +286,7 @@ def fit_sequence(sequence: str | Path, out: str | Path, cfg: FitConfig = FitConf
         # 1. data: a training view, a frame and (for the velocity terms) a neighbouring frame
         with phase("sample"):
             v = views[int(torch.randint(len(views), (1,), generator=g))]
-            f = int(torch.randint(F, (1,), generator=g))
+            f = fitted[int(torch.randint(len(fitted), (1,), generator=g))]
             frames = [f]
             if net is not None and F > 1:
                 frames.append(f + 1 if f + 1 < F else f - 1)

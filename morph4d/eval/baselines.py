@@ -32,15 +32,17 @@ def truth_projection(truth) -> torch.Tensor:
     return project_reference(verts, truth.model.faces, truth.cameras[[i]], truth.images[i, 0], truth.cameras)
 
 
-def fit_avatar(data: Path, out: Path, iterations: int, train_views: tuple[int, ...] | None, log) -> Path:
+def fit_avatar(data: Path, out: Path, iterations: int, train_views: tuple[int, ...] | None, log,
+               train_frames: tuple[int, ...] | None = None) -> Path:
     """The avatar fitted to the videos of sequence ``data`` -> ``out`` (the ground truth's: the oracle avatar; the
-    generated views': our avatar); a fit found there (a resumed benchmark) is reused. ``train_views``: view
-    indices (None: every view)."""
+    generated views': our avatar); a fit found there (a resumed benchmark) is reused. ``train_views`` /
+    ``train_frames``: view / frame indices it sees (None: every one)."""
     from morph4d.avatar.fit import FIT_PRESETS, fit_sequence
     if (out / "avatar.safetensors").is_file():
         log(f"[eval]   {out.name}: fitted before, reused")
     else:
-        fit_sequence(data, out, replace(FIT_PRESETS["demo"], iterations=iterations, train_views=train_views),
+        fit_sequence(data, out, replace(FIT_PRESETS["demo"], iterations=iterations, train_views=train_views,
+                                                 train_frames=train_frames),
                      log=lambda *a: None)
         log(f"[eval]   fitted {out.name}")
     return out

@@ -13,7 +13,11 @@ synthetic benchmark of ``morph4d eval`` (``eval.synthetic``; issue 19: one imple
    each view and frame; surface points the reference camera does not see get the mean colour of those it sees;
 3. **MVP4D Table 7 ablation** on one 17-frame window: no guidance, conventional CFG and multi-view CFG
    with all 8 views generated jointly, and multi-view CFG with the views generated 4 at a time (V = 4:
-   two independent joint passes) against V = 8.
+   two independent joint passes) against V = 8;
+4. **the one-photo avatar against the oracle avatar** (issue 17 §4) on the first ``avatar_identities``: the
+   same Gaussian avatar fitted to the generated videos and to the ground-truth videos (what a capture rig
+   would give), both on 6 of the 8 views and 19 of the 25 frames, scored where neither was fitted (the 2
+   other views, the 6 other frames: ``eval.synthetic.avatar_gap``); the gap is oracle minus ours in dB.
 
 This module is the preset; the parts it runs (the baseline, the sampling plan, the ablation window, the
 autoencoder windows) are in ``eval.synthetic``. Reference cameras cycle through azimuths
@@ -37,6 +41,8 @@ from morph4d.errors import Morph4DError
 class QualityConfig:
     identities: int = 6            # held-out identities (seeds 900000 + k)
     ablation_identities: int = 4   # of those, how many also run the Table 7 ablation
+    avatar_identities: int = 2     # of those, how many fit the oracle avatar and ours (issue 17 §4: the gap)
+    fit_iterations: int = 600      # the avatars' fit (eval's synthetic benchmark's)
     resolution: int = 64           # the embedded default's resolution
     ae_windows: int = 8            # held-out 1 x 9-frame windows for the autoencoder PSNR
     seed: int = 0                  # sampling seed (the plan's; never tuned)
@@ -45,13 +51,18 @@ class QualityConfig:
     first_seed: int | None = None  # None: the held-out identities; else validation seeds first_seed + k
 
     def synthetic(self):
-        """The preset: ``eval``'s synthetic benchmark without the avatars, with the autoencoder and ablation."""
+        """The preset: ``eval``'s synthetic benchmark with the autoencoder and ablation, and the avatars of the
+        first ``avatar_identities`` in their own section."""
         from morph4d.eval.synthetic import SyntheticConfig
         return SyntheticConfig(identities=self.identities, resolution=self.resolution, seed=self.seed,
-                               first_seed=self.first_seed, avatars=False, ablation_identities=self.ablation_identities,
+                               first_seed=self.first_seed, avatars=self.avatar_identities > 0,
+                               avatar_identities=min(self.avatar_identities, self.identities), fit_iterations=self.fit_iterations,
+                               ablation_identities=self.ablation_identities,
                                ae_windows=self.ae_windows, key_steps=self.key_steps, other_steps=self.other_steps)
 
     def check(self) -> None:
+        if self.avatar_identities < 0:
+            raise Morph4DError(f"avatar_identities must be >= 0, got {self.avatar_identities}")
         if self.ae_windows < 1:
             raise Morph4DError(f"ae_windows must be in 1..{len(EVAL_SEEDS)}, got {self.ae_windows}")
         self.synthetic().check()

@@ -75,6 +75,18 @@ def markdown(report: dict) -> str:
             out.append(f"| {name} | " + " | ".join(_fmt(m, s.get(m)) for m in cols) + " | "
                        + " | ".join(_fmt(m, n.get(m)) for m in cols[:2]) + " |")
         out.append("")
+    if "avatars" in report:
+        out += _table(f"Avatars ({report['avatars']['truth']['name']}): all views and frames", report["avatars"], "all",
+                      [m for m in metrics if m not in ("re", "fid", "fvd")])
+    if "avatar_gap" in report:
+        g = report["avatar_gap"]
+        cols = [m for m in ("psnr", "ssim", "l1") if m in g]
+        out += [f"**One-photo avatar vs oracle avatar** where neither was fitted ({g['cells']} view-frames of "
+                f"{g['identities']} identities: the held-out views at every frame, the held-out frames of every view)",
+                "", "| | " + " | ".join(LABELS[m] for m in cols) + " |", "|---|" + "---|" * len(cols)]
+        for name in ("oracle avatar", "avatar", "gap"):
+            out.append(f"| {name} | " + " | ".join(_fmt(m, g[m][name]) for m in cols) + " |")
+        out.append("")
     if report.get("notes"):
         out += ["Not measured:", ""] + [f"- {k.upper()}: {v}" for k, v in report["notes"].items()] + [""]
     if "seconds" in report:

@@ -50,6 +50,8 @@ from morph4d.metrics import psnr
 from morph4d.video import grid, write_png
 
 TRAIN_VIEWS = (0, 1, 2, 3, 4, 5)   # of view_set("small"): the avatars never see views 6 and 7 (+-20 az, -10 el)
+HELD_OUT_FRAMES = (2, 6, 10, 14, 18, 22)   # of the 25 frames: no avatar sees their images (issue 17 §4)
+AVATAR_TRAIN_FRAMES = tuple(f for f in range(PRESETS["small"].total_frames) if f not in HELD_OUT_FRAMES)
 RUN_NAMES = ("generated", "reference projection", "oracle avatar", "avatar")
 
 
@@ -61,6 +63,8 @@ class SyntheticConfig:
     seed: int = 0                  # the generation plan's sampling seed (never tuned)
     first_seed: int | None = None  # None: the held-out identities (seeds 900000 + k); else validation seeds
     avatars: bool = True           # the oracle avatar and our avatar (two fits per identity)
+    avatar_identities: int | None = None  # None: every identity fits the avatars, in the main table; a number: the
+                                          # first ones do, in their own section (``quality``, like the ablation)
     ablation_identities: int = 0   # of the identities, how many also run MVP4D's Table 7 ablation (``quality``)
     ae_windows: int = 0            # held-out windows for the autoencoder's reconstruction PSNR (``quality``)
     key_steps: int | None = None   # DDIM steps (default: the small plan's)
@@ -68,9 +72,11 @@ class SyntheticConfig:
     samples: bool = True           # PNG grids (generated / truth / baseline rows) under out/samples
 
     def check(self) -> None:
-        if not 1 <= self.identities <= len(EVAL_SEEDS) or not 0 <= self.ablation_identities <= self.identities:
-            raise Morph4DError(f"identities must be in 1..{len(EVAL_SEEDS)} and ablation identities in "
-                               f"0..identities, got {self.identities}, {self.ablation_identities}")
+        if not 1 <= self.identities <= len(EVAL_SEEDS) or not 0 <= self.ablation_identities <= self.identities \
+                or not 0 <= (self.avatar_identities or 0) <= self.identities:
+            raise Morph4DError(f"identities must be in 1..{len(EVAL_SEEDS)} and ablation / avatar identities in "
+                               f"0..identities, got {self.identities}, {self.ablation_identities}, "
+                               f"{self.avatar_identities}")
         if not 0 <= self.ae_windows <= len(EVAL_SEEDS):
             raise Morph4DError(f"ae_windows must be in 0..{len(EVAL_SEEDS)}, got {self.ae_windows}")
         if self.resolution % 8 or self.resolution < 16:
@@ -201,7 +207,8 @@ def run_synthetic(out, model_dir: str | None = None, cfg: SyntheticConfig = Synt
     if cfg.ae_windows:
         extra["autoencoder"] = autoencoder_psnr(vae, cfg.resolution, cfg.ae_windows, cfg.first_seed, head,
                                                 out / "ae_data", log)
-    per_identity, per_ablation = {}, {}
+    per_identity, per_ablation, per_avatar = {}, {}, {}
+    avatar_ids = (cfg.identities if cfg.avatar_identities is None else cfg.avatar_identities) if cfg.avatars else 0
     for k in range(cfg.identities):
         h = held_out_identity(head, k, frames, cfg.resolution, VIEW_RADIUS, VIEW_FOV, cfg.first_seed)
         log(f"[eval] identity {h.seed} (reference azimuth {h.reference_azimuth:+.0f})")
@@ -212,11 +219,17 @@ def run_synthetic(out, model_dir: str | None = None, cfg: SyntheticConfig = Synt
         generate_plan(model, vae, head, h, gen_dir, digest, cfg.seed, cfg.key_steps, cfg.other_steps)
         base = reference_projection(h, cameras, frames)
         loaded = {"generated": read_run("generated", gen_dir, truth), "reference projection": (base, "baseline")}
-        if cfg.avatars:
+        avatars = {}
+        if k < avatar_ids:
             for name, data in (("oracle avatar", truth_dir), ("avatar", gen_dir)):
-                fitted = fit_avatar(data, run_dir / name.replace(" ", "_"), cfg.fit_iterations, TRAIN_VIEWS, log)
-                loaded[name] = read_run(name, fitted, truth)
+                fitted = fit_avatar(data, run_dir / name.replace(" ", "_"), cfg.fit_iterations, TRAIN_VIEWS, log,
+                                    AVATAR_TRAIN_FRAMES)
+                avatars[name] = read_run(name, fitted, truth)
+        if cfg.avatar_identities is None:
+            loaded.update(avatars)
         per_identity[h.seed] = evaluate(truth, loaded, tools, {n: str(run_dir) for n in loaded}, log)
+        if avatars and cfg.avatar_identities is not None:
+            per_avatar[h.seed] = evaluate(truth, avatars, tools, {n: str(run_dir) for n in avatars}, log)
         if cfg.samples:
             write_png_grid(out / "samples" / f"{h.seed}.png", *(x for x, _ in loaded.values()), truth.images)
         if k < cfg.ablation_identities:
@@ -231,12 +244,38 @@ def run_synthetic(out, model_dir: str | None = None, cfg: SyntheticConfig = Synt
     report.update(extra)
     if per_ablation:
         report["ablation"] = merge(per_ablation, eval_cfg)
+    if per_avatar:
+        report["avatars"] = merge(per_avatar, eval_cfg)
+    if avatar_ids:
+        report["avatar_gap"] = avatar_gap(report.get("avatars", report), eval_cfg.metrics)
     report["config"] = {"synthetic": asdict(cfg), "eval": asdict(eval_cfg),
                         "model": str(Path(model_dir).resolve()) if model_dir else "embedded-default"}
     report["seconds"] = time.perf_counter() - t0
     from morph4d.eval.report import write_report
     write_report(out, report)
     return report
+
+
+def avatar_gap(report: dict, metrics) -> dict:
+    """Issue 17 §4: the oracle avatar (fitted to the ground truth's videos) against the one-photo avatar (fitted
+    to the generated ones), both scored where neither was fitted: the views outside ``TRAIN_VIEWS`` at every
+    frame and the ``HELD_OUT_FRAMES`` of every view. ``gap``: oracle minus ours (PSNR in dB; positive = the
+    oracle is better)."""
+    seen_views = {f"view{v}" for v in TRAIN_VIEWS}
+
+    def held(row: dict) -> bool:                   # merged rows name views "SEED/viewN"
+        return row["view"].split("/")[-1] not in seen_views or row["frame"] in HELD_OUT_FRAMES
+
+    def held_out(run: dict, key: str) -> float:
+        vals = [r[key] for r in run["rows"] if held(r)]
+        return sum(vals) / len(vals)
+    runs = report["runs"]
+    cells = sum(map(held, runs["avatar"]["rows"]))
+    out = {"cells": cells, "identities": len(report["identities"])}
+    for key in (m for m in ("psnr", "ssim", "l1") if m in metrics):
+        oracle, ours = held_out(runs["oracle avatar"], key), held_out(runs["avatar"], key)
+        out[key] = {"oracle avatar": oracle, "avatar": ours, "gap": oracle - ours}
+    return out
 
 
 def merge(per_identity: dict, cfg: EvalConfig) -> dict:
@@ -269,5 +308,5 @@ def merge(per_identity: dict, cfg: EvalConfig) -> dict:
                            for s, rep in per_identity.items()}}
 
 
-__all__ = ["TRAIN_VIEWS", "RUN_NAMES", "ABLATIONS", "SyntheticConfig", "write_truth", "reference_projection",
+__all__ = ["TRAIN_VIEWS", "HELD_OUT_FRAMES", "AVATAR_TRAIN_FRAMES", "RUN_NAMES", "avatar_gap", "ABLATIONS", "SyntheticConfig", "write_truth", "reference_projection",
            "generate_plan", "generate_window", "autoencoder_psnr", "write_png_grid", "run_synthetic", "merge"]

@@ -303,6 +303,25 @@ class MMVDM(nn.Module):
         config = config_from_json(MMVDMConfig, raw, str(Path(path) / CONFIG_NAME))
         return cls._from_state_dict(config, state, device, dtype, Path(path))
 
+    def extended(self, **config_changes) -> "MMVDM":
+        """This model with more conditioning channels appended at the end of the patch embedding's input (the
+        layout's last group, e.g. ``reference_projection=True, conditioning_channels=76``), their weights zero:
+        the new model computes exactly this one's function until training moves them (the same start as
+        ``from_cogvideox``'s conditioning channels). Fewer channels are refused: dropping inputs changes the
+        function."""
+        config = replace(self.config, **config_changes)
+        extra = config.conditioning_channels - self.config.conditioning_channels
+        if extra < 0 or replace(config, conditioning_channels=self.config.conditioning_channels,
+                                reference_projection=self.config.reference_projection) != self.config:
+            raise Morph4DError(f"a model can only gain conditioning channels at the end of its input: "
+                               f"{self.config.conditioning_channels} -> {config.conditioning_channels} channels "
+                               f"with the same architecture otherwise")
+        state = dict(self.state_dict())
+        w = state["patch_embed.weight"]
+        state["patch_embed.weight"] = torch.cat([w, w.new_zeros(w.shape[0], extra, *w.shape[2:])], 1)
+        p = next(self.parameters())
+        return self._from_state_dict(config, state, p.device, p.dtype, "the extended model")
+
     @classmethod
     def _from_state_dict(cls, config, state, device, dtype, source) -> "MMVDM":
         with torch.device("meta"):

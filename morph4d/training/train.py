@@ -285,9 +285,14 @@ def initial_model(cfg: TrainConfig) -> MMVDM:
                      generator=torch.Generator().manual_seed(cfg.seed))
     model = MMVDM.from_pretrained(cfg.init)
     theirs = layout_of(model.config, f"--init {cfg.init}")
-    if theirs != layout:
+    if theirs != layout and cfg.reference_projection and not model.config.reference_projection:
+        # MVP4D's layout grows the projection group, zero-initialised: the run starts from the init's function
+        # (as from_cogvideox starts from CogVideoX's), so a trained default can learn to use the new channels
+        model = model.extended(reference_projection=True, conditioning_channels=layout.num_channels)
+    elif theirs != layout:
         raise Morph4DError(f"--init {cfg.init} takes the conditioning layout {theirs.describe()}, but the run's is "
-                           f"{layout.describe()}; use a model of the run's layout")
+                           f"{layout.describe()}; use a model of the run's layout (an MVP4D-layout model can start "
+                           f"a --reference-projection run; the reverse would drop inputs)")
     if model.config.snr_shift_scale != cfg.snr_shift_scale:
         raise Morph4DError(f"--init {cfg.init} was trained with snr_shift_scale {model.config.snr_shift_scale} but "
                            f"the preset {cfg.name!r} uses {cfg.snr_shift_scale}; fine-tune it with the same schedule")
