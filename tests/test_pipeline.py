@@ -137,6 +137,41 @@ def test_projection_confidence_follows_what_the_reference_sees(head):
     assert front[0, 0] == 0 and back.mean() < 0.05 * front.mean()  # off the mesh; the back of the head
 
 
+def test_matte_sheet_brings_back_the_hair_and_moves_rigidly_with_the_head(head):
+    """Issue 17's projection (ours): the head mesh has no hair, so alone it leaves the reference's hair out; with
+    the matte sheet the reference view gets its hair back and a view 30 degrees away comes closer to the ground
+    truth (measured at 32 px on identity 900001: 9.2 -> 19.6 dB and 9.4 -> 12.6 dB); the sheet follows the head's
+    rigid motion: a head moved by (R, t) seen by the camera moved with it looks as before."""
+    from morph4d.cameras import Cameras, orbit_cameras
+    from morph4d.conditioning.projection import project_with_confidence, rigid_motion
+    from morph4d.heads.model import axis_angle_to_matrix
+    g = GenerateConfig()
+    h = held_out_identity(head, 1, 1, RES, g.radius, g.fov)
+    v = head(select_frames(h.params, [0]))
+    ref, image = h.reference_camera, h.reference_image
+
+    def project(verts, cams, sheet):
+        return project_with_confidence(verts, head.faces, ref, image, cams, sheet=sheet)
+
+    same = [psnr(project(v, ref, sheet)[0][0, 0], image) for sheet in (False, True)]
+    assert same[1] > same[0] + 6
+    side = orbit_cameras(torch.tensor([h.reference_azimuth + 30.0]), torch.tensor([0.0]), g.radius, g.fov, RES, RES)
+    gt = ground_truth(h, side, 1)[0][0, 0]
+    beside = [psnr(project(v, side, sheet)[0][0, 0], gt) for sheet in (False, True)]
+    assert beside[1] > beside[0] + 1
+    R = axis_angle_to_matrix(torch.tensor([0.1, -0.3, 0.05]))
+    t = torch.tensor([0.01, -0.02, 0.03])
+    moved = v[0] @ R.T + t
+    R1, t1 = rigid_motion(v[0], moved)
+    torch.testing.assert_close(R1, R, atol=1e-4, rtol=0)
+    torch.testing.assert_close(t1, t, atol=1e-4, rtol=0)
+    cam1 = Cameras(side.R @ R.T, side.t - (side.R @ R.T @ t[:, None])[..., 0], side.K, RES, RES)  # sees moved as side saw v
+    rgb, conf = project_with_confidence(torch.stack([v[0], moved]), head.faces, ref, image, side, sheet=True)
+    rgb1, conf1 = project_with_confidence(torch.stack([v[0], moved]), head.faces, ref, image, cam1, sheet=True)
+    assert (rgb[0, 0] - rgb1[0, 1]).abs().mean() < 0.01 and (conf[0, 0] - conf1[0, 1]).abs().mean() < 0.01
+    assert (rgb[0, 0] - rgb[0, 1]).abs().mean() > 0.05     # the control: the moved head differs from the first camera
+
+
 def test_quality_report_runs_end_to_end(tiny_model, tmp_path):
     """The report (a preset of eval's synthetic benchmark) on a tiny untrained model: every section present,
     numbers finite; it runs on the caller's thread count (morph4d.threads decides it once per command) and

@@ -6,6 +6,17 @@ IM-Portrait's training, where it is the pseudo ground truth of L_side (``portrai
 with the target expression, blurry where the mesh is coarse, which the paper only uses at large noise levels.
 Surface points the reference camera does not see (a depth test against the reference's own render) get the mean
 colour of those it sees; the background is white.
+
+**Matte sheet** (ours, issue 17; ``sheet=True``): the head mesh has no hair, so on its own the projection leaves
+the hair out (a bald head in the mean colour). With the sheet, every foreground pixel of the reference (its
+matte: the pixels that are not the white background, ``reference_matte``) is also lifted onto a surface: its depth
+is the head mesh's depth in the reference view, extended outwards from the mesh's outline over the matte (each
+ring of pixels takes the mean depth of its known neighbours), pushed back by ``SHEET_BACK`` so that the head mesh
+stays in front wherever it is. The sheet moves rigidly with the head (the least-squares rotation and translation
+of the mesh from the reference to each frame) and is depth-tested against the head mesh; its pixels get the
+confidence ``SHEET_CONFIDENCE`` (a lifted guess, not the tracked surface). Depth-image-based rendering's "rubber
+sheet" (``portrait.lift``), used here as a hair proxy: measured on validation identities it brings the projection
+closer to the ground truth (README, issue 17), most for long hair.
 """
 
 from __future__ import annotations
@@ -19,6 +30,53 @@ from morph4d.mesh.raster import interpolate, rasterize
 from morph4d.mesh.shade import vertex_normals
 from morph4d.models.latent import LATENT_FACTOR, check_frame_count, kept_frames
 
+WHITE_LEVEL = 0.95        # reference pixels whose every channel is at or above this are background (matted to white)
+SHEET_BACK = 0.01         # m: the sheet sits this far behind the depth it was lifted at
+SHEET_CONFIDENCE = 0.5    # confidence of the sheet's pixels
+
+
+def reference_matte(image: torch.Tensor) -> torch.Tensor:
+    """Foreground of a reference matted to white (MVP4D S2.1; ``tracking.portrait``), ``(H, W)`` bool."""
+    return image.min(0).values < WHITE_LEVEL
+
+
+def rigid_motion(src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Least-squares rotation and translation (Kabsch) with ``dst ~ src @ R.T + t``; src, dst (N, 3)."""
+    ms, md = src.mean(0), dst.mean(0)
+    U, _, Vt = torch.linalg.svd((dst - md).T @ (src - ms))
+    d = torch.ones(3, dtype=src.dtype)
+    d[2] = torch.sign(torch.det(U @ Vt))
+    R = U @ torch.diag(d) @ Vt
+    return R, md - ms @ R.T
+
+
+def matte_sheet(verts: torch.Tensor, faces: torch.Tensor, ref: Cameras, ref_image: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The matte sheet (module doc) of ``ref_image`` (3, H, W) on the mesh ``verts`` (N, 3) seen by ``ref``:
+    world vertices (H * W, 3) at the pixel centres, triangles (T, 3) over 2 x 2 blocks of matte pixels, and the
+    vertices' colours (H * W, 3)."""
+    H, W = ref.height, ref.width
+    r = rasterize(verts, faces, ref)
+    known = r.mask[0].clone()
+    depth = torch.where(known, r.depth[0], torch.zeros(()))
+    matte = reference_matte(ref_image)
+    ones = torch.ones(1, 1, 3, 3)
+    while known.any() and not known[matte].all():            # one ring of pixels per pass, outwards
+        total = F.conv2d((depth * known)[None, None], ones, padding=1)[0, 0]
+        count = F.conv2d(known[None, None].float(), ones, padding=1)[0, 0]
+        ring = ~known & (count > 0)
+        depth = torch.where(ring, total / count.clamp(min=1), depth)
+        known = known | ring
+    inside = matte & known
+    v, u = torch.meshgrid(torch.arange(H) + 0.5, torch.arange(W) + 0.5, indexing="ij")
+    rays = torch.stack([u, v, torch.ones_like(u)], -1).reshape(-1, 3) @ torch.linalg.inv(ref.K[0]).T   # z = 1
+    world = (rays * (depth.reshape(-1, 1) + SHEET_BACK) - ref.t[0]) @ ref.R[0]          # R^T (x - t)
+    idx = torch.arange(H * W).reshape(H, W)
+    a, b, c, d = idx[:-1, :-1], idx[:-1, 1:], idx[1:, :-1], idx[1:, 1:]
+    ok = (inside[:-1, :-1] & inside[:-1, 1:] & inside[1:, :-1] & inside[1:, 1:]).reshape(-1)
+    tri = torch.cat([torch.stack([a, c, b], -1).reshape(-1, 3)[ok], torch.stack([b, c, d], -1).reshape(-1, 3)[ok]])
+    return world, tri, ref_image.reshape(3, -1).T.contiguous()
+
 
 def project_reference(verts: torch.Tensor, faces: torch.Tensor, ref: Cameras, ref_image: torch.Tensor,
                       cameras: Cameras, supersample: int = 2) -> torch.Tensor:
@@ -28,10 +86,12 @@ def project_reference(verts: torch.Tensor, faces: torch.Tensor, ref: Cameras, re
 
 
 def project_with_confidence(verts: torch.Tensor, faces: torch.Tensor, ref: Cameras, ref_image: torch.Tensor,
-                         cameras: Cameras, supersample: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+                            cameras: Cameras, supersample: int = 2, sheet: bool = False
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
     """``project_reference``'s colours (V, F, 3, H, W) and their confidence (V, F, 1, H, W) in [0, 1]: per pixel,
     the cosine between the surface normal at frame 0 and the ray to the reference camera where the reference sees
-    the point (grazing views of the reference give blurred texture), 0 where it does not or off the mesh."""
+    the point (grazing views of the reference give blurred texture), 0 where it does not or off the mesh.
+    ``sheet``: with the matte sheet (module doc) behind the mesh."""
     frames = verts.shape[0]
     s, H, W = supersample, cameras.height, cameras.width
     # depth of what the reference camera sees at frame 0
@@ -48,6 +108,7 @@ def project_with_confidence(verts: torch.Tensor, faces: torch.Tensor, ref: Camer
     visible_colors = []
     results = []
     with torch.no_grad():
+        lifted = matte_sheet(verts[0], faces, ref, ref_image) if sheet else None
         for f in range(frames):
             r = rasterize(verts[f], faces, big)                             # (V, sH, sW)
             p0 = interpolate(cam_pts0, faces, r)                            # (V, sH, sW, 3): the point at frame 0
@@ -59,8 +120,15 @@ def project_with_confidence(verts: torch.Tensor, faces: torch.Tensor, ref: Camer
                                  align_corners=False)[0, 0, 0]
             seen = (z <= dref + 0.01) & (grid.view(-1, 2).abs() <= 1).all(-1) & r.mask.reshape(-1)
             visible_colors.append(color[seen])
-            results.append((r.mask.reshape(-1), seen, color))
             cos = interpolate(facing0, faces, r).reshape(-1) * seen                # (V * sH * sW,)
+            on_sheet = torch.zeros_like(seen)
+            if lifted is not None and len(lifted[1]):
+                R, t = rigid_motion(verts[0], verts[f])
+                rs = rasterize(lifted[0] @ R.T + t, lifted[1], big)
+                on_sheet = (rs.mask & (~r.mask | (rs.depth < r.depth))).reshape(-1)
+                color = torch.where(on_sheet[:, None], interpolate(lifted[2], lifted[1], rs).reshape(-1, 3), color)
+                cos = torch.where(on_sheet, torch.full_like(cos, SHEET_CONFIDENCE), cos)
+            results.append((r.mask.reshape(-1) | on_sheet, seen | on_sheet, color))
             c = cos.view(len(cameras), 1, H * s, W * s)
             conf[:, f] = F.avg_pool2d(c, s) if s > 1 else c
         fill = torch.cat(visible_colors).mean(0) if sum(len(c) for c in visible_colors) else torch.full((3,), 0.5)
@@ -75,15 +143,18 @@ def project_with_confidence(verts: torch.Tensor, faces: torch.Tensor, ref: Camer
 def projection_conditioning(ref_verts: torch.Tensor, verts: torch.Tensor, faces: torch.Tensor, ref: Cameras,
                             ref_image: torch.Tensor, cameras: Cameras) -> tuple[torch.Tensor, torch.Tensor]:
     """MVP4D's ``projection`` conditioning group (ours, issue 17; ``conditioning.maps``) before encoding: the
-    reference ``ref_image`` (3, h, w), seen by ``ref`` on the mesh ``ref_verts`` (N, 3), projected onto the frames
+    reference ``ref_image`` (3, h, w), seen by ``ref`` on the mesh ``ref_verts`` (N, 3) with the matte sheet behind it
+    (module doc), projected onto the frames
     ``verts`` (F = 1 + 4k, N, 3) in ``cameras`` (V). Returns the projection video (V, F, 3, H, W) in [0, 1], for
     the video autoencoder, and its confidence at the kept frames and latent resolution (V, F_lat, 1, H/8, W/8)."""
     check_frame_count(verts.shape[0])
     if cameras.height % LATENT_FACTOR or cameras.width % LATENT_FACTOR:
         raise Morph4DError(f"image size must be divisible by {LATENT_FACTOR}, got {cameras.width}x{cameras.height}")
-    video, conf = project_with_confidence(torch.cat([ref_verts[None], verts]), faces, ref, ref_image, cameras)
+    video, conf = project_with_confidence(torch.cat([ref_verts[None], verts]), faces, ref, ref_image, cameras,
+                                          sheet=True)
     conf = conf[:, 1:][:, kept_frames(verts.shape[0])]                       # (V, F_lat, 1, H, W)
     return video[:, 1:], F.avg_pool2d(conf.flatten(0, 1), LATENT_FACTOR).unflatten(0, conf.shape[:2])
 
 
-__all__ = ["project_reference", "project_with_confidence", "projection_conditioning"]
+__all__ = ["WHITE_LEVEL", "SHEET_BACK", "SHEET_CONFIDENCE", "reference_matte", "rigid_motion", "matte_sheet",
+           "project_reference", "project_with_confidence", "projection_conditioning"]
