@@ -110,6 +110,31 @@ def test_given_latents_stay_exactly_as_given(diff, mode):
         assert not torch.equal(out[~mask], given[~mask])
 
 
+def test_anchor_keeps_what_is_known_and_leaves_the_rest_to_the_network(diff):
+    """ddim_sample's anchor (ours, issue 17): weight 1 returns the anchor exactly, weight 0 is the plain sampler,
+    and in between each pixel lands between the two; the network sees the anchored sample at every step."""
+    g = torch.Generator().manual_seed(5)
+    noise = torch.randn(1, 2, 3, 4, 5, 5, generator=g, dtype=torch.float64)
+    anchor = torch.randn(noise.shape, generator=g, dtype=torch.float64)
+    denoise = gaussian_denoiser(diff, 0.7, 0.3)
+    plain = ddim_sample(denoise, diff, noise, 10)
+    w = torch.zeros(1, 2, 3, 1, 5, 5, dtype=torch.float64)
+    w[..., :2, :] = 1.0
+    w[..., 2, :] = 0.5
+    out = ddim_sample(denoise, diff, noise, 10, anchor=anchor, anchor_weight=w)
+    torch.testing.assert_close(out[..., :2, :], anchor[..., :2, :], rtol=0, atol=1e-12)
+    mid = out[..., 2, :]
+    lo, hi = torch.minimum(anchor[..., 2, :], plain[..., 2, :]), torch.maximum(anchor[..., 2, :], plain[..., 2, :])
+    assert ((mid >= lo - 1e-6) & (mid <= hi + 1e-6)).float().mean() > 0.9
+    torch.testing.assert_close(ddim_sample(denoise, diff, noise, 10, anchor=anchor, anchor_weight=torch.zeros_like(w)),
+                               plain)
+    # the pixels the anchor leaves alone still feel it through the network (here: a denoiser mixing pixels)
+    mixing = lambda x, t: x.mean((-1, -2), keepdim=True).expand_as(x)  # noqa: E731
+    a = ddim_sample(mixing, diff, noise, 10, anchor=anchor, anchor_weight=w)[..., 3:, :]
+    b = ddim_sample(mixing, diff, noise, 10)[..., 3:, :]
+    assert not torch.allclose(a, b)
+
+
 def test_same_seed_same_output(diff):
     def run(seed):
         g = torch.Generator().manual_seed(seed)

@@ -54,12 +54,19 @@ def mode_mask(mode: int, num_views: int, num_latent_frames: int, given_views: li
 
 def ddim_sample(denoise: Denoiser, diffusion: Diffusion, noise: torch.Tensor, num_steps: int, *,
                 given: torch.Tensor | None = None, given_mask: torch.Tensor | None = None, eta: float = 0.0,
-                generator: torch.Generator | None = None, callback=None) -> torch.Tensor:
+                generator: torch.Generator | None = None, callback=None, anchor: torch.Tensor | None = None,
+                anchor_weight: torch.Tensor | None = None) -> torch.Tensor:
     """DDIM (Song et al. 2021) from pure noise ``(B, V, F, C, h, w)`` to clean latents.
 
     given, given_mask: clean latents ``(B, V, F, C, h, w)`` and ``(B, V, F)`` bool; given latents are
     the input at every step and are returned exactly as given (they enter the network clean, MVP4D §3.3).
     eta > 0 adds DDIM's stochasticity, drawn from ``generator``. ``callback(step, num_steps, x0)``.
+    anchor, anchor_weight: latents ``(B, V, F, C, h, w)`` known up to a per-pixel weight in [0, 1]
+    (broadcastable, e.g. ``(B, V, F, 1, h, w)``; ours, issue 17: the encoded reference projection and its
+    confidence). After every step the sample is pulled towards the anchor noised to the step's level with the
+    starting noise, ``x <- w (sqrt(a) anchor + sqrt(1 - a) noise) + (1 - w) x`` (inpainting with a soft known
+    region, as RePaint without resampling): the network generates what the anchor does not know, consistent
+    with what it does; at w = 1 the result is the anchor.
     """
     if noise.dim() != 6:
         raise ValueError(f"latents must be (B, V, F, C, h, w), got {tuple(noise.shape)}")
@@ -83,6 +90,9 @@ def ddim_sample(denoise: Denoiser, diffusion: Diffusion, noise: torch.Tensor, nu
         x = a_prev.sqrt() * x0 + (1 - a_prev - sigma ** 2).clamp(min=0).sqrt() * eps
         if eta > 0:
             x = x + sigma * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        if anchor is not None:
+            known = a_prev.sqrt() * anchor + (1 - a_prev).clamp(min=0).sqrt() * noise
+            x = anchor_weight * known + (1 - anchor_weight) * x
         if keep is not None:
             x = torch.where(keep, given, x)
         if callback is not None:

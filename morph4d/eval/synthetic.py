@@ -70,6 +70,7 @@ class SyntheticConfig:
     key_steps: int | None = None   # DDIM steps (default: the small plan's)
     other_steps: int | None = None
     samples: bool = True           # PNG grids (generated / truth / baseline rows) under out/samples
+    unanchored: bool = False       # also MVP4D's sampler without the projection anchor (``quality``): its own run
 
     def check(self) -> None:
         if not 1 <= self.identities <= len(EVAL_SEEDS) or not 0 <= self.ablation_identities <= self.identities \
@@ -143,13 +144,13 @@ def autoencoder_psnr(vae, resolution: int, windows: int, first_seed: int | None,
 
 
 def generate_plan(model, vae, head, h: HeldOut, run_dir: Path, weights: str, seed: int = 0,
-                  key_steps: int | None = None, other_steps: int | None = None) -> torch.Tensor:
+                  key_steps: int | None = None, other_steps: int | None = None, anchor: bool = True) -> torch.Tensor:
     """The full ``small`` sampling plan from the reference: (V, F, 3, H, W) frames;
     ``weights``: the model's ``weights_digest`` (a run of other weights in ``run_dir`` is refused)."""
     reference = held_out_reference(h, head.name)
     animation = Animation(h.params, 25.0, head.name, f"heldout{h.seed}")
     gcfg = GenerateConfig(preset="small", guidance="multiview", seed=seed, key_steps=key_steps,
-                          other_steps=other_steps)
+                          other_steps=other_steps, anchor=anchor)
     run_generate(run_dir, model, vae, head, reference, animation, gcfg,
                  {"quality": h.seed, "reference_azimuth": h.reference_azimuth, "model_weights": weights},
                  log=lambda *a: None)
@@ -219,6 +220,12 @@ def run_synthetic(out, model_dir: str | None = None, cfg: SyntheticConfig = Synt
         generate_plan(model, vae, head, h, gen_dir, digest, cfg.seed, cfg.key_steps, cfg.other_steps)
         base = reference_projection(h, cameras, frames)
         loaded = {"generated": read_run("generated", gen_dir, truth), "reference projection": (base, "baseline")}
+        if cfg.unanchored:
+            plain_dir = run_dir / "generated_no_anchor"
+            generate_plan(model, vae, head, h, plain_dir, digest, cfg.seed, cfg.key_steps, cfg.other_steps, False)
+            loaded = {"generated": loaded["generated"],
+                      "generated, no anchor": read_run("generated, no anchor", plain_dir, truth),
+                      "reference projection": loaded["reference projection"]}
         avatars = {}
         if k < avatar_ids:
             for name, data in (("oracle avatar", truth_dir), ("avatar", gen_dir)):

@@ -28,13 +28,16 @@ def add_generation_args(p, reference_required: bool = True) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--key-steps", type=int, default=None, help="DDIM steps for key views (preset default)")
     p.add_argument("--other-steps", type=int, default=None, help="DDIM steps for the other jobs (preset default)")
+    p.add_argument("--no-anchor", action="store_true", help="sample as MVP4D does, without pulling the sampling "
+                   "towards the reference projected through the head mesh (ours, on by default; README 'Embedded "
+                   "default')")
     add_head_args(p)
 
 
 def generate_config(args):
     from morph4d.generation.generate import GenerateConfig
     return GenerateConfig(preset=args.plan, guidance=args.guidance, seed=args.seed, key_steps=args.key_steps,
-                          other_steps=args.other_steps)
+                          other_steps=args.other_steps, anchor=not args.no_anchor)
 
 
 def _cmd_generate(args) -> None:

@@ -47,15 +47,23 @@ class GenerateConfig:
     fov: float = VIEW_FOV          # their vertical field of view (deg)
     key_steps: int | None = None   # override the preset's DDIM steps
     other_steps: int | None = None
+    anchor: bool = True            # ours (issue 17): sampling anchored to the reference projection (MultiViewGenerator)
 
 
 class MultiViewGenerator:
-    """The job runner and overlap encoder of a plan: MMVDM + VAE + conditioning for one reference."""
+    """The job runner and overlap encoder of a plan: MMVDM + VAE + conditioning for one reference.
+
+    ``anchor`` (ours, issue 17): every job's sampling is pulled towards the encoded reference projection (the
+    reference's pixels on the tracked head mesh and its matte sheet, ``conditioning.projection``) weighted by
+    its confidence (``ddim_sample``'s anchor): what the reference saw is kept, the network generates the rest
+    (GEN3C's and ViewCrafter's premise, done at sampling time, so that it works with any MMVDM, MVP4D's layout
+    included). Off: MVP4D's sampler."""
 
     def __init__(self, model, vae, head: HeadModel, reference: Reference, animation: Animation,
                  cameras: Cameras, view_angles_deg: tuple[torch.Tensor, torch.Tensor], frames_per_window: int,
-                 guidance_kind: str = "multiview", diffusion: Diffusion | None = None):
+                 guidance_kind: str = "multiview", diffusion: Diffusion | None = None, anchor: bool = True):
         self.model, self.vae, self.head = model, vae, head
+        self.anchor = anchor
         self.diffusion = Diffusion.for_model(model) if diffusion is None else diffusion
         # ours (issue 17): a model of the reference-projection layout gets the encoded projection of every job
         self.projection = bool(getattr(getattr(model, "config", None), "reference_projection", False))
@@ -90,10 +98,15 @@ class MultiViewGenerator:
         cams = self.cameras[job.views]
         with torch.no_grad():
             cond = self.cond.video(self.window_params(job.start), cams, self.ref.camera, given=mask)[None]
-            if self.projection:
+            anchor = {}
+            if self.projection or self.anchor:
                 video, conf = projection_conditioning(self.ref_verts, self.head(self.window_params(job.start)),
                                                       self.head.faces, self.ref.camera, self.ref.image, cams)
-                cond = fill_projection(cond, self.layout, self.vae.encode(video[None]), conf[None])
+                projected = self.vae.encode(video[None])
+                if self.projection:
+                    cond = fill_projection(cond, self.layout, projected, conf[None])
+                if self.anchor:
+                    anchor = {"anchor": projected, "anchor_weight": conf[None]}
             # guidance scale per view from its angle to the nearest reference view (the reference image
             # and the views given whole), MVP4D §4
             ref_az = torch.tensor([self.ref_az] + [float(self.az[v]) for v in job.given_views])
@@ -103,7 +116,7 @@ class MultiViewGenerator:
                                self.ref_cond, scale, given_mask=mask[None])
             noise = torch.randn(given[None].shape, generator=generator)
             out = ddim_sample(denoise, self.diffusion, noise, job.steps, given=given[None], given_mask=mask[None],
-                              callback=callback)
+                              callback=callback, **anchor)
         return out[0]
 
     def encode_overlap(self, latents: torch.Tensor, overlap: int) -> torch.Tensor:
@@ -223,8 +236,9 @@ def run_generate(out: str | Path, model, vae, head: HeadModel, reference: Refere
     res = reference.camera.width
     cameras = vs.cameras(cfg.radius, cfg.fov, res, res)
     gen = MultiViewGenerator(model, vae, head, reference, animation, cameras, (vs.azimuth, vs.elevation),
-                             pcfg.frames_per_window, cfg.guidance)
-    run = PlanRun(out, pcfg, {**identity, "guidance": cfg.guidance, "radius": cfg.radius, "fov": cfg.fov}, vs)
+                             pcfg.frames_per_window, cfg.guidance, anchor=cfg.anchor)
+    run = PlanRun(out, pcfg, {**identity, "guidance": cfg.guidance, "radius": cfg.radius, "fov": cfg.fov,
+                              "anchor": cfg.anchor}, vs)
     latent_shape = (latent_frames(pcfg.frames_per_window), LATENT_CHANNELS, res // LATENT_FACTOR, res // LATENT_FACTOR)
     todo = sum(not run.done(j.id) for j in run.jobs)
     show = rank == 0

@@ -54,6 +54,7 @@ class AvatarConfig:
     seed: int = 0
     key_steps: int | None = None
     other_steps: int | None = None
+    anchor: bool = True                  # sampling anchored to the reference projection (GenerateConfig.anchor)
     fit: FitConfig = field(default_factory=FitConfig)
     reanimate: str = "surprise"          # a built-in animation the avatar was not fitted on
     render_frames: int = 49
@@ -92,7 +93,8 @@ def run_avatar(cfg: AvatarConfig, log=print) -> dict:
                                   cfg.embedding), log=log)
     # check every input before any work: plan preset, head model, reference, animations, model folder
     generation = prepare_generation(reference, cfg.animation, GenerateConfig(
-        preset=cfg.plan, guidance=cfg.guidance, seed=cfg.seed, key_steps=cfg.key_steps, other_steps=cfg.other_steps),
+        preset=cfg.plan, guidance=cfg.guidance, seed=cfg.seed, key_steps=cfg.key_steps, other_steps=cfg.other_steps,
+        anchor=cfg.anchor),
         head=cfg.head, flame_path=cfg.flame_path, model=cfg.model)
     get_animation(reanimate, generation.head, cfg.render_frames).check_model(generation.head)
     cfg.fit.check()
