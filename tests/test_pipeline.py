@@ -186,7 +186,8 @@ def test_quality_report_runs_end_to_end(tiny_model, tmp_path):
                              log=lambda *a: threads.append(torch.get_num_threads()))
         assert torch.get_num_threads() == 2
     assert threads and set(threads) == {2}
-    assert list(report["runs"]) == ["generated", "generated, no anchor", "reference projection"]  # avatars: own section
+    assert list(report["runs"]) == ["generated", "generated, no anchor", "reference projection",
+                                    "head-mesh projection"]                       # the avatars have their section
     assert list(report["avatars"]["runs"]) == ["oracle avatar", "avatar"]
     gap = report["avatar_gap"]                      # 2 held-out views x 25 frames + 6 held-out frames x 6 views
     assert gap["cells"] == 2 * 25 + 6 * 6 and gap["identities"] == 1

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from morph4d.cameras import VIEW_FOV, VIEW_RADIUS, view_set
-from morph4d.conditioning.projection import project_reference
+from morph4d.conditioning.projection import project_reference, project_with_confidence
 from morph4d.data.format import SequenceWriter, mix_seed
 from morph4d.data.heldout import HeldOut, ground_truth, held_out_identity
 from morph4d.data.identity import EVAL_SEEDS
@@ -70,7 +70,8 @@ class SyntheticConfig:
     key_steps: int | None = None   # DDIM steps (default: the small plan's)
     other_steps: int | None = None
     samples: bool = True           # PNG grids (generated / truth / baseline rows) under out/samples
-    unanchored: bool = False       # also MVP4D's sampler without the projection anchor (``quality``): its own run
+    unanchored: bool = False       # also MVP4D's sampler without the projection anchor and the anchor's own
+                                   # pixels (the head-mesh projection with its matte sheet) as runs (``quality``)
 
     def check(self) -> None:
         if not 1 <= self.identities <= len(EVAL_SEEDS) or not 0 <= self.ablation_identities <= self.identities \
@@ -122,6 +123,14 @@ def reference_projection(h: HeldOut, cameras, frames: int, supersample: int = 2)
     (V, F, 3, H, W)."""
     return project_reference(scene_vertices(h.scene, h.params)[:frames], h.scene.faces, h.reference_camera,
                              h.reference_image, cameras, supersample)
+
+
+def mesh_projection(h: HeldOut, head, cameras, frames: int) -> torch.Tensor:
+    """What the anchored sampler starts from (issue 17): the reference projected through the head model's mesh
+    (the tracked geometry; no hair) with the matte sheet behind it, (V, F, 3, H, W); not encoded."""
+    with torch.no_grad():
+        verts = head(h.params)[:frames]
+    return project_with_confidence(verts, head.faces, h.reference_camera, h.reference_image, cameras, sheet=True)[0]
 
 
 def autoencoder_psnr(vae, resolution: int, windows: int, first_seed: int | None, head, data_root: Path,
@@ -225,7 +234,8 @@ def run_synthetic(out, model_dir: str | None = None, cfg: SyntheticConfig = Synt
             generate_plan(model, vae, head, h, plain_dir, digest, cfg.seed, cfg.key_steps, cfg.other_steps, False)
             loaded = {"generated": loaded["generated"],
                       "generated, no anchor": read_run("generated, no anchor", plain_dir, truth),
-                      "reference projection": loaded["reference projection"]}
+                      "reference projection": loaded["reference projection"],
+                      "head-mesh projection": (mesh_projection(h, head, cameras, frames), "baseline")}
         avatars = {}
         if k < avatar_ids:
             for name, data in (("oracle avatar", truth_dir), ("avatar", gen_dir)):
@@ -315,5 +325,5 @@ def merge(per_identity: dict, cfg: EvalConfig) -> dict:
                            for s, rep in per_identity.items()}}
 
 
-__all__ = ["TRAIN_VIEWS", "HELD_OUT_FRAMES", "AVATAR_TRAIN_FRAMES", "RUN_NAMES", "avatar_gap", "ABLATIONS", "SyntheticConfig", "write_truth", "reference_projection",
+__all__ = ["TRAIN_VIEWS", "HELD_OUT_FRAMES", "AVATAR_TRAIN_FRAMES", "RUN_NAMES", "avatar_gap", "mesh_projection", "ABLATIONS", "SyntheticConfig", "write_truth", "reference_projection",
            "generate_plan", "generate_window", "autoencoder_psnr", "write_png_grid", "run_synthetic", "merge"]
