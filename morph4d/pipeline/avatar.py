@@ -38,7 +38,7 @@ from morph4d.heads.animation import get_animation
 from morph4d.io import write_json
 from morph4d.validate import read_json
 
-RUN_VERSION = 2   # of the run folder; 2: the stage layout (plan/head fields, plan version 2)
+RUN_VERSION = 3   # of the run folder; 2: the stage layout (plan/head fields, plan version 2); 3: anchored generation
 
 
 @dataclass(frozen=True)
