@@ -165,7 +165,8 @@ def test_matte_sheet_brings_back_the_hair_and_moves_rigidly_with_the_head(head):
     R1, t1 = rigid_motion(v[0], moved)
     torch.testing.assert_close(R1, R, atol=1e-4, rtol=0)
     torch.testing.assert_close(t1, t, atol=1e-4, rtol=0)
-    cam1 = Cameras(side.R @ R.T, side.t - (side.R @ R.T @ t[:, None])[..., 0], side.K, RES, RES)  # sees moved as side saw v
+    # the camera moved with the head sees the moved head as `side` saw the first
+    cam1 = Cameras(side.R @ R.T, side.t - (side.R @ R.T @ t[:, None])[..., 0], side.K, RES, RES)
     rgb, conf = project_with_confidence(torch.stack([v[0], moved]), head.faces, ref, image, side, sheet=True)
     rgb1, conf1 = project_with_confidence(torch.stack([v[0], moved]), head.faces, ref, image, cam1, sheet=True)
     assert (rgb[0, 0] - rgb1[0, 1]).abs().mean() < 0.01 and (conf[0, 0] - conf1[0, 1]).abs().mean() < 0.01

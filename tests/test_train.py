@@ -212,7 +212,8 @@ def test_reference_projection_enters_encoded_and_other_layouts_are_refused(datas
     # the reverse would drop inputs: refused, naming both layouts, nothing written
     grown.save_pretrained(tmp_path / "grown")
     with pytest.raises(ValueError, match=r"\(76 channels\).*\(59 channels\)"):
-        train(preset("tiny", datasets=(str(dataset),), init=str(tmp_path / "grown")), tmp_path / "q", log=lambda *_: None)
+        train(preset("tiny", datasets=(str(dataset),), init=str(tmp_path / "grown")), tmp_path / "q",
+              log=lambda *_: None)
     assert not (tmp_path / "q").exists()
 
 

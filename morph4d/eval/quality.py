@@ -8,7 +8,8 @@ synthetic benchmark of ``morph4d eval`` (``eval.synthetic``; issue 19: one imple
 2. **generation vs ground truth**: one reference image (a render of the identity at frame 0 from a
    reference camera) -> ``morph4d generate``'s full sampling plan (``small``: 8 views x 25 frames; anchored to
    the reference projection as by default, and again with MVP4D's plain sampler: "generated, no anchor"; the
-   anchor's own pixels, the reference projected through the head model's mesh and matte sheet, as a run too), scored by
+   anchor's own pixels, the reference projected through the head model's mesh and matte sheet, as a run too),
+   scored by
    ``eval`` (MVP4D S3.1: crops around the projected ground-truth head, masked by its matte; PSNR, SSIM, L1 per
    view and frame, by angle from the reference) against the **reference-projection baseline**: the reference
    image projected onto the ground-truth geometry (head and hair/glasses meshes) at frame 0 and re-rendered at
@@ -58,7 +59,8 @@ class QualityConfig:
         from morph4d.eval.synthetic import SyntheticConfig
         return SyntheticConfig(identities=self.identities, resolution=self.resolution, seed=self.seed,
                                first_seed=self.first_seed, avatars=self.avatar_identities > 0,
-                               avatar_identities=min(self.avatar_identities, self.identities), fit_iterations=self.fit_iterations,
+                               avatar_identities=min(self.avatar_identities, self.identities),
+                               fit_iterations=self.fit_iterations,
                                ablation_identities=self.ablation_identities,
                                ae_windows=self.ae_windows, key_steps=self.key_steps, other_steps=self.other_steps,
                                unanchored=True)

@@ -325,5 +325,6 @@ def merge(per_identity: dict, cfg: EvalConfig) -> dict:
                            for s, rep in per_identity.items()}}
 
 
-__all__ = ["TRAIN_VIEWS", "HELD_OUT_FRAMES", "AVATAR_TRAIN_FRAMES", "RUN_NAMES", "avatar_gap", "mesh_projection", "ABLATIONS", "SyntheticConfig", "write_truth", "reference_projection",
-           "generate_plan", "generate_window", "autoencoder_psnr", "write_png_grid", "run_synthetic", "merge"]
+__all__ = ["TRAIN_VIEWS", "HELD_OUT_FRAMES", "AVATAR_TRAIN_FRAMES", "RUN_NAMES", "ABLATIONS", "SyntheticConfig",
+           "avatar_gap", "mesh_projection", "write_truth", "reference_projection", "generate_plan", "generate_window",
+           "autoencoder_psnr", "write_png_grid", "run_synthetic", "merge"]

@@ -43,7 +43,8 @@ def _cmd_avatar(args) -> None:
                        reference_res=args.res, embedding=args.embedding, model=args.model, animation=args.animation,
                        plan=args.plan, head=args.head, flame_path=args.flame_path, guidance=args.guidance,
                        seed=args.seed, key_steps=args.key_steps, other_steps=args.other_steps,
-                       anchor=not args.no_anchor, fit=FitConfig(iterations=args.fit_iterations, seed=args.seed), reanimate=args.reanimate)
+                       anchor=not args.no_anchor, fit=FitConfig(iterations=args.fit_iterations, seed=args.seed),
+                       reanimate=args.reanimate)
     paths = run_avatar(cfg)
     print(f"avatar video: {paths['video']}\nre-animated ({args.drive or args.reanimate}): {paths['reanimated']}\n"
           f"3DGS frame: {paths['ply']}\nviewer: {paths['viewer']} (serve it: morph4d view {args.out}/avatar)")
