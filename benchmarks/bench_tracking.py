@@ -3,8 +3,9 @@
 Accuracy: held-out synthetic identities (morph4d/tracking/accuracy.py: exact ground truth) at yaws 0/15/30/45/60
 degrees and vertical fields of view 14/26/45 degrees (long lens .. phone), one random expression, jaw, gaze and a
 +-10 degree pitch each; the photo tracker on a 512 px render. Table rows per yaw: detection rate, 2D landmark error
-(px and NME), head-pose error (deg), 3D face-vertex error after similarity alignment (mm), expression error (mm),
-focal error. Then a tracked synthetic clip (pose error per frame, with and without the zero-lag smoothing).
+(px and NME), head-pose error (deg), the detector's bound (the pose error of a PnP of the detected landmarks on the
+true mesh), 3D face-vertex error after similarity alignment (mm), expression error (mm), focal error. Then a
+tracked synthetic clip (pose error per frame, with and without the zero-lag smoothing).
 
 Speed: one photo (the real portrait shipped in assets/portraits), wall time vs the face networks' own time; a video
 at 512 px, frames per second vs the networks' own frames per second. Ratios, one run, this machine.
@@ -51,23 +52,24 @@ def accuracy(head, emb, fm, identities: int) -> None:
                 r = evaluate_case(head, emb, fm, k, yaw, fov, head=lh)
                 if r is not None:
                     rows[yaw].append(r)
-    print("| yaw (deg) | faces found | 2D landmarks (px @512 / NME) | head pose (deg) | 3D face vertices (mm) | "
-          "expression (mm) | focal error |")
-    print("|---|---|---|---|---|---|---|")
+    print("| yaw (deg) | faces found | 2D landmarks (px @512 / NME) | head pose (deg) | detector bound (deg) | "
+          "3D face vertices (mm) | expression (mm) | focal error |")
+    print("|---|---|---|---|---|---|---|---|")
     allr = []
     for yaw in YAWS:
         rr = rows[yaw]
         allr += [r for r in rr if yaw <= 45]
         if not rr:
-            print(f"| {yaw} | 0/{tried[yaw]} | - | - | - | - | - |")
+            print(f"| {yaw} | 0/{tried[yaw]} | - | - | - | - | - | - |")
             continue
         m = lambda f: np.mean([getattr(r, f) for r in rr])  # noqa: E731
         print(f"| {yaw} | {len(rr)}/{tried[yaw]} | {m('landmark_px'):.1f} / {m('landmark_nme') * 100:.1f}% | "
-              f"{m('pose_deg'):.2f} (max {max(r.pose_deg for r in rr):.1f}) | {m('vertex_mm'):.2f} | "
+              f"{m('pose_deg'):.2f} (max {max(r.pose_deg for r in rr):.1f}) | {m('pnp_deg'):.2f} | "
+              f"{m('vertex_mm'):.2f} | "
               f"{m('expression_mm'):.2f} | {m('focal_rel') * 100:.0f}% |")
     m = lambda f: np.mean([getattr(r, f) for r in allr])  # noqa: E731
     print(f"| **<= 45** | {len(allr)} | {m('landmark_px'):.1f} / {m('landmark_nme') * 100:.1f}% | "
-          f"**{m('pose_deg'):.2f}** "
+          f"**{m('pose_deg'):.2f}** | {m('pnp_deg'):.2f} "
           f"| **{m('vertex_mm'):.2f}** | {m('expression_mm'):.2f} | {m('focal_rel') * 100:.0f}% |")
 
 

@@ -12,7 +12,10 @@ truth in the camera's frame:
   coordinates, after the similarity transform that best aligns fit to truth (Umeyama), mean distance in mm;
 * expression error: the expression + jaw offsets of the face vertices (the mesh before the global transform
   minus its neutral), fit vs truth, mean distance in mm;
-* focal error: |f_fit / f_true - 1|.
+* focal error: |f_fit / f_true - 1|;
+* the detector's bound on the pose: the head pose a perspective-n-point solve finds from the detected
+  landmarks against the embedding's points on the TRUE mesh (true shape, expression, camera intrinsics): the
+  error left when everything but the landmarks is exact.
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ class CaseResult:
     expression_mm: float
     focal_rel: float
     seconds: float
+    pnp_deg: float = math.nan
 
 
 def synthetic_case(model: HeadModel, k: int, yaw: float, fov: float, res: int = 512):
@@ -128,7 +132,20 @@ def evaluate_case(model: HeadModel, emb: LandmarkEmbedding, fm, k: int, yaw: flo
     expr_mm = float((offsets(fit) - offsets(truth)).norm(dim=-1).mean() * 1000)
     f_true = float(cam.K[0, 1, 1])
     return CaseResult(yaw, fov, float(err2d), float(err2d) / iod, pose, vertex_mm, expr_mm,
-                      abs(track.focal / f_true - 1), seconds)
+                      abs(track.focal / f_true - 1), seconds, detector_bound(model, emb, truth, cam, obs, yaw))
+
+
+def detector_bound(model: HeadModel, emb: LandmarkEmbedding, truth: HeadParams, cam, obs, yaw: float) -> float:
+    """Head-pose error (degrees) of a PnP of the detected landmarks against the embedding's points on the true
+    mesh in the true camera's frame (module doc): 0 for landmarks exactly where the embedding says."""
+    import cv2
+    points = emb.points(model(truth)[0], model, yaw)                         # world
+    cam_pts = (points @ cam.R[0].T + cam.t[0]).double().numpy()              # the true camera's frame
+    detected = obs.landmarks[0, emb.landmarks].double().numpy()
+    use = (emb.view_weights(torch.tensor([float(yaw)]))[0] @ emb.weight > 0).numpy()    # measured at this view
+    ok, rvec, _ = cv2.solvePnP(cam_pts[use], detected[use], cam.K[0].double().numpy(), None, np.zeros(3),
+                               np.zeros(3), useExtrinsicGuess=True, flags=cv2.SOLVEPNP_ITERATIVE)
+    return math.degrees(float(np.linalg.norm(rvec))) if ok else math.nan
 
 
 def synthetic_clip(model: HeadModel, k: int, frames: int, res: int = 512, fov: float = 26.0, fps: float = 25.0):
