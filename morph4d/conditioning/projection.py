@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from morph4d.cameras import Cameras
 from morph4d.errors import Morph4DError
+from morph4d.mesh.align import similarity_transform
 from morph4d.mesh.raster import interpolate, rasterize
 from morph4d.mesh.shade import vertex_normals
 from morph4d.models.latent import LATENT_FACTOR, check_frame_count, kept_frames
@@ -42,12 +43,8 @@ def reference_matte(image: torch.Tensor) -> torch.Tensor:
 
 def rigid_motion(src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Least-squares rotation and translation (Kabsch) with ``dst ~ src @ R.T + t``; src, dst (N, 3)."""
-    ms, md = src.mean(0), dst.mean(0)
-    U, _, Vt = torch.linalg.svd((dst - md).T @ (src - ms))
-    d = torch.ones(3, dtype=src.dtype)
-    d[2] = torch.sign(torch.det(U @ Vt))
-    R = U @ torch.diag(d) @ Vt
-    return R, md - ms @ R.T
+    _, R, t = similarity_transform(src, dst, scale=False)
+    return R, t
 
 
 def matte_sheet(verts: torch.Tensor, faces: torch.Tensor, ref: Cameras, ref_image: torch.Tensor

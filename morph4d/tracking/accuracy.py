@@ -29,6 +29,7 @@ import torch
 
 from morph4d.heads import HeadModel, HeadParams
 from morph4d.heads.model import axis_angle_to_matrix
+from morph4d.mesh.align import similarity_transform
 from morph4d.tracking.embedding import LandmarkEmbedding, skin_triangles
 from morph4d.tracking.fit import CAMERA_R, FitConfig, LandmarkHead, fit_landmarks, project
 
@@ -43,14 +44,8 @@ def face_vertices(model: HeadModel) -> torch.Tensor:
 
 def umeyama(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
     """``src`` (N, 3) mapped onto ``dst`` by the least-squares similarity transform (Umeyama 1991)."""
-    ms, md = src.mean(0), dst.mean(0)
-    a, b = src - ms, dst - md
-    U, S, Vt = torch.linalg.svd(b.T @ a / len(src))
-    d = torch.ones(3, dtype=src.dtype)
-    d[2] = torch.sign(torch.det(U @ Vt))
-    R = U @ torch.diag(d) @ Vt
-    s = (S * d).sum() / a.pow(2).sum(-1).mean()
-    return s * a @ R.T + md
+    s, R, t = similarity_transform(src, dst)
+    return s * src @ R.T + t
 
 
 def rotation_angle_deg(Ra: torch.Tensor, Rb: torch.Tensor) -> float:
