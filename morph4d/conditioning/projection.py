@@ -15,8 +15,9 @@ ring of pixels takes the mean depth of its known neighbours), pushed back by ``S
 stays in front wherever it is. The sheet moves rigidly with the head (the least-squares rotation and translation
 of the mesh from the reference to each frame) and is depth-tested against the head mesh; its pixels get the
 confidence ``SHEET_CONFIDENCE`` (a lifted guess, not the tracked surface). Depth-image-based rendering's "rubber
-sheet" (``portrait.lift``), used here as a hair proxy: measured on validation identities it brings the projection
-closer to the ground truth (README, issue 17), most for long hair.
+sheet" (``portrait.lift``), used here as a hair proxy: it brings the projection closer to the ground truth, most
+for long hair (``tests/test_pipeline.py``: a held-out identity at 32 px, 9.4 -> 12.6 dB 30 degrees from its
+reference).
 """
 
 from __future__ import annotations
