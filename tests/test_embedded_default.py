@@ -5,6 +5,7 @@ import json
 
 import torch
 
+from morph4d.conditioning.maps import ConditioningConfig
 from morph4d.data.identity import EVAL_SEEDS
 from morph4d.data.loader import MultiViewWindows, WindowConfig
 from morph4d.data.synth import SynthConfig, synthesize
@@ -12,6 +13,7 @@ from morph4d.diffusion.schedule import Diffusion
 from morph4d.io import load_weights, save_weights
 from morph4d.models.folder import DEFAULT_MODEL, load_models
 from morph4d.models.mmvdm import MMVDM
+from morph4d.training.train import batch_conditioning
 
 MIN_AUTOENCODER_PSNR = 25.0   # the shipped autoencoder: 28.0 dB on the report's windows; the first default: 19.4
 
@@ -39,8 +41,9 @@ def test_bfloat16_storage_round_trip(tmp_path):
 def test_trained_default_denoises_held_out_windows(tmp_path):
     synthesize(SynthConfig(out=str(tmp_path / "ds"), identities=2, views=5, frames=9, resolution=96, split="eval",
                            first_seed=EVAL_SEEDS.start + 50, progress=False), log=lambda *a: None)
-    ds = MultiViewWindows(tmp_path / "ds", WindowConfig(views=4, frames=9, resolution=64, seed=0))
     model, vae = load_models()
+    ds = MultiViewWindows(tmp_path / "ds", WindowConfig(views=4, frames=9, resolution=64, seed=0),
+                          conditioning=ConditioningConfig(reference_projection=model.config.reference_projection))
     untrained = MMVDM(model.config, generator=torch.Generator().manual_seed(0)).eval()
     diffusion = Diffusion.for_model(model)   # the schedule it was trained with
     g = torch.Generator().manual_seed(0)
@@ -54,7 +57,9 @@ def test_trained_default_denoises_held_out_windows(tmp_path):
             noise = torch.randn(x0.shape, generator=g)
             xt = diffusion.add_noise(x0, noise, t)
             for name, net in (("trained", model), ("untrained", untrained)):
-                out = net(xt, item["conditioning"][None], ref, item["reference_conditioning"][None], t)
+                cond = batch_conditioning({k: v[None] for k, v in item.items() if isinstance(v, torch.Tensor)},
+                                          vae, "cpu")
+                out = net(xt, cond, ref, item["reference_conditioning"][None], t)
                 losses[name].append(float(diffusion.loss(out, x0, noise, t, generate=torch.ones(x0.shape[:3],
                                                                                               dtype=torch.bool))))
     trained, untrained = (sum(v) / len(v) for v in (losses["trained"], losses["untrained"]))

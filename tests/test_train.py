@@ -2,6 +2,7 @@
 the paper preset is MVP4D's Table 3, mode / dropout frequencies, given latents (clean, b = 1, not in the
 loss), autoencoder training, and CLI errors before any work."""
 
+import argparse
 import csv
 import json
 import math
@@ -22,7 +23,7 @@ from morph4d.diffusion.schedule import Diffusion, DiffusionConfig
 from morph4d.models.mmvdm import MMVDM, MMVDMConfig
 from morph4d.models.vae import CausalVideoAutoencoder
 from morph4d.threads import torch_threads
-from morph4d.training.cli import main
+from morph4d.training.cli import main, register, train_config
 from morph4d.training.curriculum import PAPER, Stage, given_mask, preset, sample_dropout, sample_mode, vae_preset
 from morph4d.training.train import CHECKPOINT, TrainData, initial_model, load_vae, train, training_step
 from morph4d.training.train_vae import train_vae
@@ -159,6 +160,22 @@ def test_training_step_inputs(dataset):
             assert seen["ref"].abs().sum() > 0
         else:
             assert all(seen[k].abs().sum() == 0 for k in ("cond", "ref", "ref_cond"))
+
+
+def test_small_preset_conditions_on_the_reference_projection_and_the_flag_overrides_any_preset(dataset):
+    """Issue 17: the small preset (the embedded default's recipe) uses the projection group; tiny and paper keep
+    MVP4D's 59 channels; --reference-projection / --no-reference-projection override whichever preset."""
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+
+    def projection(*extra):
+        args = parser.parse_args(["train", "--data", str(dataset), "--out", "unused", *extra])
+        return train_config(args).reference_projection
+
+    assert projection() is True and projection("--preset", "small") is True
+    assert projection("--preset", "tiny") is False and projection("--preset", "paper") is False
+    assert projection("--no-reference-projection") is False
+    assert projection("--preset", "paper", "--reference-projection") is True
 
 
 def test_reference_projection_enters_encoded_and_other_layouts_are_refused(dataset, tmp_path):

@@ -35,6 +35,8 @@ from morph4d.models.latent import LATENT_FACTOR, check_frame_count, kept_frames
 WHITE_LEVEL = 0.95        # reference pixels whose every channel is at or above this are background (matted to white)
 SHEET_BACK = 0.01         # m: the sheet sits this far behind the depth it was lifted at
 SHEET_CONFIDENCE = 0.5    # confidence of the sheet's pixels
+CONDITIONING_SUPERSAMPLE = 1   # the projection group is rendered at 1x: it is encoded by the autoencoder, which
+#                                smooths edges anyway, and 2x made a stage-1 training step 0.72 s instead of 0.59
 
 
 def reference_matte(image: torch.Tensor) -> torch.Tensor:
@@ -149,10 +151,10 @@ def projection_conditioning(ref_verts: torch.Tensor, verts: torch.Tensor, faces:
     if cameras.height % LATENT_FACTOR or cameras.width % LATENT_FACTOR:
         raise Morph4DError(f"image size must be divisible by {LATENT_FACTOR}, got {cameras.width}x{cameras.height}")
     video, conf = project_with_confidence(torch.cat([ref_verts[None], verts]), faces, ref, ref_image, cameras,
-                                          sheet=True)
+                                          supersample=CONDITIONING_SUPERSAMPLE, sheet=True)
     conf = conf[:, 1:][:, kept_frames(verts.shape[0])]                       # (V, F_lat, 1, H, W)
     return video[:, 1:], F.avg_pool2d(conf.flatten(0, 1), LATENT_FACTOR).unflatten(0, conf.shape[:2])
 
 
-__all__ = ["WHITE_LEVEL", "SHEET_BACK", "SHEET_CONFIDENCE", "reference_matte", "rigid_motion", "matte_sheet",
-           "project_reference", "project_with_confidence", "projection_conditioning"]
+__all__ = ["WHITE_LEVEL", "SHEET_BACK", "SHEET_CONFIDENCE", "CONDITIONING_SUPERSAMPLE", "reference_matte",
+           "rigid_motion", "matte_sheet", "project_reference", "project_with_confidence", "projection_conditioning"]

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from morph4d.errors import Morph4DError, run_command
-from morph4d.training.curriculum import PRECISIONS, PRESETS, VAE_TRAIN_PRESETS, preset, vae_preset
+from morph4d.training.curriculum import PRECISIONS, PRESETS, VAE_TRAIN_PRESETS, TrainConfig, preset, vae_preset
 
 PRECISION_HELP = ("arithmetic of the forward pass (default: the preset's): bf16 = bfloat16 autocast, several "
                   "times faster on CPUs with native bfloat16 (avx512_bf16/AMX) and on GPUs; fp32 elsewhere")
@@ -38,14 +38,20 @@ def _weights(weights, datasets) -> tuple[float, ...]:
     return tuple(weights)
 
 
-def _cmd_train(args) -> None:
-    from morph4d.training.train import train
+def train_config(args) -> TrainConfig:
+    """The run's TrainConfig from ``train``'s parsed arguments: the preset with the command line's overrides."""
     datasets = _folders(args.data)
-    cfg = preset(args.preset, datasets=datasets, weights=_weights(args.weights, datasets),
+    return preset(args.preset, datasets=datasets, weights=_weights(args.weights, datasets),
                  vae_path=str(Path(args.vae).resolve()) if args.vae else None,
                  init=str(Path(args.init).resolve()) if args.init else None,
                  **({"precision": args.precision} if args.precision else {}),
-                 **({"reference_projection": True} if args.reference_projection else {}))
+                 **({} if args.reference_projection is None else
+                    {"reference_projection": args.reference_projection}))
+
+
+def _cmd_train(args) -> None:
+    from morph4d.training.train import train
+    cfg = train_config(args)
     for name, folder in (("--vae", args.vae), ("--init", args.init)):
         if folder and not (Path(folder) / "config.json").is_file():
             raise Morph4DError(f"{name} {folder}: expected a save_pretrained folder with config.json")
@@ -74,9 +80,10 @@ def register(subparsers) -> None:
     p.add_argument("--vae", metavar="DIR", help="frozen autoencoder (save_pretrained folder; ours or CogVideoX's)")
     p.add_argument("--init", metavar="MODEL_DIR", help="start from these MMVDM weights (save_pretrained folder)")
     p.add_argument("--max-steps", type=int, help="stop after this global step (resume later)")
-    p.add_argument("--reference-projection", action="store_true",
+    p.add_argument("--reference-projection", action=argparse.BooleanOptionalAction, default=None,
                    help="also condition on the reference projected through the head mesh, encoded by the "
-                        "autoencoder (ours, issue 17: a 76-channel conditioning layout; off = MVP4D's 59)")
+                        "autoencoder (ours, issue 17: a 76-channel conditioning layout; off = MVP4D's 59). "
+                        "Default: the preset's (on for small, off for tiny and paper)")
     p.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
     p.set_defaults(func=_cmd_train)
     q = subparsers.add_parser("train-vae", help="train the small causal video autoencoder")

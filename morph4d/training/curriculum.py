@@ -139,13 +139,18 @@ PAPER = TrainConfig(
 # Arithmetic: bfloat16 autocast (this CPU has avx512_bf16): the network's forward + backward take ~0.5x float32's
 # time (benchmarks/bench_precision.py); with data loading (head-model maps) a whole step ~0.8x here, which buys
 # ~1.6x the iterations of the float32 recipe (3000 / 800 / 800) in the same time.
+#
+# Reference projection (ours, issue 17): the small preset conditions on it. Building it (the mesh and the matte
+# sheet rasterized per view and frame, then encoded) makes a step 1.8x as long (stage 1 0.32 -> 0.59 s, stage 3
+# 0.73 -> 1.34 s: benchmarks/bench_train_step.py), so the stages are 0.63x the 4800 / 1300 / 1200
+# iterations of the 59-channel recipe to stay within the same 90-minute budget.
 SMALL = TrainConfig(
     name="small", batch_size=4, model="small", vae="small", ema_decay=0.995, checkpoint_every=100,
-    sample_every=500, log_every=1, snr_shift_scale=1.0, precision="bf16",
+    sample_every=500, log_every=1, snr_shift_scale=1.0, precision="bf16", reference_projection=True,
     stages=(
-        Stage(4800, 3e-4, ((1, 17, 64), (2, 9, 64), (4, 5, 64), (8, 1, 64))),
-        Stage(1300, 1.5e-4, **_with_modes((1, 17, 64), (4, 9, 64), (4, 17, 64), (8, 5, 64), (8, 1, 64))),
-        Stage(1200, 6e-5, **_with_modes((4, 17, 64), (8, 9, 64))),
+        Stage(3000, 3e-4, ((1, 17, 64), (2, 9, 64), (4, 5, 64), (8, 1, 64))),
+        Stage(800, 1.5e-4, **_with_modes((1, 17, 64), (4, 9, 64), (4, 17, 64), (8, 5, 64), (8, 1, 64))),
+        Stage(750, 6e-5, **_with_modes((4, 17, 64), (8, 9, 64))),
     ))
 
 # tests: a handful of steps per stage at 32 px with the tiny networks
