@@ -25,6 +25,16 @@ def l1(pred: torch.Tensor, target: torch.Tensor) -> float:
     return float((pred - target).abs().mean())
 
 
+def temporal_l1(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """Temporal consistency of a video ``(F, C, H, W)`` against the target's: the mean absolute difference of
+    their frame-to-frame changes, |(p[f+1] - p[f]) - (t[f+1] - t[f])| over pixels and frame pairs. 0 when the
+    prediction changes exactly as the target does (a constant offset is not penalised), large for flicker or for
+    motion the target does not have. NaN for a single frame."""
+    if pred.shape[0] < 2:
+        return float("nan")
+    return float(((pred[1:] - pred[:-1]) - (target[1:] - target[:-1])).abs().mean())
+
+
 def check_image_pair(render: torch.Tensor, target: torch.Tensor) -> None:
     """Programming check: two ``(B, C, H, W)`` tensors of one shape."""
     if not isinstance(render, torch.Tensor) or render.dim() != 4 or not isinstance(target, torch.Tensor) \
@@ -62,5 +72,5 @@ def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return ssim_map(x, y).mean()
 
 
-__all__ = ["SSIM_WINDOW", "SSIM_SIGMA", "SSIM_C1", "SSIM_C2", "check_image_pair", "gaussian_window", "l1",
+__all__ = ["SSIM_WINDOW", "SSIM_SIGMA", "SSIM_C1", "SSIM_C2", "check_image_pair", "gaussian_window", "l1", "temporal_l1",
            "psnr", "ssim", "ssim_map"]

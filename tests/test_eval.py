@@ -11,7 +11,7 @@ from morph4d.cli import main
 from morph4d.eval.learned import frechet_distance
 from morph4d.eval.protocol import crop
 from morph4d.eval.reprojection import triangulate
-from morph4d.metrics import l1, psnr, ssim
+from morph4d.metrics import l1, psnr, ssim, temporal_l1
 
 
 def test_psnr_and_ssim_match_scikit_image():
@@ -82,6 +82,19 @@ def test_masked_scores_ignore_errors_outside_the_ground_truth_foreground():
     assert psnr(inside, gt) < 30
 
 
+def test_temporal_l1_scores_frame_to_frame_changes_not_constant_offsets():
+    """Issue 17 §3's temporal consistency: a video that changes as the truth does scores 0 even with a constant
+    error; flicker scores its size; so does a frozen video against a moving truth."""
+    g = torch.Generator().manual_seed(0)
+    truth = torch.rand(5, 3, 8, 8, generator=g)
+    assert temporal_l1(truth + 0.1, truth) == pytest.approx(0.0, abs=1e-7)
+    flicker = truth + 0.2 * (torch.arange(5) % 2).view(5, 1, 1, 1)     # +0.2 on every other frame
+    assert temporal_l1(flicker, truth) == pytest.approx(0.2)
+    frozen = truth[:1].expand(5, -1, -1, -1)
+    assert temporal_l1(frozen, truth) == pytest.approx(float((truth[1:] - truth[:-1]).abs().mean()))
+    assert math.isnan(temporal_l1(truth[:1], truth[:1]))
+
+
 def test_summary_splits_self_reenactment_from_novel_views_and_bins_angles():
     from morph4d.eval.run import summarise
     views = [{"view": str(i), "angle": a, "psnr": p} for i, (a, p) in enumerate(((5, 30.0), (10, 20.0), (40, 10.0)))]
@@ -131,17 +144,21 @@ def _variant(src, dst, views=None, frames=None, size=None, opaque=False):
 def test_eval_scores_a_sequence_and_an_avatar_against_the_truth(truth_sequence, fitted_avatar, tmp_path):
     out = tmp_path / "report"
     argv = ["eval", "--truth", str(truth_sequence), "--run", f"truth={truth_sequence}", "--run",
-            f"avatar={fitted_avatar}", "--metrics", "psnr,ssim,l1,re", "--out", str(out)]
+            f"avatar={fitted_avatar}", "--metrics", "psnr,ssim,l1,re,psnr_unmasked,ssim_unmasked,temporal",
+            "--out", str(out)]
     assert main(argv) == 0
     report = json.loads((out / "report.json").read_text())
     same, avatar = report["runs"]["truth"]["summary"]["all"], report["runs"]["avatar"]["summary"]["all"]
     assert same["psnr"] >= 100 and same["ssim"] == pytest.approx(1.0) and same["l1"] == 0.0
+    assert same["psnr_unmasked"] >= 100 and same["ssim_unmasked"] == pytest.approx(1.0) and same["temporal"] == 0.0
     assert 5 < avatar["psnr"] < 60 and 0 < avatar["ssim"] < 1 and avatar["l1"] > 0
+    assert 5 < avatar["psnr_unmasked"] < 60 and avatar["psnr_unmasked"] != avatar["psnr"] and avatar["temporal"] > 0
     assert report["runs"]["avatar"]["kind"] == "avatar" and report["runs"]["truth"]["kind"] == "sequence"
     rows = (out / "report.csv").read_text().splitlines()
     assert rows[0].startswith("run,view,angle,frame,psnr") and len(rows) == 1 + 2 * 4 * 3
     md = (out / "report.md").read_text()
     assert "| truth |" in md and "| avatar |" in md and "RE median" in md and "Self-reenactment" in md
+    assert "PSNR unmasked ↑ per angle" in md and "temporal L1 ↓" in md
     for png in ("per_angle.png", "per_frame.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

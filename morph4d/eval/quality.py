@@ -73,7 +73,9 @@ class QualityConfig:
         self.synthetic().check()
 
 
-QUALITY_METRICS = ("psnr", "ssim", "l1")
+# masked (MVP4D S3.1) and unmasked PSNR / SSIM, L1, and the temporal consistency of each view's video (issue 17 §3):
+# the temporal L1 always, JOD where pyfvvdp is installed (the report notes it otherwise)
+QUALITY_METRICS = ("psnr", "ssim", "l1", "psnr_unmasked", "ssim_unmasked", "temporal", "jod")
 
 
 def run_quality(out: str | Path, model_dir: str | None = None, cfg: QualityConfig = QualityConfig(),

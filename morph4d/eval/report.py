@@ -14,10 +14,13 @@ from morph4d.io import atomic_path, write_json
 
 LABELS = {"psnr": "PSNR ↑", "ssim": "SSIM ↑", "lpips": "LPIPS ↓", "jod": "JOD ↑", "re": "RE ↓ (px)",
           "re_median": "RE median ↓ (px)", "csim": "CSIM ↑", "akd": "AKD ↓ (px)", "aed": "AED ↓ (mm)", "l1": "L1 ↓",
-          "fid": "FID ↓", "fvd": "FVD ↓"}
+          "fid": "FID ↓", "fvd": "FVD ↓", "psnr_unmasked": "PSNR unmasked ↑", "ssim_unmasked": "SSIM unmasked ↑",
+          "temporal": "temporal L1 ↓"}
 DIGITS = {"psnr": 2, "ssim": 3, "lpips": 3, "jod": 2, "re": 2, "re_median": 2, "csim": 3, "akd": 2, "aed": 2,
-          "l1": 4, "fid": 1, "fvd": 1}
-CSV_COLUMNS = ("run", "view", "angle", "frame", "psnr", "ssim", "l1", "lpips", "csim", "akd", "aed", "jod", "re")
+          "l1": 4, "fid": 1, "fvd": 1, "psnr_unmasked": 2, "ssim_unmasked": 3, "temporal": 4}
+CSV_COLUMNS = ("run", "view", "angle", "frame", "psnr", "ssim", "l1", "lpips", "csim", "akd", "aed", "jod", "re",
+               "psnr_unmasked", "ssim_unmasked", "temporal")
+VIEW_METRICS = ("jod", "temporal")   # one number per view (a video), not per frame
 
 
 PLOTTED = ("psnr", "ssim", "csim", "jod", "re", "lpips", "l1", "akd", "aed")   # the first four measured are plotted
@@ -54,7 +57,7 @@ def markdown(report: dict) -> str:
     out += _table(f"Novel views (the {first['novel_count']} views further than 15 degrees)", report, "novel_views",
                   [m for m in metrics if m not in ("re", "fid", "fvd")])
     bins = [b["bin"] for b in first["binned"]]
-    for k in ("psnr", "ssim"):
+    for k in ("psnr", "ssim", "psnr_unmasked", "ssim_unmasked"):
         if k not in metrics:
             continue
         out += [f"**{LABELS[k]} per angle from the reference (degrees)**", "",
@@ -65,7 +68,7 @@ def markdown(report: dict) -> str:
         out.append("")
     if "ablation" in report:
         a = report["ablation"]
-        cols = [m for m in ("psnr", "ssim", "l1", "lpips", "jod", "csim") if m in metrics]
+        cols = [m for m in ("psnr", "ssim", "l1", "lpips", "jod", "temporal", "csim") if m in metrics]
         out += [f"**MVP4D Table 7 ablation** (one {a['truth']['frames']}-frame window; guidance, views generated "
                 f"jointly; the last columns: novel views only)", "",
                 "| run | " + " | ".join(LABELS[m] for m in cols) + " | " + " | ".join(
@@ -99,10 +102,11 @@ def csv_text(report: dict) -> str:
     w = csv.writer(buf)
     w.writerow(CSV_COLUMNS)
     for name, r in report["runs"].items():
-        jod = {v["view"]: v["jod"] for v in r["views"]}
+        per_view = {v["view"]: v for v in r["views"]}
         re = {f["frame"]: f.get("re", math.nan) for f in r["frames"]}
         for row in r["rows"]:
-            full = {**row, "run": name, "jod": jod[row["view"]], "re": re[row["frame"]]}
+            full = {**row, "run": name, **{k: per_view[row["view"]].get(k, math.nan) for k in VIEW_METRICS},
+                    "re": re[row["frame"]]}
             w.writerow([full.get(c, "") if not isinstance(full.get(c), float) else f"{full[c]:.6g}"
                         for c in CSV_COLUMNS])
     return buf.getvalue()
@@ -128,7 +132,7 @@ def plots(report: dict, per_angle: Path, per_frame: Path) -> None:
     fig.tight_layout()
     _save(fig, per_angle)
     plt.close(fig)
-    shown = [m for m in PLOTTED if m in report["metrics"] and m not in ("jod", "fid", "fvd")][:4]
+    shown = [m for m in PLOTTED if m in report["metrics"] and m not in (*VIEW_METRICS, "fid", "fvd")][:4]
     fig, axes = plt.subplots(1, max(1, len(shown)), figsize=(4 * max(1, len(shown)), 3.2), squeeze=False)
     for ax, m in zip(axes[0], shown):
         for name, r in report["runs"].items():

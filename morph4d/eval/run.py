@@ -2,8 +2,10 @@
 S9; IM-Portrait §5) and write ``report.json``, ``report.md``, ``report.csv`` and plots.
 
 Per view and frame, on the protocol's crops (``protocol``): PSNR, SSIM, L1 (``morph4d.metrics``) and LPIPS
-(``learned``, when its network is given) on masked crops; CSIM (``identity``), AKD and AED (``keypoints``) on
-unmasked crops. Per view: JOD (``jod``) of the masked crop video. Per frame: RE (``reprojection``) of the run's
+(``learned``, when its network is given) on masked crops, PSNR and SSIM also on the unmasked crops (``psnr_unmasked``,
+``ssim_unmasked``: background and all); CSIM (``identity``), AKD and AED (``keypoints``) on unmasked crops. Per view:
+JOD (``jod``) of the masked crop video, and its temporal L1 (``temporal``: how far its frame-to-frame changes are
+from the ground truth's, ``metrics.temporal_l1``; ours, a metric-free stand-in for JOD's temporal part). Per frame: RE (``reprojection``) of the run's
 full frames with the known cameras. Per run: FID over all masked crops and FVD over the views' masked crop
 videos, when their networks are given. Every metric has one implementation, in the module named.
 
@@ -24,11 +26,14 @@ import torch
 from morph4d.errors import Morph4DError
 from morph4d.eval.inputs import Truth, read_run, read_truth
 from morph4d.eval.protocol import crop, crop_boxes, masked
-from morph4d.metrics import l1, psnr, ssim
+from morph4d.metrics import l1, psnr, ssim, temporal_l1
 
-METRICS = ("psnr", "ssim", "lpips", "jod", "re", "csim", "akd", "aed", "l1", "fid", "fvd")
+METRICS = ("psnr", "ssim", "lpips", "jod", "re", "csim", "akd", "aed", "l1", "fid", "fvd", "psnr_unmasked",
+           "ssim_unmasked", "temporal")
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "lpips": False, "jod": True, "re": False, "csim": True,
-                    "akd": False, "aed": False, "l1": False, "fid": False, "fvd": False}
+                    "akd": False, "aed": False, "l1": False, "fid": False, "fvd": False, "psnr_unmasked": True,
+                    "ssim_unmasked": True, "temporal": False}
+FRAME_METRICS = ("psnr", "ssim", "l1", "lpips", "csim", "akd", "aed", "psnr_unmasked", "ssim_unmasked")
 UNITS = {"psnr": "dB", "akd": "px @256", "aed": "mm", "re": "px", "l1": "", "fid": "", "fvd": ""}
 SELF_ANGLE = 15.0
 ANGLE_BINS = ((0.0, 15.0), (15.0, 30.0), (30.0, 45.0), (45.0, 90.0), (90.0, 181.0))
@@ -141,7 +146,7 @@ def score_run(images: torch.Tensor, truth: Truth, prep: Prepared, tools: Tools) 
             pc = crop(images[v].clamp(0, 1), prep.boxes[v], 1.0)               # (F, 3, s, s)
             tc, a = prep.crops[v], prep.alpha[v]
             pm, tm = masked(pc, a), masked(tc, a)
-            per = {k: [math.nan] * F for k in ("psnr", "ssim", "l1", "lpips", "csim", "akd", "aed")}
+            per = {k: [math.nan] * F for k in FRAME_METRICS}
             for f in range(F):
                 if "psnr" in m:
                     per["psnr"][f] = psnr(pm[f], tm[f])
@@ -149,6 +154,10 @@ def score_run(images: torch.Tensor, truth: Truth, prep: Prepared, tools: Tools) 
                     per["ssim"][f] = float(ssim(pm[f:f + 1], tm[f:f + 1]))
                 if "l1" in m:
                     per["l1"][f] = l1(pm[f], tm[f])
+                if "psnr_unmasked" in m:
+                    per["psnr_unmasked"][f] = psnr(pc[f], tc[f])
+                if "ssim_unmasked" in m:
+                    per["ssim_unmasked"][f] = float(ssim(pc[f:f + 1], tc[f:f + 1]))
             if tools.lpips is not None:
                 per["lpips"] = tools.lpips(pm, tm).tolist()
             if tools.csim is not None:
@@ -159,7 +168,8 @@ def score_run(images: torch.Tensor, truth: Truth, prep: Prepared, tools: Tools) 
                                                           prep.tracks[v].shape), prep.tracks[v])
                 per["akd"], per["aed"] = ka["akd"], ka["aed"]
             jod = tools.jod(pm, tm, truth.fps) if tools.jod is not None else math.nan
-            views.append({"view": truth.views[v], "angle": float(truth.angles[v]), "jod": jod,
+            temporal = temporal_l1(pm, tm) if "temporal" in m else math.nan
+            views.append({"view": truth.views[v], "angle": float(truth.angles[v]), "jod": jod, "temporal": temporal,
                           **{k: _nanmean(x) for k, x in per.items()}})
             for f in range(F):
                 rows.append({"view": truth.views[v], "angle": float(truth.angles[v]), "frame": f,
@@ -172,7 +182,7 @@ def score_run(images: torch.Tensor, truth: Truth, prep: Prepared, tools: Tools) 
             for f in range(F):
                 frames[f]["re"] = re["per_frame"][f]
             run.update(re=re["re"], re_median=re["re_median"], re_matches=re["matches"], re_pairs=re["pairs"])
-        for k in ("psnr", "ssim", "l1", "lpips", "csim", "akd", "aed"):
+        for k in FRAME_METRICS:
             if k not in m:
                 continue
             for f in range(F):
