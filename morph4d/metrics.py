@@ -73,5 +73,4 @@ def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 __all__ = ["SSIM_WINDOW", "SSIM_SIGMA", "SSIM_C1", "SSIM_C2", "check_image_pair", "gaussian_window", "l1",
-           "temporal_l1",
-           "psnr", "ssim", "ssim_map"]
+           "temporal_l1", "psnr", "ssim", "ssim_map"]
