@@ -36,7 +36,7 @@ WHITE_LEVEL = 0.95        # reference pixels whose every channel is at or above 
 SHEET_BACK = 0.01         # m: the sheet sits this far behind the depth it was lifted at
 SHEET_CONFIDENCE = 0.5    # confidence of the sheet's pixels
 CONDITIONING_SUPERSAMPLE = 1   # the projection group is rendered at 1x: it is encoded by the autoencoder, which
-#                                smooths edges anyway, and 2x made a stage-1 training step 0.72 s instead of 0.59
+#                                smooths edges anyway, and 2x made every training step slower (issue 17's note)
 
 
 def reference_matte(image: torch.Tensor) -> torch.Tensor:
