@@ -25,7 +25,8 @@ def test_weights_are_in_the_repo_under_50_mb_and_load():
     assert sum(p.stat().st_size for p in files) < 50e6
     model, vae = load_models()          # no --model: the embedded default
     assert next(model.parameters()).dtype == torch.float32
-    assert sum(p.numel() for p in model.parameters()) == 10_629_840
+    assert sum(p.numel() for p in model.parameters()) == 10_651_600   # + 17 projection channels x 2 x 2 x 320
+    assert model.config.reference_projection and model.config.conditioning_channels == 76   # issue 17
     prov = json.loads((DEFAULT_MODEL / "provenance.json").read_text())
     assert prov["mmvdm_training_config"]["name"] == "small" and prov["vae_training_config"]["name"] == "small"
 
