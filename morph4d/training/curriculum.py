@@ -141,8 +141,8 @@ PAPER = TrainConfig(
 # ~1.6x the iterations of the float32 recipe (3000 / 800 / 800) in the same time.
 #
 # Reference projection (ours, issue 17): the small preset conditions on it. Building it (the mesh and the matte
-# sheet rasterized per view and frame, then encoded) makes a step 1.8x as long (stage 1 0.32 -> 0.59 s, stage 3
-# 0.73 -> 1.34 s: benchmarks/bench_train_step.py), so the stages are 0.63x the 4800 / 1300 / 1200
+# sheet rasterized per view and frame, then encoded) makes a step 1.8-2x as long (stage 1 0.31 -> 0.61 s, stage 3
+# 0.75 -> 1.38 s: benchmarks/bench_train_step.py), so the stages are 0.63x the 4800 / 1300 / 1200
 # iterations of the 59-channel recipe to stay within the same 90-minute budget.
 SMALL = TrainConfig(
     name="small", batch_size=4, model="small", vae="small", ema_decay=0.995, checkpoint_every=100,
