@@ -2,12 +2,13 @@
 S9; IM-Portrait §5) and write ``report.json``, ``report.md``, ``report.csv`` and plots.
 
 Per view and frame, on the protocol's crops (``protocol``): PSNR, SSIM, L1 (``morph4d.metrics``) and LPIPS
-(``learned``, when its network is given) on masked crops, PSNR and SSIM also on the unmasked crops (``psnr_unmasked``,
-``ssim_unmasked``: background and all); CSIM (``identity``), AKD and AED (``keypoints``) on unmasked crops. Per view:
-JOD (``jod``) of the masked crop video, and its temporal L1 (``temporal``: how far its frame-to-frame changes are
-from the ground truth's, ``metrics.temporal_l1``; ours, a metric-free stand-in for JOD's temporal part). Per
-frame: RE (``reprojection``) of the run's full frames with the known cameras. Per run: FID over all masked crops and FVD over the views' masked crop
-videos, when their networks are given. Every metric has one implementation, in the module named.
+(``learned``, when its network is given) on masked crops, PSNR and SSIM also on the unmasked crops
+(``psnr_unmasked``, ``ssim_unmasked``: background and all); CSIM (``identity``), AKD and AED (``keypoints``) on
+unmasked crops. Per view: JOD (``jod``) of the masked crop video, and its temporal L1 (``temporal``: how far its
+frame-to-frame changes are from the ground truth's, ``metrics.temporal_l1``; ours, a metric-free stand-in for
+JOD's temporal part). Per frame: RE (``reprojection``) of the run's full frames with the known cameras. Per run:
+FID over all masked crops and FVD over the views' masked crop videos, when their networks are given. Every metric
+has one implementation, in the module named.
 
 Aggregates: the mean over views and frames; "self-reenactment" = views within ``SELF_ANGLE`` degrees of the
 reference camera, "novel views" = the others (MVP4D reports both settings); and per angle bin.

@@ -127,7 +127,9 @@ def reference_projection(h: HeldOut, cameras, frames: int, supersample: int = 2)
 
 def mesh_projection(h: HeldOut, head, cameras, frames: int) -> torch.Tensor:
     """What the anchored sampler starts from (issue 17): the reference projected through the head model's mesh
-    (the tracked geometry; no hair) with the matte sheet behind it, (V, F, 3, H, W); not encoded."""
+    (the tracked geometry; no hair) with the matte sheet behind it, (V, F, 3, H, W); not encoded. Rendered at
+    ``project_with_confidence``'s 2x supersampling like the baseline (the sampler's own is
+    ``CONDITIONING_SUPERSAMPLE``), so the two projection rows differ only in their geometry."""
     with torch.no_grad():
         verts = head(h.params)[:frames]
     return project_with_confidence(verts, head.faces, h.reference_camera, h.reference_image, cameras, sheet=True)[0]

@@ -42,11 +42,11 @@ def train_config(args) -> TrainConfig:
     """The run's TrainConfig from ``train``'s parsed arguments: the preset with the command line's overrides."""
     datasets = _folders(args.data)
     return preset(args.preset, datasets=datasets, weights=_weights(args.weights, datasets),
-                 vae_path=str(Path(args.vae).resolve()) if args.vae else None,
-                 init=str(Path(args.init).resolve()) if args.init else None,
-                 **({"precision": args.precision} if args.precision else {}),
-                 **({} if args.reference_projection is None else
-                    {"reference_projection": args.reference_projection}))
+                  vae_path=str(Path(args.vae).resolve()) if args.vae else None,
+                  init=str(Path(args.init).resolve()) if args.init else None,
+                  **({"precision": args.precision} if args.precision else {}),
+                  **({} if args.reference_projection is None else
+                     {"reference_projection": args.reference_projection}))
 
 
 def _cmd_train(args) -> None:
