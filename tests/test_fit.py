@@ -1,6 +1,7 @@
 """Fitting a 4D avatar to a synthetic multi-view sequence: it learns, the U-Net deformation, back-face culling
 and density control run inside the loop, a stopped fit resumes exactly, and the avatar file round-trips."""
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -139,6 +140,8 @@ def test_fit_command(sequence, tmp_path, capsys):
     assert main(["fit", str(sequence), "--out", str(tmp_path / "cli"), "--iterations", "3"]) == 0
     assert "PSNR" in capsys.readouterr().out and (tmp_path / "cli" / "avatar.safetensors").is_file()
     assert main(["fit", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
+    assert main(["fit", str(sequence), "--out", str(tmp_path / "y"), "--reference-share", "-0.1"]) == 2
+    assert "reference share" in capsys.readouterr().err and not (tmp_path / "y").exists()
 
 
 def test_fit_reads_generated_videos(tmp_path, sequence):
@@ -155,4 +158,60 @@ def test_fit_reads_generated_videos(tmp_path, sequence):
     assert (tmp_path / "avatar" / "avatar.safetensors").is_file()
     (tmp_path / "gen" / "views" / "03" / "0007.png").unlink()
     with pytest.raises(ValueError, match="missing"):
+        load_fit_data(tmp_path / "gen")
+
+
+def _generated_copy(sequence, out, train_views, reference_noise: bool = False):
+    """The sequence written as a generated-videos folder with view 0 / frame 0 as its reference image (top half
+    outside the photo; ``reference_noise``: noise there)."""
+    from morph4d.data.format import read_sequence, select_frames
+    from morph4d.generation.reference import Reference
+    from morph4d.generation.videos import write_videos
+    seq = read_sequence(sequence)
+    rgb, _ = seq.read_images(range(seq.num_views), range(seq.num_frames))            # (V, F, H, W, 3)
+    image = rgb[0, 0].permute(2, 0, 1).clone()
+    outcrop = torch.zeros(32, 32)
+    outcrop[:16] = 1
+    if reference_noise:
+        image[:, :16] = torch.rand(3, 16, 32, generator=torch.Generator().manual_seed(1))
+    ref = Reference(image, select_frames(seq.params, 0), seq.cameras[[0]], "builtin", outcrop)
+    n = len(seq.cameras)
+    write_videos(out, [rgb[v] for v in train_views], seq.cameras[list(train_views)], torch.zeros(n), torch.zeros(n),
+                 torch.ones(n, dtype=torch.bool), seq.params, "builtin", 25.0, {}, reference=ref)
+    return ref
+
+
+def test_the_reference_image_joins_a_generated_fit(sequence, tmp_path):
+    """Issue 17: a generated folder carries its reference (image, outcrop, camera, head parameters); the fit draws
+    it in ``reference_share`` of the iterations: fitted without view 0, the avatar renders view 0 / frame 0 (the
+    reference) better with it than without; the reference's pixels outside the photo are never compared."""
+    from morph4d.generation.videos import MANIFEST, read_videos
+    ref = _generated_copy(sequence, tmp_path / "gen", (1, 2, 3))
+    back = read_videos(tmp_path / "gen").reference
+    assert (back.image - ref.image).abs().max() <= 0.5 / 255 + 1e-6 and torch.equal(back.outcrop, ref.outcrop)
+    assert torch.allclose(back.camera.K, ref.camera.K) and torch.allclose(back.params.jaw, ref.params.jaw)
+    assert load_fit_data(tmp_path / "gen").reference.frame == 0
+    cfg = FitConfig(iterations=40, checkpoint_every=100, log_every=100, deformation=TINY_DEFORM, offmesh=None,
+                    reference_share=0.5)
+    lines = []
+    fit_sequence(tmp_path / "gen", tmp_path / "with", cfg, log=lines.append)
+    fit_sequence(tmp_path / "gen", tmp_path / "without", replace(cfg, reference_share=0.0), **QUIET)
+    assert any("reference image joins the fit" in line for line in lines)
+    at_ref = {k: evaluate(sequence, tmp_path / k, views=[0], frames=[0]) for k in ("with", "without")}
+    assert at_ref["with"] > at_ref["without"] + 1, at_ref
+    # noise outside the photo: the same avatar, bit for bit
+    _generated_copy(sequence, tmp_path / "noisy", (1, 2, 3), reference_noise=True)
+    fit_sequence(tmp_path / "noisy", tmp_path / "with_noise", cfg, **QUIET)
+    a, b = (load_file(str(tmp_path / k / "avatar.safetensors")) for k in ("with", "with_noise"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # a manifest whose reference is broken is refused, naming it
+    m = json.loads((tmp_path / "gen" / MANIFEST).read_text())
+    m["reference"]["R"] = [[2, 0, 0], [0, 1, 0], [0, 0, 1]]
+    (tmp_path / "gen" / MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(ValueError, match="reference"):
+        load_fit_data(tmp_path / "gen")
+    (tmp_path / "gen" / "reference.png").unlink()
+    del m["reference"]["R"]
+    (tmp_path / "gen" / MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(ValueError, match="reference is incomplete"):
         load_fit_data(tmp_path / "gen")

@@ -53,6 +53,12 @@ def test_generate_writes_views_grid_and_manifest(tmp_path, models, head):
     assert m["frames"] == 25 and len(m["views"]) == 8 and sum(v["key"] for v in m["views"]) == 4
     assert len(list((tmp_path / "g" / "views" / "05").glob("*.png"))) == 25
     assert (tmp_path / "g" / "grid.mp4").is_file() and len(m["params"]["jaw"]) == 25
+    # the reference it was generated from, in the views' (canonical) world, for the avatar fit (issue 17)
+    from morph4d.generation.reference import canonicalize
+    from morph4d.generation.videos import read_videos
+    ref, back = canonicalize(make_reference(head), head), read_videos(tmp_path / "g").reference
+    assert (back.image - ref.image).abs().max() <= 0.5 / 255 + 1e-6 and back.outcrop is None
+    assert torch.allclose(back.camera.R, ref.camera.R) and torch.allclose(back.camera.t, ref.camera.t, atol=1e-6)
     # same seed, same output; the cluster job's given key videos are the key job's latents bit for bit
     generate(tmp_path / "g2", models, head)
     a, b = PlanRun(tmp_path / "g", *_plan_args()), PlanRun(tmp_path / "g2", *_plan_args())

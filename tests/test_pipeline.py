@@ -94,6 +94,8 @@ def test_avatar_takes_the_head_model(reference_file, tiny_model, tmp_path, capsy
     assert main(argv + ["--head", "flame", "--flame-path", str(pkl)]) == 2
     err = capsys.readouterr().err
     assert "tracked with the 'builtin' head model" in err and "'flame'" in err
+    assert main(argv + ["--fit-reference-share", "1"]) == 2
+    assert "reference share must be in [0, 1)" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 

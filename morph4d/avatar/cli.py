@@ -11,9 +11,18 @@ from morph4d.heads.cli import animation_help
 FLAME_HELP = "FLAME file, for avatars fitted with FLAME"
 
 
+def add_reference_share(p, flag: str) -> None:
+    """The fit's share of iterations on the reference image (``FitConfig.reference_share``; ours, issue 17)."""
+    from morph4d.avatar.fit import REFERENCE_SHARE
+    p.add_argument(flag, type=float, default=REFERENCE_SHARE, metavar="S",
+                   help=f"share of the fit's iterations spent on the reference image of a generated folder, 0 <= S "
+                        f"< 1 (default {REFERENCE_SHARE}; 0: the generated views only, as MVP4D)")
+
+
 def _cmd_fit(args) -> None:
     from morph4d.avatar.fit import FitConfig, evaluate, fit_sequence
-    cfg = FitConfig(iterations=args.iterations, resolution=args.res, seed=args.seed)
+    cfg = FitConfig(iterations=args.iterations, resolution=args.res, seed=args.seed,
+                    reference_share=args.reference_share)
     fit_sequence(args.sequence, args.out, cfg, flame_path=args.flame_path)
     print(f"done: {args.out}/avatar.safetensors, mean PSNR over the sequence's views and frames "
           f"{evaluate(args.sequence, args.out, resolution=args.res, flame_path=args.flame_path):.2f} dB")
@@ -57,6 +66,7 @@ def register(sub) -> None:
     p.add_argument("--iterations", type=int, default=2000)
     p.add_argument("--res", type=int, default=None, help="fit at this square resolution (default: the images')")
     p.add_argument("--seed", type=int, default=0)
+    add_reference_share(p, "--reference-share")
     p.add_argument("--flame-path", default=None, help="FLAME file, for sequences tracked with FLAME")
     p.set_defaults(func=_cmd_fit)
 

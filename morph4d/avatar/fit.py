@@ -8,6 +8,10 @@
   keypoints triangulated across views (``gaussians/offmesh.py``);
 * per-frame deformation: a UV-space U-Net on MVP4D's frame embedding + CAP4D's UV encoding adds position
   and rotation offsets in each triangle's frame (``model.py`` documents the channels);
+* the reference image (ours, issue 17; when the generated folder carries it): the one real picture joins the
+  generated views as an extra observation, drawn in ``reference_share`` of the iterations, posed by its own
+  tracked mesh and camera, with the deformation of the generated frame nearest its expression; pixels outside
+  the original photo (its outcrop mask) are not compared. MVP4D fits the generated videos only (§4);
 * one (view, frame) per iteration, with the neighbouring frame f +- 1 evaluated too for MVP4D's velocity
   terms (rotation 0.005, deformation 0.4), the U-Net map's Laplacian, GaussianAvatars' photometric and
   position / scale terms (``gaussians/losses.py``); Gaussians on triangles facing away from the view are
@@ -57,6 +61,7 @@ CHECKPOINT = "fit_checkpoint.pt"
 FIT_DEFORM = DeformationUNetConfig(size=64, base_channels=16, max_channels=64, depth=4, out_channels=DEFORM_CHANNELS)
 GAUSSIAN_FIELDS = ("local_means", "log_scales", "quats", "opacity_logits", "sh")
 DEMO_ITERATIONS = 1200  # FIT_PRESETS["demo"]: measured in benchmarks/bench_fit.py --demo (README)
+REFERENCE_SHARE = 0.15  # chosen on validation identities (README, "The avatar and the reference image")
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,8 @@ class FitConfig:
     train_views: tuple[int, ...] | None = None  # views to fit (default all); the others stay held out
     train_frames: tuple[int, ...] | None = None  # frames to fit (default all); the others stay held out (their
                                                  # meshes still pose the avatar; no image of theirs is seen)
+    reference_share: float = REFERENCE_SHARE  # of the iterations, the share that fits the reference image (ours,
+                                              # issue 17); only generated folders that carry one have it
     checkpoint_every: int = 200
     log_every: int = 50
     seed: int = 0
@@ -89,6 +96,9 @@ class FitConfig:
     def check(self) -> None:
         if self.resolution is not None and not 8 <= self.resolution <= 2048:
             raise Morph4DError(f"the fit's resolution must be 8 to 2048 px (or the images' own), got {self.resolution}")
+        if not 0 <= self.reference_share < 1:
+            raise Morph4DError(f"the reference share must be in [0, 1) (the fraction of iterations on the reference "
+                               f"image), got {self.reference_share}")
         if self.iterations < 1 or self.checkpoint_every < 1 or not 0 <= self.sh_degree <= 3 \
                 or not 0 <= self.backface_dropout <= 1:
             raise Morph4DError(f"invalid fit configuration: {self}")
@@ -117,6 +127,30 @@ FIT_PRESETS = {
 
 
 @dataclass
+class ReferenceView:
+    """The reference image as an observation of the fit: image (3, S, S), outcrop (S, S) bool (True = outside
+    the photo: not compared) or None, its camera and head parameters (one frame, leading dim 1), and ``frame``:
+    the generated frame whose deformation it shares (the nearest expression, jaw and eyes)."""
+    image: torch.Tensor
+    outcrop: torch.Tensor | None
+    camera: Cameras
+    params: HeadParams
+    frame: int
+
+
+def reference_view(ref, params: HeadParams, size: int) -> ReferenceView:
+    """``ReferenceView`` of a generated folder's reference (``generation.videos``) at ``size`` px."""
+    one = HeadParams(**{k: getattr(ref.params, k)[None] if k != "shape" else ref.params.shape
+                        for k in ("shape", "expression", "jaw", "neck", "eyes", "rotation", "translation")})
+    dist = sum(((getattr(params, k) - getattr(one, k)) ** 2).flatten(1).sum(1) for k in ("expression", "jaw", "eyes"))
+    outcrop = None
+    if ref.outcrop is not None:
+        outcrop = _resize(ref.outcrop[None, None, None], size)[0, 0, 0] > 0.5
+    return ReferenceView(_resize(ref.image[None, None], size)[0, 0], outcrop, ref.camera.resized(size, size), one,
+                         int(dist.argmin()))
+
+
+@dataclass
 class FitData:
     """What a fit reads: images (V, F, 3, S, S) in [0, 1], V cameras at S px, per-frame params, head model,
     foreground masks (V, F, S, S) in [0, 1] (a dataset's alpha; for generated videos, pixels that differ
@@ -127,6 +161,7 @@ class FitData:
     params: HeadParams
     head_model: str
     masks: torch.Tensor
+    reference: ReferenceView | None = None
 
     @property
     def num_views(self) -> int:
@@ -151,8 +186,10 @@ WHITE_TOLERANCE = 0.06  # generated videos have a white background; darker than 
 def load_fit_data(path: str | Path, resolution: int | None = None) -> FitData:
     """A dataset sequence folder (format v1) or a `morph4d generate` output folder (``manifest.json``)."""
     path = Path(path)
+    reference = None
     if is_generated(path):
         gen = read_videos(path)
+        reference = gen.reference
         imgs, cams, params, head_model, name = gen.images, gen.cameras, gen.params, gen.head_model, path.name
         if cams.width != cams.height:
             raise Morph4DError(f"{path}: fitting expects square images, got {cams.width}x{cams.height}")
@@ -167,7 +204,8 @@ def load_fit_data(path: str | Path, resolution: int | None = None) -> FitData:
         name, head_model = seq.name, seq.meta["head_model"]
     size = resolution or cams.width
     return FitData(name, _resize(imgs, size), cams.resized(size, size), params, head_model,
-                   _resize(masks[:, :, None], size)[:, :, 0])
+                   _resize(masks[:, :, None], size)[:, :, 0],
+                   None if reference is None else reference_view(reference, params, size))
 
 
 class PhaseClock:
@@ -228,14 +266,19 @@ def fit_sequence(sequence: str | Path, out: str | Path, cfg: FitConfig = FitConf
     fitted = list(range(F)) if cfg.train_frames is None else list(cfg.train_frames)
     if not fitted or min(fitted) < 0 or max(fitted) >= F:
         raise Morph4DError(f"train_frames must index the sequence's {F} frames, got {cfg.train_frames}")
-    identity = json.loads(json.dumps({"sequence": str(Path(sequence).resolve()), "config": asdict(cfg)}))
+    identity = json.loads(json.dumps({"sequence": str(Path(sequence).resolve()), "config": asdict(cfg),
+                                      "reference": seq.reference is not None}))
+    ref = seq.reference if cfg.reference_share > 0 else None
     with torch.no_grad():
         vertices = head(seq.params)  # (F, N, 3)
         # The mesh is fixed during the fit: its triangle frames (GaussianAvatars) are computed once per frame.
         geometry = []
-        for verts in vertices:
+        for verts in list(vertices) + ([] if ref is None else [head(ref.params)[0]]):
             R, k, centroid = triangle_frames(verts, head.faces)
             geometry.append((R, k, centroid, matrix_to_quaternion(R)))
+    if ref is not None:
+        log(f"the reference image joins the fit in {cfg.reference_share:.0%} of the iterations (deformation of "
+            f"frame {ref.frame})")
     ckpt_path = out / CHECKPOINT
     state = None
     if ckpt_path.exists():
@@ -281,6 +324,9 @@ def fit_sequence(sequence: str | Path, out: str | Path, cfg: FitConfig = FitConf
     dc = cfg.densify
     phase = _no_clock if clock is None else clock
     facing: dict[tuple[int, int], torch.Tensor] = {}  # (view, frame) -> (T,) triangles facing it; the mesh is fixed
+    if ref is not None:                               # the reference: view -1, its own mesh (geometry[F])
+        with torch.no_grad():
+            facing[-1, F] = facing_camera(head(ref.params)[0], head.faces, ref.camera)[0]
     uvs = None  # each Gaussian's UV, until density control changes the Gaussians
     while step < end:
         # 1. data: a training view, a frame and (for the velocity terms) a neighbouring frame
@@ -290,12 +336,16 @@ def fit_sequence(sequence: str | Path, out: str | Path, cfg: FitConfig = FitConf
             frames = [f]
             if net is not None and F > 1:
                 frames.append(f + 1 if f + 1 < F else f - 1)
+            on_ref = ref is not None and float(torch.rand((), generator=g)) < cfg.reference_share
+            if on_ref:       # the reference: its own mesh and camera, the deformation of its nearest frame
+                v, f, frames = -1, F, [ref.frame]
+            camera = ref.camera if on_ref else cameras[[v]]
         # 2. back faces: drop Gaussians of triangles facing away from this view with p = 0.2 (MVP4D S2.4). First,
         #    so that everything after it computes only the kept Gaussians (the U-Net draws no random numbers).
         with phase("dropout"):
             if (v, f) not in facing:
                 with torch.no_grad():
-                    facing[v, f] = facing_camera(vertices[f], head.faces, cameras[[v]])[0]
+                    facing[v, f] = facing_camera(vertices[f], head.faces, camera)[0]
             keep = backface_dropout(bound, facing[v, f], cfg.backface_dropout, generator=g).nonzero()[:, 0]
             sub = bound.select(keep)
         # 3. forward: deform (U-Net, MVP4D S2.4), pose, bind; of the neighbouring frame only the rotations
@@ -314,13 +364,16 @@ def fit_sequence(sequence: str | Path, out: str | Path, cfg: FitConfig = FitConf
             else:
                 world = sub.place(*geometry[f])
         with phase("render"):
-            r = render_gaussians(world.means, world.quats, world.scales, world.opacities, world.sh, cameras[[v]])
+            r = render_gaussians(world.means, world.quats, world.scales, world.opacities, world.sh, camera)
             if dc is not None and r.means2d is not None:
                 r.means2d.retain_grad()
             pred = r.image.permute(0, 3, 1, 2)  # (1, 3, H, W)
+            target = images[v, f][None] if not on_ref else ref.image[None]
+            if on_ref and ref.outcrop is not None:    # outside the photo: nothing to compare with
+                target = torch.where(ref.outcrop, pred.detach(), target)
         # 4. losses, backward, step (3DGS's exponential decay of the means' learning rate)
         with phase("loss"):
-            loss, terms = total_loss(pred, images[v, f][None], local_means=sub.local_means,
+            loss, terms = total_loss(pred, target, local_means=sub.local_means,
                                      log_scales=sub.log_scales, weights=weights, **terms_in)
         with phase("backward"):
             opt.zero_grad(set_to_none=True)
@@ -341,7 +394,7 @@ def fit_sequence(sequence: str | Path, out: str | Path, cfg: FitConfig = FitConf
                     uvs = None
                     log(f"step {step}: density control {stats}")
         with phase("log"):
-            last = {"step": step, "loss": float(loss.detach()), "psnr": psnr(pred.detach(), images[v, f][None]),
+            last = {"step": step, "loss": float(loss.detach()), "psnr": psnr(pred.detach(), target),
                     "gaussians": len(bound)}
             if step % cfg.log_every == 0 or step == end:
                 log(f"step {step}/{cfg.iterations}: loss {last['loss']:.4f}, PSNR {last['psnr']:.2f} dB, "

@@ -264,6 +264,6 @@ def write_outputs(out: Path, run: PlanRun, gen: MultiViewGenerator, vs: ViewSet,
     params = p.replace(shape=gen.ref.params.shape, **{k: getattr(p, k)[:T] for k in PARAM_KEYS if k != "shape"})
     paths = write_videos(out, videos, cameras, vs.azimuth, vs.elevation, vs.key, params, gen.head.name,
                          animation.fps, {"seeds": {j.id: job_seed(pcfg.seed, j.id) for j in run.jobs},
-                                         "plan": asdict(pcfg)})
+                                         "plan": asdict(pcfg)}, reference=gen.ref)
     log(f"wrote {V} views x {T} frames to {out / 'views'}, {paths['grid']} and {paths['manifest']}")
     return paths

@@ -3,6 +3,7 @@ portrait`` (IM-Portrait: tracked portrait + animation -> MPI talking-head video,
 
 from __future__ import annotations
 
+from morph4d.avatar.cli import add_reference_share
 from morph4d.cliargs import deprecated_alias
 from morph4d.generation.cli import add_generation_args
 from morph4d.heads.cli import add_head_args, animation_help
@@ -43,7 +44,8 @@ def _cmd_avatar(args) -> None:
                        reference_res=args.res, embedding=args.embedding, model=args.model, animation=args.animation,
                        plan=args.plan, head=args.head, flame_path=args.flame_path, guidance=args.guidance,
                        seed=args.seed, key_steps=args.key_steps, other_steps=args.other_steps,
-                       anchor=not args.no_anchor, fit=FitConfig(iterations=args.fit_iterations, seed=args.seed),
+                       anchor=not args.no_anchor, fit=FitConfig(iterations=args.fit_iterations, seed=args.seed,
+                                                                  reference_share=args.fit_reference_share),
                        reanimate=args.reanimate)
     paths = run_avatar(cfg)
     print(f"avatar video: {paths['video']}\nre-animated ({args.drive or args.reanimate}): {paths['reanimated']}\n"
@@ -77,6 +79,7 @@ def register(sub) -> None:
     add_tracking_args(p)
     p.add_argument("--reanimate", default="surprise", help="animation the avatar is re-animated with afterwards")
     p.add_argument("--fit-iterations", type=int, default=2000)
+    add_reference_share(p, "--fit-reference-share")
     p.set_defaults(func=_cmd_avatar)
 
     p = sub.add_parser("portrait", help="IM-Portrait: tracked portrait + animation -> talking-head video as "
