@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from morph4d.cameras import Cameras, centre_angles, outcrop_mask
 from morph4d.conditioning.maps import ConditioningConfig, HeadConditioner
-from morph4d.conditioning.projection import projection_conditioning
+from morph4d.conditioning.projection import mirror_vertices, projection_conditioning
 from morph4d.data.format import Sequence, mix_seed, open_dataset, select_frames
 from morph4d.errors import Morph4DError
 from morph4d.heads import HeadModel, HeadParams
@@ -251,7 +251,7 @@ class MultiViewWindows(Dataset):
                 if self.conditioner.cfg.reference_projection:                  # ours (issue 17), encoded later
                     maps["projection"], maps["projection_confidence"] = projection_conditioning(
                         self.model(select_frames(s.params, [rf]))[0], self.model(select_frames(s.params, frames)),
-                        self.model.faces, ref_cam, ref[:3], cams)
+                        self.model.faces, ref_cam, ref[:3], cams, mirror_vertices(self.model))
         return {"images": crops[:, :, :3].contiguous(), "alpha": crops[:, :, 3:].contiguous(),
                 "reference": ref[:3].contiguous(), "reference_alpha": ref[3:].contiguous(), **maps,
                 "R": cams.R, "t": cams.t, "K": cams.K,

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from morph4d.cameras import VIEW_FOV, VIEW_RADIUS, view_set
-from morph4d.conditioning.projection import project_reference, project_with_confidence
+from morph4d.conditioning.projection import mirror_vertices, project_reference, project_with_confidence
 from morph4d.data.format import SequenceWriter, mix_seed
 from morph4d.data.heldout import HeldOut, ground_truth, held_out_identity
 from morph4d.data.identity import EVAL_SEEDS
@@ -127,12 +127,14 @@ def reference_projection(h: HeldOut, cameras, frames: int, supersample: int = 2)
 
 def mesh_projection(h: HeldOut, head, cameras, frames: int) -> torch.Tensor:
     """What the anchored sampler starts from (issue 17): the reference projected through the head model's mesh
-    (the tracked geometry; no hair) with the matte sheet behind it, (V, F, 3, H, W); not encoded. Rendered at
-    ``project_with_confidence``'s 2x supersampling like the baseline (the sampler's own is
-    ``CONDITIONING_SUPERSAMPLE``), so the two projection rows differ only in their geometry."""
+    (the tracked geometry; no hair) with the matte sheet behind it and the mirror fill, (V, F, 3, H, W); not
+    encoded. Rendered at ``project_with_confidence``'s 2x supersampling like the baseline (the sampler's own is
+    ``CONDITIONING_SUPERSAMPLE``), so the two projection rows differ only in their geometry and the guesses the
+    mirror fill adds where the reference does not see."""
     with torch.no_grad():
         verts = head(h.params)[:frames]
-    return project_with_confidence(verts, head.faces, h.reference_camera, h.reference_image, cameras, sheet=True)[0]
+    return project_with_confidence(verts, head.faces, h.reference_camera, h.reference_image, cameras, sheet=True,
+                                   mirror=mirror_vertices(head))[0]
 
 
 def autoencoder_psnr(vae, resolution: int, windows: int, first_seed: int | None, head, data_root: Path,
