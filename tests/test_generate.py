@@ -74,7 +74,17 @@ def _plan_args():
 
     from morph4d.generation.plan import PRESETS, PlanConfig
     cfg = PlanConfig(**{**asdict(PRESETS["small"]), "key_steps": 3, "other_steps": 2})
-    return cfg, {"test": 1, "guidance": "multiview", "radius": 0.75, "fov": 26.0, "anchor": True}
+    return cfg, {"test": 1, "guidance": "multiview", "radius": 0.75, "fov": 26.0, "anchor": True, "projection": 2}
+
+
+def test_a_run_of_another_projection_version_is_refused(tmp_path, models, head, monkeypatch):
+    """A generation folder sampled with another make of the projection (PROJECTION_VERSION: the mirror fill came in
+    2) is refused, not resumed with its stale latents."""
+    import morph4d.generation.generate as G
+    generate(tmp_path / "g", models, head)
+    monkeypatch.setattr(G, "PROJECTION_VERSION", 1)
+    with pytest.raises(ValueError, match="different run"):
+        generate(tmp_path / "g", models, head)
 
 
 def test_anchored_sampling_keeps_what_the_reference_saw(tmp_path, models, head, capsys):
@@ -82,7 +92,7 @@ def test_anchored_sampling_keeps_what_the_reference_saw(tmp_path, models, head, 
     projection is confident the sampled latents are the projection's (an untrained model's own would be far from
     them); --no-anchor is MVP4D's sampler, another run (its folder is refused for the anchored one)."""
     from morph4d.cameras import view_set
-    from morph4d.conditioning.projection import projection_conditioning
+    from morph4d.conditioning.projection import mirror_vertices, projection_conditioning
     from morph4d.generation.generate import MultiViewGenerator
     root, model, vae = models
     generate(tmp_path / "a", models, head)
@@ -97,7 +107,7 @@ def test_anchored_sampling_keeps_what_the_reference_saw(tmp_path, models, head, 
                              (vs.azimuth, vs.elevation), cfg.frames_per_window)
     with torch.no_grad():
         video, conf = projection_conditioning(gen.ref_verts, head(gen.window_params(0)), head.faces, gen.ref.camera,
-                                              gen.ref.image, cams[job.views])
+                                              gen.ref.image, cams[job.views], mirror_vertices(head))
         projected = vae.encode(video[None])[0]
     assert conf.max() > 0.3
     sure = (conf >= 0.7 * conf.max()).expand_as(projected)    # the latent pixels the projection is surest of

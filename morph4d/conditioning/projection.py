@@ -45,6 +45,8 @@ from morph4d.models.latent import LATENT_FACTOR, check_frame_count, kept_frames
 WHITE_LEVEL = 0.95        # reference pixels whose every channel is at or above this are background (matted to white)
 SHEET_BACK = 0.01         # m: the sheet sits this far behind the depth it was lifted at
 SHEET_CONFIDENCE = 0.5    # confidence of the sheet's pixels (its mirror image's too)
+PROJECTION_VERSION = 2    # of what the projection group and the anchor are made of (2: the mirror fill); a generation
+#                           run folder of another version is refused, not resumed with stale latents
 MIRROR_CONFIDENCE = 0.3   # confidence of mesh pixels coloured by their mirror image (a guess: below the sheet's)
 MIRROR_FACING = 0.2       # a vertex lends its colour to its mirror image only where it faces the reference this much
 CONDITIONING_SUPERSAMPLE = 1   # the projection group is rendered at 1x: it is encoded by the autoencoder, which
@@ -215,6 +217,6 @@ def projection_conditioning(ref_verts: torch.Tensor, verts: torch.Tensor, faces:
     return video[:, 1:], F.avg_pool2d(conf.flatten(0, 1), LATENT_FACTOR).unflatten(0, conf.shape[:2])
 
 
-__all__ = ["WHITE_LEVEL", "SHEET_BACK", "SHEET_CONFIDENCE", "MIRROR_CONFIDENCE", "MIRROR_FACING",
+__all__ = ["PROJECTION_VERSION", "WHITE_LEVEL", "SHEET_BACK", "SHEET_CONFIDENCE", "MIRROR_CONFIDENCE", "MIRROR_FACING",
            "CONDITIONING_SUPERSAMPLE", "reference_matte", "rigid_motion", "matte_sheet", "mirror_vertices",
            "mirror_sheet", "project_reference", "project_with_confidence", "projection_conditioning"]

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from morph4d.cameras import VIEW_FOV, VIEW_RADIUS, Cameras, ViewSet, view_set
 from morph4d.conditioning.maps import ConditioningConfig, HeadConditioner, fill_projection, layout_of
-from morph4d.conditioning.projection import mirror_vertices, projection_conditioning
+from morph4d.conditioning.projection import PROJECTION_VERSION, mirror_vertices, projection_conditioning
 from morph4d.diffusion.sampling import GUIDANCE_KINDS, angular_guidance_scales, ddim_sample, guidance
 from morph4d.diffusion.schedule import Diffusion
 from morph4d.errors import Morph4DError
@@ -239,7 +239,7 @@ def run_generate(out: str | Path, model, vae, head: HeadModel, reference: Refere
     gen = MultiViewGenerator(model, vae, head, reference, animation, cameras, (vs.azimuth, vs.elevation),
                              pcfg.frames_per_window, cfg.guidance, anchor=cfg.anchor)
     run = PlanRun(out, pcfg, {**identity, "guidance": cfg.guidance, "radius": cfg.radius, "fov": cfg.fov,
-                              "anchor": cfg.anchor}, vs)
+                              "anchor": cfg.anchor, "projection": PROJECTION_VERSION}, vs)
     latent_shape = (latent_frames(pcfg.frames_per_window), LATENT_CHANNELS, res // LATENT_FACTOR, res // LATENT_FACTOR)
     todo = sum(not run.done(j.id) for j in run.jobs)
     show = rank == 0

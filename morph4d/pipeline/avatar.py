@@ -38,7 +38,8 @@ from morph4d.heads.animation import get_animation
 from morph4d.io import write_json
 from morph4d.validate import read_json
 
-RUN_VERSION = 3   # of the run folder; 2: the stage layout (plan/head fields, plan version 2); 3: anchored generation
+RUN_VERSION = 4   # of the run folder; 2: the stage layout (plan/head fields, plan version 2); 3: anchored generation;
+#                   4: the mirror fill of the projection and the reference image in the fit (issue 17)
 
 
 @dataclass(frozen=True)
