@@ -61,7 +61,7 @@ CHECKPOINT = "fit_checkpoint.pt"
 FIT_DEFORM = DeformationUNetConfig(size=64, base_channels=16, max_channels=64, depth=4, out_channels=DEFORM_CHANNELS)
 GAUSSIAN_FIELDS = ("local_means", "log_scales", "quats", "opacity_logits", "sh")
 DEMO_ITERATIONS = 1200  # FIT_PRESETS["demo"]: measured in benchmarks/bench_fit.py --demo (README)
-REFERENCE_SHARE = 0.15  # chosen on validation identities (README, "The avatar and the reference image")
+REFERENCE_SHARE = 0.15  # chosen on validation identities (README, "Quality report": the reference image in the fit)
 
 
 @dataclass(frozen=True)
