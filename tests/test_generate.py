@@ -74,7 +74,7 @@ def _plan_args():
 
     from morph4d.generation.plan import PRESETS, PlanConfig
     cfg = PlanConfig(**{**asdict(PRESETS["small"]), "key_steps": 3, "other_steps": 2})
-    return cfg, {"test": 1, "guidance": "multiview", "radius": 0.75, "fov": 26.0, "anchor": True, "projection": 2}
+    return cfg, {"test": 1, "guidance": "multiview", "radius": 0.75, "fov": 26.0, "anchor": True, "projection": 3}
 
 
 def test_a_run_of_another_projection_version_is_refused(tmp_path, models, head, monkeypatch):

@@ -43,10 +43,12 @@ from morph4d.mesh.shade import vertex_normals
 from morph4d.models.latent import LATENT_FACTOR, check_frame_count, kept_frames
 
 WHITE_LEVEL = 0.95        # reference pixels whose every channel is at or above this are background (matted to white)
-SHEET_BACK = 0.01         # m: the sheet sits this far behind the depth it was lifted at
+SHEET_BACK = 0.05         # m: the sheet sits this far behind the depth it was lifted at (hair is a volume around
+#                           the skull: 5 cm beat 1 / 3 / 8 / 12 cm on validation identities, README "Quality report")
 SHEET_CONFIDENCE = 0.5    # confidence of the sheet's pixels (its mirror image's too)
-PROJECTION_VERSION = 2    # of what the projection group and the anchor are made of (2: the mirror fill); a generation
-#                           run folder of another version is refused, not resumed with stale latents
+PROJECTION_VERSION = 3    # of what the projection group and the anchor are made of (2: the mirror fill; 3: the sheet
+#                           5 cm back, was 1 cm); a generation run folder of another version is refused, not resumed
+#                           with stale latents
 MIRROR_CONFIDENCE = 0.3   # confidence of mesh pixels coloured by their mirror image (a guess: below the sheet's)
 MIRROR_FACING = 0.2       # a vertex lends its colour to its mirror image only where it faces the reference this much
 CONDITIONING_SUPERSAMPLE = 1   # the projection group is rendered at 1x: it is encoded by the autoencoder, which
