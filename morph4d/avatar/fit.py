@@ -51,7 +51,7 @@ from morph4d.avatar.model import DEFORM_CHANNELS, deform_gaussians, deformation_
 from morph4d.cameras import Cameras
 from morph4d.data.format import read_sequence, select_frames
 from morph4d.errors import Morph4DError
-from morph4d.generation.videos import is_generated, read_videos
+from morph4d.generation.videos import PARAM_KEYS, is_generated, read_videos
 from morph4d.heads import HeadParams, load_head_model
 from morph4d.io import atomic_path, write_json
 from morph4d.metrics import psnr
@@ -140,8 +140,7 @@ class ReferenceView:
 
 def reference_view(ref, params: HeadParams, size: int) -> ReferenceView:
     """``ReferenceView`` of a generated folder's reference (``generation.videos``) at ``size`` px."""
-    one = HeadParams(**{k: getattr(ref.params, k)[None] if k != "shape" else ref.params.shape
-                        for k in ("shape", "expression", "jaw", "neck", "eyes", "rotation", "translation")})
+    one = HeadParams(**{k: getattr(ref.params, k)[None] if k != "shape" else ref.params.shape for k in PARAM_KEYS})
     dist = sum(((getattr(params, k) - getattr(one, k)) ** 2).flatten(1).sum(1) for k in ("expression", "jaw", "eyes"))
     outcrop = None
     if ref.outcrop is not None:
@@ -271,9 +270,10 @@ def fit_sequence(sequence: str | Path, out: str | Path, cfg: FitConfig = FitConf
     ref = seq.reference if cfg.reference_share > 0 else None
     with torch.no_grad():
         vertices = head(seq.params)  # (F, N, 3)
+        ref_vertices = None if ref is None else head(ref.params)[0]   # the reference's own mesh: geometry[F]
         # The mesh is fixed during the fit: its triangle frames (GaussianAvatars) are computed once per frame.
         geometry = []
-        for verts in list(vertices) + ([] if ref is None else [head(ref.params)[0]]):
+        for verts in list(vertices) + ([] if ref is None else [ref_vertices]):
             R, k, centroid = triangle_frames(verts, head.faces)
             geometry.append((R, k, centroid, matrix_to_quaternion(R)))
     if ref is not None:
@@ -326,7 +326,7 @@ def fit_sequence(sequence: str | Path, out: str | Path, cfg: FitConfig = FitConf
     facing: dict[tuple[int, int], torch.Tensor] = {}  # (view, frame) -> (T,) triangles facing it; the mesh is fixed
     if ref is not None:                               # the reference: view -1, its own mesh (geometry[F])
         with torch.no_grad():
-            facing[-1, F] = facing_camera(head(ref.params)[0], head.faces, ref.camera)[0]
+            facing[-1, F] = facing_camera(ref_vertices, head.faces, ref.camera)[0]
     uvs = None  # each Gaussian's UV, until density control changes the Gaussians
     while step < end:
         # 1. data: a training view, a frame and (for the velocity terms) a neighbouring frame

@@ -94,6 +94,9 @@ def matte_sheet(verts: torch.Tensor, faces: torch.Tensor, ref: Cameras, ref_imag
     return world, tri, ref_image.reshape(3, -1).T.contiguous()
 
 
+_MIRRORS: dict = {}
+
+
 def mirror_vertices(model) -> torch.Tensor:
     """(N,) index of each vertex's mirror image across the head's plane of symmetry, x = 0 of the canonical frame
     (CONVENTIONS.md): the template vertex nearest the mirrored position. Cached per head model and vertex count."""
@@ -103,9 +106,6 @@ def mirror_vertices(model) -> torch.Tensor:
         t = model.template.detach().double().numpy()
         _MIRRORS[key] = torch.as_tensor(cKDTree(t).query(t * [-1.0, 1.0, 1.0])[1], dtype=torch.long)
     return _MIRRORS[key]
-
-
-_MIRRORS: dict = {}
 
 
 def mirror_sheet(lifted: tuple, verts: torch.Tensor, mirror: torch.Tensor) -> tuple:
@@ -125,6 +125,19 @@ def project_reference(verts: torch.Tensor, faces: torch.Tensor, ref: Cameras, re
     """Reference projection of ``ref_image`` (3, h, w) seen by ``ref`` (one camera) onto the mesh ``verts``
     (F, N, 3) / ``faces``, rendered at ``cameras``: (V, F, 3, H, W), at ``supersample`` x and area-averaged."""
     return project_with_confidence(verts, faces, ref, ref_image, cameras, supersample)[0]
+
+
+def _look_up(points: torch.Tensor, ref: Cameras, ref_image: torch.Tensor, ref_depth: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference's colour (M, 3) at points (M, 3) of its camera frame, and whether it sees them (M,): inside
+    the image and not behind what its depth map ``ref_depth`` (inf where empty) holds there."""
+    uv = ref.K[0] @ points.T                                                # project into the reference camera
+    u, v = uv[0] / uv[2].clamp(min=1e-6), uv[1] / uv[2].clamp(min=1e-6)
+    grid = torch.stack([2 * u / ref.width - 1, 2 * v / ref.height - 1], -1).view(1, 1, -1, 2)
+    color = F.grid_sample(ref_image[None], grid, mode="bilinear", align_corners=False)[0, :, 0].T
+    dref = F.grid_sample(ref_depth[None, None].nan_to_num(posinf=1e6), grid, mode="nearest",
+                         align_corners=False)[0, 0, 0]
+    return color, (points[:, 2] <= dref + 0.01) & (grid.view(-1, 2).abs() <= 1).all(-1)
 
 
 def project_with_confidence(verts: torch.Tensor, faces: torch.Tensor, ref: Cameras, ref_image: torch.Tensor,
@@ -154,27 +167,16 @@ def project_with_confidence(verts: torch.Tensor, faces: torch.Tensor, ref: Camer
         lifted = matte_sheet(verts[0], faces, ref, ref_image) if sheet else None
         lend = None                                          # (N, 4): the mirror image's colour and whether it is seen
         if mirror is not None:
-            proj = cam_pts0 @ ref.K[0].T
-            g = torch.stack([2 * proj[:, 0] / proj[:, 2] / ref.width - 1, 2 * proj[:, 1] / proj[:, 2] / ref.height - 1],
-                            -1).view(1, 1, -1, 2)
-            vcolor = F.grid_sample(ref_image[None], g, mode="bilinear", align_corners=False)[0, :, 0].T
-            vdepth = F.grid_sample(ref_depth[None, None].nan_to_num(posinf=1e6), g, mode="nearest",
-                                   align_corners=False)[0, 0, 0]
-            vseen = (cam_pts0[:, 2] <= vdepth + 0.01) & (g.view(-1, 2).abs() <= 1).all(-1) & \
-                (facing0[:, 0] > MIRROR_FACING)
+            vcolor, vseen = _look_up(cam_pts0, ref, ref_image, ref_depth)
+            vseen = vseen & (facing0[:, 0] > MIRROR_FACING)
             lend = torch.cat([vcolor[mirror], vseen[mirror, None].float()], -1)
             if lifted is not None and len(lifted[1]):
                 lifted = mirror_sheet(lifted, verts[0], mirror)
         for f in range(frames):
             r = rasterize(verts[f], faces, big)                             # (V, sH, sW)
             p0 = interpolate(cam_pts0, faces, r)                            # (V, sH, sW, 3): the point at frame 0
-            uv = ref.K[0] @ p0.reshape(-1, 3).T                             # project into the reference camera
-            u, v, z = uv[0] / uv[2].clamp(min=1e-6), uv[1] / uv[2].clamp(min=1e-6), p0.reshape(-1, 3)[:, 2]
-            grid = torch.stack([2 * u / ref.width - 1, 2 * v / ref.height - 1], -1).view(1, 1, -1, 2)
-            color = F.grid_sample(ref_image[None], grid, mode="bilinear", align_corners=False)[0, :, 0].T
-            dref = F.grid_sample(ref_depth[None, None].nan_to_num(posinf=1e6), grid, mode="nearest",
-                                 align_corners=False)[0, 0, 0]
-            seen = (z <= dref + 0.01) & (grid.view(-1, 2).abs() <= 1).all(-1) & r.mask.reshape(-1)
+            color, seen = _look_up(p0.reshape(-1, 3), ref, ref_image, ref_depth)
+            seen = seen & r.mask.reshape(-1)
             visible_colors.append(color[seen])
             cos = interpolate(facing0, faces, r).reshape(-1) * seen                # (V * sH * sW,)
             lent = torch.zeros_like(seen)
