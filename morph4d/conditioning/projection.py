@@ -16,7 +16,7 @@ stays in front wherever it is. The sheet moves rigidly with the head (the least-
 of the mesh from the reference to each frame) and is depth-tested against the head mesh; its pixels get the
 confidence ``SHEET_CONFIDENCE`` (a lifted guess, not the tracked surface). Depth-image-based rendering's "rubber
 sheet" (``portrait.lift``), used here as a hair proxy: it brings the projection closer to the ground truth, most
-for long hair (``tests/test_pipeline.py``: a held-out identity at 32 px, 9.4 -> 12.6 dB 30 degrees from its
+for long hair (``tests/test_pipeline.py``: a held-out identity at 32 px, 9.4 -> 13.6 dB 30 degrees from its
 reference).
 
 **Mirror fill** (ours, issue 17; ``mirror``: each head-mesh vertex's mirror image across the head's plane of

@@ -31,6 +31,7 @@ from pathlib import Path
 from morph4d.avatar.fit import FitConfig, fit_sequence
 from morph4d.avatar.render import render_video
 from morph4d.avatar.viewer import export
+from morph4d.conditioning.projection import PROJECTION_VERSION
 from morph4d.errors import Morph4DError
 from morph4d.generation.generate import GenerateConfig, prepare_generation
 from morph4d.generation.videos import MANIFEST
@@ -39,7 +40,7 @@ from morph4d.io import write_json
 from morph4d.validate import read_json
 
 RUN_VERSION = 4   # of the run folder; 2: the stage layout (plan/head fields, plan version 2); 3: anchored generation;
-#                   4: the mirror fill of the projection and the reference image in the fit (issue 17)
+#                   4: the reference image in the fit (issue 17); pipeline.json also records PROJECTION_VERSION
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ def run_avatar(cfg: AvatarConfig, log=print) -> dict:
     state["drive"] = os.path.abspath(cfg.drive) if cfg.drive else None
     state["model_weights"] = generation.identity["model_weights"]  # retrained weights: another run
     state["run_version"] = RUN_VERSION
+    state["projection_version"] = PROJECTION_VERSION   # another make of the projection: its generation is stale
     state.pop("out")
     cfg_file = out / "pipeline.json"
     if cfg_file.is_file() and read_json(cfg_file) != state:

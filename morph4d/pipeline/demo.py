@@ -18,6 +18,7 @@ import torch
 
 from morph4d.avatar.fit import DEMO_ITERATIONS, FitConfig
 from morph4d.cameras import HEAD_CENTRE, VIEW_FOV, VIEW_RADIUS, orbit_cameras
+from morph4d.conditioning.projection import PROJECTION_VERSION
 from morph4d.conditioning.viz import VizConfig, run_viz
 from morph4d.data.heldout import held_out_identity
 from morph4d.errors import Morph4DError
@@ -160,7 +161,8 @@ def _fresh(cfg: DemoConfig, folder: Path, log) -> None:
     previous = folder / "pipeline.json"
     if previous.is_file():
         state = read_json(previous)
-        if state.get("model_weights") != weights_digest(cfg.avatar_model) or state.get("run_version") != RUN_VERSION:
+        if state.get("model_weights") != weights_digest(cfg.avatar_model) or state.get("run_version") != RUN_VERSION \
+                or state.get("projection_version") != PROJECTION_VERSION:
             log(f"the model or morph4d changed since the last demo in {folder}: starting its avatar afresh")
             shutil.rmtree(folder)
 
