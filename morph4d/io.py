@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -30,6 +31,19 @@ def atomic_path(path: str | Path):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def input_key(value):
+    """A run-identity entry for an input that may be a file: ``sha256:<hex>`` of its bytes when ``value`` names an
+    existing file (a moved or copied run folder, or input, is the same run; an edited file is another), else
+    ``value`` itself (a built-in animation's name, None)."""
+    if not isinstance(value, str) or not Path(value).is_file():
+        return value
+    h = hashlib.sha256()
+    with open(value, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return "sha256:" + h.hexdigest()
 
 
 def write_json(path: str | Path, obj) -> None:

@@ -1,9 +1,11 @@
 """`morph4d avatar` (morph4d.pipeline.avatar) end to end with tiny untrained models, and the quality report's parts."""
 
 import json
+import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -63,6 +65,24 @@ def test_avatar_pipeline_runs_and_resumes(reference_file, tiny_model, tmp_path):
     skipped = {line.split("]")[0][1:] for line in logs if "done already" in line}
     assert skipped == {"generate", "fit", "render", "viewer"}
     assert (out / "reanimated.mp4").is_file() and (out / "avatar.ply").is_file()
+    # inputs are identified by content: the run folder moved and the reference copied elsewhere are the same run
+    # (every stage done already); an edited reference is another run: refused
+    moved, ref = tmp_path / "moved", tmp_path / "elsewhere" / "ref.npz"
+    shutil.move(out, moved)
+    ref.parent.mkdir()
+    shutil.copy(reference_file, ref)
+    logs.clear()
+    run_avatar(_cfg(ref, tiny_model, moved), log=logs.append)
+    done = {line.split("]")[0][1:] for line in logs if "done already" in line}
+    assert done == {"generate", "fit", "render", "reanimate", "export", "viewer"}, logs
+    with np.load(ref) as z:
+        arrays = dict(z)
+    key = next(k for k, v in arrays.items() if v.dtype.kind == "f")
+    arrays[key] = arrays[key] + 1e-3
+    np.savez(ref, **arrays)
+    with pytest.raises(ValueError, match="another configuration"):
+        run_avatar(_cfg(ref, tiny_model, moved))
+    out = moved
     # a run of another make of the reference projection is stale: refused, not resumed
     state = json.loads((out / "pipeline.json").read_text())
     (out / "pipeline.json").write_text(json.dumps({**state, "projection_version": state["projection_version"] - 1}))

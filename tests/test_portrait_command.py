@@ -1,6 +1,9 @@
 """`morph4d portrait` (morph4d.pipeline.portrait) with a tiny untrained U-Net: every video is written with the
 animation's frame count, a finished run is not sampled again, and bad inputs are refused with exit 2."""
 
+import shutil
+
+import numpy as np
 import pytest
 import torch
 
@@ -43,6 +46,22 @@ def test_portrait_writes_every_video_and_resumes(inputs, tmp_path, capsys):
     assert [c.stat().st_mtime_ns for c in clips] == stamps
     assert main(argv[:-2] + ["--steps", "2"]) == 2                  # other inputs in the same folder: refused
     assert "other inputs" in capsys.readouterr().err
+    # inputs are identified by content: the run folder, the reference and the weights moved elsewhere are the same
+    # run (nothing sampled again); an edited reference is another
+    moved = tmp_path / "moved"
+    shutil.move(out, moved)
+    shutil.copytree(inputs / "unet", tmp_path / "w" / "unet")
+    shutil.copy(inputs / f"ref{S}.npz", tmp_path / "w" / "ref.npz")
+    argv2 = ["portrait", "--reference", str(tmp_path / "w" / "ref.npz"), "--model", str(tmp_path / "w" / "unet"),
+             "--out", str(moved), "--frames", "5", "--clip", "3", "--steps", "1"]
+    assert main(argv2) == 0
+    assert [c.stat().st_mtime_ns for c in sorted((moved / "clips").glob("*.safetensors"))] == stamps
+    with np.load(tmp_path / "w" / "ref.npz") as z:
+        arrays = dict(z)
+    key = next(k for k, v in arrays.items() if v.dtype.kind == "f")
+    arrays[key] = arrays[key] + 1e-3
+    np.savez(tmp_path / "w" / "ref.npz", **arrays)
+    assert main(argv2) == 2 and "other inputs" in capsys.readouterr().err
 
 
 def test_portrait_refuses_wrong_inputs(inputs, tmp_path, capsys):

@@ -23,7 +23,6 @@ and fitting also resume inside their stage); each output file is written atomica
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,11 +35,12 @@ from morph4d.errors import Morph4DError
 from morph4d.generation.generate import GenerateConfig, prepare_generation
 from morph4d.generation.videos import MANIFEST
 from morph4d.heads.animation import get_animation
-from morph4d.io import write_json
+from morph4d.io import input_key, write_json
 from morph4d.validate import read_json
 
-RUN_VERSION = 4   # of the run folder; 2: the stage layout (plan/head fields, plan version 2); 3: anchored generation;
-#                   4: the reference image in the fit (issue 17); pipeline.json also records PROJECTION_VERSION
+RUN_VERSION = 5   # of the run folder; 2: the stage layout (plan/head fields, plan version 2); 3: anchored generation;
+#                   4: the reference image in the fit (issue 17); pipeline.json also records PROJECTION_VERSION;
+#                   5: input files identified by content (io.input_key), not by path
 
 
 @dataclass(frozen=True)
@@ -103,8 +103,9 @@ def run_avatar(cfg: AvatarConfig, log=print) -> dict:
     if not (out / "generated" / MANIFEST).is_file():
         generation.models()   # a broken model folder is refused before the run folder is created
     state = json.loads(json.dumps(asdict(cfg)))
-    state["reference"] = os.path.abspath(cfg.reference)
-    state["drive"] = os.path.abspath(cfg.drive) if cfg.drive else None
+    for key in ("reference", "drive", "animation", "reanimate", "flame_path", "embedding"):
+        state[key] = input_key(state[key])       # files by content: a moved run folder or input is the same run
+    state.pop("model")                           # the weights by content instead:
     state["model_weights"] = generation.identity["model_weights"]  # retrained weights: another run
     state["run_version"] = RUN_VERSION
     state["projection_version"] = PROJECTION_VERSION   # another make of the projection: its generation is stale

@@ -30,6 +30,7 @@ from morph4d.io import write_json
 from morph4d.mesh.shade import preview_colors, shade_mesh
 from morph4d.models.folder import DEFAULT_PORTRAIT, weights_digest
 from morph4d.pipeline.avatar import RUN_VERSION, AvatarConfig, run_avatar
+from morph4d.pipeline.portrait import RUN_VERSION as PORTRAIT_RUN_VERSION
 from morph4d.pipeline.portrait import PortraitConfig, run_portrait
 from morph4d.threads import thread_counts
 from morph4d.validate import read_json
@@ -201,8 +202,9 @@ def _portrait_stage(cfg: DemoConfig, reference: str, folder: Path, log) -> dict:
     """``morph4d portrait REFERENCE`` with the IM-Portrait default; a previous run of other weights is deleted."""
     model = _portrait_model(cfg)
     previous = folder / "run.json"
-    if previous.is_file() and read_json(previous).get("weights") != weights_digest(model):
-        log(f"IM-Portrait's weights changed since the last demo in {folder}: starting afresh")
+    if previous.is_file() and (read_json(previous).get("weights") != weights_digest(model)
+                               or read_json(previous).get("run_version") != PORTRAIT_RUN_VERSION):
+        log(f"IM-Portrait's weights or morph4d changed since the last demo in {folder}: starting afresh")
         shutil.rmtree(folder)
     log(f"IM-Portrait: {reference} -> {folder}")
     return run_portrait(PortraitConfig(reference=reference, out=str(folder), model=str(model),

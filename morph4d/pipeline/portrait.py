@@ -22,7 +22,6 @@ into ``drive/``) -> a talking-head video as MPIs -> the frontal video, +-``side_
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,13 +36,15 @@ from morph4d.errors import Morph4DError
 from morph4d.generation.reference import canonicalize, load_reference
 from morph4d.heads import load_head_model
 from morph4d.heads.animation import get_animation
-from morph4d.io import atomic_path, write_json
+from morph4d.io import atomic_path, input_key, write_json
 from morph4d.models.folder import DEFAULT_PORTRAIT, weights_digest
 from morph4d.models.portrait_unet import PortraitUNet
 from morph4d.portrait.mpi import head_distance, orbit_about, plane_depths, render_mpi, stereo_cameras, with_background
 from morph4d.portrait.objective import frame_conditions, frame_mpi
 from morph4d.portrait.sample import sample_video
 from morph4d.video import grid, read_png, write_mp4, write_png
+
+RUN_VERSION = 2   # of run.json; 2: input files identified by content (io.input_key), not by path
 
 
 @dataclass(frozen=True)
@@ -97,8 +98,9 @@ def run_portrait(cfg: PortraitConfig, log=print) -> dict:
         raise Morph4DError(f"--drive {cfg.drive}: expected a video file (MP4, MOV, MKV, WebM, AVI, ...)")
     if not Path(cfg.reference).is_file():
         raise Morph4DError(f"{cfg.reference} does not exist; expected a portrait photo or a tracked reference .npz")
-    identity = {"config": {k: v for k, v in asdict(cfg).items() if k != "out"}, "weights": weights_digest(model_dir),
-                "reference": hashlib.sha256(Path(cfg.reference).read_bytes()).hexdigest()}
+    # input files and the weights by content, not by path: a moved run folder or input is the same run
+    config = {k: input_key(v) for k, v in asdict(cfg).items() if k not in ("out", "model")}
+    identity = {"config": config, "weights": weights_digest(model_dir), "run_version": RUN_VERSION}
     run_file = out / "run.json"
     if run_file.is_file() and json.loads(run_file.read_text()) != json.loads(json.dumps(identity)):
         raise Morph4DError(f"{out} holds a portrait run of other inputs or weights; use a new --out folder")
