@@ -15,7 +15,8 @@ stage synth_images $M4D data synth --out "$OUT/data_images" --modality multiview
 # 2. the autoencoder
 stage train_vae    $M4D train-vae --preset small --data "$OUT/data_video" --out "$OUT/vae_run"
 # 3. the MMVDM on the frozen autoencoder (videos weighted 2:1 over single-frame multi-view images); the small preset
-#    conditions on the reference projection (ours, issue 17: 76 channels; --no-reference-projection gives MVP4D's 59)
+#    conditions on the reference projection (ours, issue 17: 76 channels; --no-reference-projection gives MVP4D's 59),
+#    its first make (the preset's --projection-version 1: sheet 1 cm back, no mirror fill; README "Embedded default")
 stage train_mmvdm  $M4D train --preset small --data "$OUT/data_video" --data "$OUT/data_images" --weights 2 1 \
                         --vae "$OUT/vae_run/vae" --out "$OUT/mmvdm_run"
 # 4. pack: MMVDM EMA weights in bfloat16 + autoencoder in float32

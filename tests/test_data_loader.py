@@ -116,6 +116,36 @@ def test_projection_items_carry_the_reference_through_the_head_mesh(datasets):
     assert float(err[on].mean()) < 0.15 and float(err[on].mean()) < 0.5 * float(swapped[on].mean())
 
 
+def test_the_loader_builds_the_projection_make_it_is_asked_for(datasets):
+    """``ConditioningConfig.projection_version`` (PROJECTION_MAKES): 1 is the sheet 1 cm back without the mirror fill
+    (what the shipped default was trained on: bit-identical to the loader of commit ea79590, checked when added),
+    3 the newest; the makes differ where the reference did not see the head; an unknown make is refused."""
+    from morph4d.cameras import Cameras
+    from morph4d.conditioning.projection import PROJECTION_MAKES, projection_conditioning
+    from morph4d.data.format import select_frames
+
+    cfg = WindowConfig(views=2, frames=5, resolution=32, seed=3)
+    items = {v: MultiViewWindows(datasets["multiview_video"], cfg,
+                                 conditioning=ConditioningConfig(reference_projection=True, projection_version=v))[1]
+             for v in (1, 3)}
+    assert not torch.equal(items[1]["projection"], items[3]["projection"])
+    assert torch.equal(items[3]["projection"], MultiViewWindows(
+        datasets["multiview_video"], cfg, conditioning=ConditioningConfig(reference_projection=True))[1]["projection"])
+    # make 1 is the plain projection with the sheet 1 cm back: rebuilt from the item's own cameras and frames
+    assert PROJECTION_MAKES[1] == (0.01, False)
+    ds, it = MultiViewWindows(datasets["multiview_video"], cfg), items[1]
+    s = next(q for q in ds.sequences if q.name == it["sequence"])
+    rf = int(it["reference_index"][1])
+    ref_cam = Cameras(it["reference_R"][None], it["reference_t"][None], it["reference_K"][None], 32, 32)
+    video, _ = projection_conditioning(ds.model(select_frames(s.params, [rf]))[0],
+                                       ds.model(select_frames(s.params, it["frame_index"].tolist())), ds.model.faces,
+                                       ref_cam, it["reference"], Cameras(it["R"], it["t"], it["K"], 32, 32),
+                                       None, sheet_back=0.01)
+    assert torch.equal(video, it["projection"])
+    with pytest.raises(ValueError, match="projection_version"):
+        ConditioningConfig(projection_version=9)
+
+
 def test_dataloader_workers_give_the_same_items(datasets):
     ds = MultiViewWindows(datasets["multiview_video"], WindowConfig(views=2, frames=5, resolution=32))
     ds.set_epoch(2)

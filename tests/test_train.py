@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from morph4d.conditioning.maps import ConditioningConfig, ConditioningLayout
+from morph4d.conditioning.projection import PROJECTION_VERSION
 from morph4d.data.synth import SynthConfig, synthesize
 from morph4d.diffusion.schedule import Diffusion, DiffusionConfig
 from morph4d.models.mmvdm import MMVDM, MMVDMConfig
@@ -176,6 +177,14 @@ def test_small_preset_conditions_on_the_reference_projection_and_the_flag_overri
     assert projection("--preset", "tiny") is False and projection("--preset", "paper") is False
     assert projection("--no-reference-projection") is False
     assert projection("--preset", "paper", "--reference-projection") is True
+    # the make of the projection trained on: small the first (the shipped default's), others the newest; the flag
+    # overrides; an unknown make is a usage error
+    make = lambda *extra: train_config(parser.parse_args(["train", "--data", str(dataset), "--out", "unused",  # noqa: E731
+                                                          *extra])).projection_version
+    assert make() == 1 and make("--preset", "tiny") == make("--preset", "paper") == PROJECTION_VERSION
+    assert make("--projection-version", "3") == 3 and make("--preset", "paper", "--projection-version", "2") == 2
+    with pytest.raises(SystemExit):
+        make("--projection-version", "7")
 
 
 def test_reference_projection_enters_encoded_and_other_layouts_are_refused(dataset, tmp_path):

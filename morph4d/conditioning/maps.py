@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from morph4d.cameras import Cameras
+from morph4d.conditioning.projection import PROJECTION_MAKES, PROJECTION_VERSION
 from morph4d.errors import Morph4DError
 from morph4d.heads import HeadModel, HeadParams
 from morph4d.mesh.raster import interpolate, rasterize
@@ -58,6 +59,7 @@ class ConditioningConfig:
     motion_scale: float = 0.02        # motion maps are displacements as a fraction of the image / this
     supersample: int = 2              # rasterize at this multiple of the latent resolution, then area-pool
     reference_projection: bool = False  # ours (issue 17): the encoded reference projection + confidence channels
+    projection_version: int = PROJECTION_VERSION  # which make of it the data loader builds (projection.PROJECTION_MAKES)
 
     def __post_init__(self):
         if self.pose_encoding not in ("sincos", "raw"):
@@ -66,6 +68,9 @@ class ConditioningConfig:
             raise Morph4DError("pose_frequencies and supersample must be >= 1")
         if self.expression_scale <= 0 or self.motion_scale <= 0:
             raise Morph4DError("expression_scale and motion_scale must be > 0")
+        if self.projection_version not in PROJECTION_MAKES:
+            raise Morph4DError(f"projection_version must be one of {sorted(PROJECTION_MAKES)}, got "
+                               f"{self.projection_version}")
 
 
 @dataclass(frozen=True)

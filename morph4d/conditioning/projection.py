@@ -49,6 +49,9 @@ SHEET_CONFIDENCE = 0.5    # confidence of the sheet's pixels (its mirror image's
 PROJECTION_VERSION = 3    # of what the projection group and the anchor are made of (2: the mirror fill; 3: the sheet
 #                           5 cm back, was 1 cm); a generation run folder of another version is refused, not resumed
 #                           with stale latents
+# each version's make: (how far the sheet sits back, m; the mirror fill). Training can ask for an older make
+# (``TrainConfig.projection_version``): the shipped default was trained on version 1 (README "Embedded default")
+PROJECTION_MAKES = {1: (0.01, False), 2: (0.01, True), 3: (SHEET_BACK, True)}
 MIRROR_CONFIDENCE = 0.3   # confidence of mesh pixels coloured by their mirror image (a guess: below the sheet's)
 MIRROR_FACING = 0.2       # a vertex lends its colour to its mirror image only where it faces the reference this much
 CONDITIONING_SUPERSAMPLE = 1   # the projection group is rendered at 1x: it is encoded by the autoencoder, which
@@ -66,8 +69,8 @@ def rigid_motion(src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, to
     return R, t
 
 
-def matte_sheet(verts: torch.Tensor, faces: torch.Tensor, ref: Cameras, ref_image: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def matte_sheet(verts: torch.Tensor, faces: torch.Tensor, ref: Cameras, ref_image: torch.Tensor,
+                back: float = SHEET_BACK) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The matte sheet (module doc) of ``ref_image`` (3, H, W) on the mesh ``verts`` (N, 3) seen by ``ref``:
     world vertices (H * W, 3) at the pixel centres, triangles (T, 3) over 2 x 2 blocks of matte pixels, and the
     vertices' colours (H * W, 3)."""
@@ -86,7 +89,7 @@ def matte_sheet(verts: torch.Tensor, faces: torch.Tensor, ref: Cameras, ref_imag
     inside = matte & known
     v, u = torch.meshgrid(torch.arange(H) + 0.5, torch.arange(W) + 0.5, indexing="ij")
     rays = torch.stack([u, v, torch.ones_like(u)], -1).reshape(-1, 3) @ torch.linalg.inv(ref.K[0]).T   # z = 1
-    world = (rays * (depth.reshape(-1, 1) + SHEET_BACK) - ref.t[0]) @ ref.R[0]          # R^T (x - t)
+    world = (rays * (depth.reshape(-1, 1) + back) - ref.t[0]) @ ref.R[0]          # R^T (x - t)
     idx = torch.arange(H * W).reshape(H, W)
     a, b, c, d = idx[:-1, :-1], idx[:-1, 1:], idx[1:, :-1], idx[1:, 1:]
     ok = (inside[:-1, :-1] & inside[:-1, 1:] & inside[1:, :-1] & inside[1:, 1:]).reshape(-1)
@@ -142,12 +145,13 @@ def _look_up(points: torch.Tensor, ref: Cameras, ref_image: torch.Tensor, ref_de
 
 def project_with_confidence(verts: torch.Tensor, faces: torch.Tensor, ref: Cameras, ref_image: torch.Tensor,
                             cameras: Cameras, supersample: int = 2, sheet: bool = False,
-                            mirror: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                            mirror: torch.Tensor | None = None, sheet_back: float = SHEET_BACK
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
     """``project_reference``'s colours (V, F, 3, H, W) and their confidence (V, F, 1, H, W) in [0, 1]: per pixel,
     the cosine between the surface normal at frame 0 and the ray to the reference camera where the reference sees
     the point (grazing views of the reference give blurred texture), 0 where it does not or off the mesh.
-    ``sheet``: with the matte sheet (module doc) behind the mesh; ``mirror`` (``mirror_vertices``): the mirror fill
-    (module doc) of what the reference does not see."""
+    ``sheet``: with the matte sheet (module doc) ``sheet_back`` behind the mesh; ``mirror`` (``mirror_vertices``):
+    the mirror fill (module doc) of what the reference does not see."""
     frames = verts.shape[0]
     s, H, W = supersample, cameras.height, cameras.width
     # depth of what the reference camera sees at frame 0
@@ -164,7 +168,7 @@ def project_with_confidence(verts: torch.Tensor, faces: torch.Tensor, ref: Camer
     visible_colors = []
     results = []
     with torch.no_grad():
-        lifted = matte_sheet(verts[0], faces, ref, ref_image) if sheet else None
+        lifted = matte_sheet(verts[0], faces, ref, ref_image, sheet_back) if sheet else None
         lend = None                                          # (N, 4): the mirror image's colour and whether it is seen
         if mirror is not None:
             vcolor, vseen = _look_up(cam_pts0, ref, ref_image, ref_depth)
@@ -205,8 +209,8 @@ def project_with_confidence(verts: torch.Tensor, faces: torch.Tensor, ref: Camer
 
 
 def projection_conditioning(ref_verts: torch.Tensor, verts: torch.Tensor, faces: torch.Tensor, ref: Cameras,
-                            ref_image: torch.Tensor, cameras: Cameras, mirror: torch.Tensor | None = None
-                            ) -> tuple[torch.Tensor, torch.Tensor]:
+                            ref_image: torch.Tensor, cameras: Cameras, mirror: torch.Tensor | None = None,
+                            sheet_back: float = SHEET_BACK) -> tuple[torch.Tensor, torch.Tensor]:
     """MVP4D's ``projection`` conditioning group (ours, issue 17; ``conditioning.maps``) before encoding: the
     reference ``ref_image`` (3, h, w), seen by ``ref`` on the mesh ``ref_verts`` (N, 3) with the matte sheet behind it
     (module doc; ``mirror``: and the mirror fill, ``mirror_vertices``), projected onto the frames
@@ -216,11 +220,12 @@ def projection_conditioning(ref_verts: torch.Tensor, verts: torch.Tensor, faces:
     if cameras.height % LATENT_FACTOR or cameras.width % LATENT_FACTOR:
         raise Morph4DError(f"image size must be divisible by {LATENT_FACTOR}, got {cameras.width}x{cameras.height}")
     video, conf = project_with_confidence(torch.cat([ref_verts[None], verts]), faces, ref, ref_image, cameras,
-                                          supersample=CONDITIONING_SUPERSAMPLE, sheet=True, mirror=mirror)
+                                          supersample=CONDITIONING_SUPERSAMPLE, sheet=True, mirror=mirror,
+                                          sheet_back=sheet_back)
     conf = conf[:, 1:][:, kept_frames(verts.shape[0])]                       # (V, F_lat, 1, H, W)
     return video[:, 1:], F.avg_pool2d(conf.flatten(0, 1), LATENT_FACTOR).unflatten(0, conf.shape[:2])
 
 
-__all__ = ["PROJECTION_VERSION", "WHITE_LEVEL", "SHEET_BACK", "SHEET_CONFIDENCE", "MIRROR_CONFIDENCE", "MIRROR_FACING",
+__all__ = ["PROJECTION_VERSION", "PROJECTION_MAKES", "WHITE_LEVEL", "SHEET_BACK", "SHEET_CONFIDENCE", "MIRROR_CONFIDENCE", "MIRROR_FACING",
            "CONDITIONING_SUPERSAMPLE", "reference_matte", "rigid_motion", "matte_sheet", "mirror_vertices",
            "mirror_sheet", "project_reference", "project_with_confidence", "projection_conditioning"]

@@ -311,7 +311,8 @@ def train(cfg: TrainConfig, out_dir, stop_after: int | None = None, log=print) -
         raise Morph4DError(f"preset {cfg.name!r} trains on the {cfg.vae!r} autoencoder's latents: pass --vae DIR")
     resolutions = [r for s in cfg.stages for r in s.resolutions]
     data = TrainData(cfg.datasets, cfg.weights, resolutions, cfg.seed,
-                     maps=ConditioningConfig(reference_projection=cfg.reference_projection))
+                     maps=ConditioningConfig(reference_projection=cfg.reference_projection,
+                                             projection_version=cfg.projection_version))
     state = load_checkpoint(out / CHECKPOINT, cfg)
     model = initial_model(cfg)
     accelerator = Accelerator()
