@@ -179,8 +179,9 @@ def test_small_preset_conditions_on_the_reference_projection_and_the_flag_overri
     assert projection("--preset", "paper", "--reference-projection") is True
     # the make of the projection trained on: small the first (the shipped default's), others the newest; the flag
     # overrides; an unknown make is a usage error
-    make = lambda *extra: train_config(parser.parse_args(["train", "--data", str(dataset), "--out", "unused",  # noqa: E731
-                                                          *extra])).projection_version
+    def make(*extra):
+        return train_config(parser.parse_args(["train", "--data", str(dataset), "--out", "unused", *extra])) \
+            .projection_version
     assert make() == 1 and make("--preset", "tiny") == make("--preset", "paper") == PROJECTION_VERSION
     assert make("--projection-version", "3") == 3 and make("--preset", "paper", "--projection-version", "2") == 2
     with pytest.raises(SystemExit):

@@ -59,7 +59,7 @@ class ConditioningConfig:
     motion_scale: float = 0.02        # motion maps are displacements as a fraction of the image / this
     supersample: int = 2              # rasterize at this multiple of the latent resolution, then area-pool
     reference_projection: bool = False  # ours (issue 17): the encoded reference projection + confidence channels
-    projection_version: int = PROJECTION_VERSION  # which make of it the data loader builds (projection.PROJECTION_MAKES)
+    projection_version: int = PROJECTION_VERSION  # the make the data loader builds (projection.PROJECTION_MAKES)
 
     def __post_init__(self):
         if self.pose_encoding not in ("sincos", "raw"):

@@ -226,6 +226,6 @@ def projection_conditioning(ref_verts: torch.Tensor, verts: torch.Tensor, faces:
     return video[:, 1:], F.avg_pool2d(conf.flatten(0, 1), LATENT_FACTOR).unflatten(0, conf.shape[:2])
 
 
-__all__ = ["PROJECTION_VERSION", "PROJECTION_MAKES", "WHITE_LEVEL", "SHEET_BACK", "SHEET_CONFIDENCE", "MIRROR_CONFIDENCE", "MIRROR_FACING",
-           "CONDITIONING_SUPERSAMPLE", "reference_matte", "rigid_motion", "matte_sheet", "mirror_vertices",
+__all__ = ["PROJECTION_VERSION", "PROJECTION_MAKES", "WHITE_LEVEL", "SHEET_BACK", "SHEET_CONFIDENCE",
+           "MIRROR_CONFIDENCE", "MIRROR_FACING", "CONDITIONING_SUPERSAMPLE", "reference_matte", "rigid_motion", "matte_sheet", "mirror_vertices",
            "mirror_sheet", "project_reference", "project_with_confidence", "projection_conditioning"]
