@@ -227,5 +227,6 @@ def projection_conditioning(ref_verts: torch.Tensor, verts: torch.Tensor, faces:
 
 
 __all__ = ["PROJECTION_VERSION", "PROJECTION_MAKES", "WHITE_LEVEL", "SHEET_BACK", "SHEET_CONFIDENCE",
-           "MIRROR_CONFIDENCE", "MIRROR_FACING", "CONDITIONING_SUPERSAMPLE", "reference_matte", "rigid_motion", "matte_sheet", "mirror_vertices",
-           "mirror_sheet", "project_reference", "project_with_confidence", "projection_conditioning"]
+           "MIRROR_CONFIDENCE", "MIRROR_FACING", "CONDITIONING_SUPERSAMPLE", "reference_matte", "rigid_motion",
+           "matte_sheet", "mirror_vertices", "mirror_sheet", "project_reference", "project_with_confidence",
+           "projection_conditioning"]
