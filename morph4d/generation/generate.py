@@ -62,9 +62,8 @@ class MultiViewGenerator:
     ``anchor`` (ours, issue 17): every job's sampling is pulled towards the encoded reference projection (the
     reference's pixels on the tracked head mesh and its matte sheet, ``conditioning.projection``) weighted by
     its confidence squared (``ANCHOR_POWER``; ``ddim_sample``'s anchor): what the reference saw is kept, the network
-    generates the rest
-    (GEN3C's and ViewCrafter's premise, done at sampling time, so that it works with any MMVDM, MVP4D's layout
-    included). Off: MVP4D's sampler."""
+    generates the rest (GEN3C's and ViewCrafter's premise, done at sampling time, so that it works with any MMVDM,
+    MVP4D's layout included). Off: MVP4D's sampler."""
 
     def __init__(self, model, vae, head: HeadModel, reference: Reference, animation: Animation,
                  cameras: Cameras, view_angles_deg: tuple[torch.Tensor, torch.Tensor], frames_per_window: int,

@@ -201,9 +201,9 @@ def _portrait_model(cfg: DemoConfig) -> Path:
 def _portrait_stage(cfg: DemoConfig, reference: str, folder: Path, log) -> dict:
     """``morph4d portrait REFERENCE`` with the IM-Portrait default; a previous run of other weights is deleted."""
     model = _portrait_model(cfg)
-    previous = folder / "run.json"
-    if previous.is_file() and (read_json(previous).get("weights") != weights_digest(model)
-                               or read_json(previous).get("run_version") != PORTRAIT_RUN_VERSION):
+    previous = read_json(folder / "run.json") if (folder / "run.json").is_file() else None
+    if previous is not None and (previous.get("weights") != weights_digest(model)
+                                 or previous.get("run_version") != PORTRAIT_RUN_VERSION):
         log(f"IM-Portrait's weights or morph4d changed since the last demo in {folder}: starting afresh")
         shutil.rmtree(folder)
     log(f"IM-Portrait: {reference} -> {folder}")
