@@ -8,6 +8,7 @@ import torch
 
 from morph4d.cameras import orbit_cameras
 from morph4d.cli import main
+from morph4d.conditioning.projection import PROJECTION_VERSION
 from morph4d.diffusion.sampling import guidance, model_denoiser
 from morph4d.diffusion.schedule import Diffusion
 from morph4d.generation.generate import GenerateConfig, run_generate
@@ -75,7 +76,7 @@ def _plan_args():
     from morph4d.generation.plan import PRESETS, PlanConfig
     cfg = PlanConfig(**{**asdict(PRESETS["small"]), "key_steps": 3, "other_steps": 2})
     return cfg, {"test": 1, "guidance": "multiview", "radius": 0.75, "fov": 26.0, "anchor": True, "anchor_power": 2,
-                 "projection": 3}
+                 "projection": PROJECTION_VERSION}
 
 
 def test_a_run_of_another_projection_version_is_refused(tmp_path, models, head, monkeypatch):
@@ -93,7 +94,7 @@ def test_anchored_sampling_keeps_what_the_reference_saw(tmp_path, models, head, 
     projection is confident the sampled latents are the projection's (an untrained model's own would be far from
     them); --no-anchor is MVP4D's sampler, another run (its folder is refused for the anchored one)."""
     from morph4d.cameras import view_set
-    from morph4d.conditioning.projection import mirror_vertices, projection_conditioning
+    from morph4d.conditioning.projection import projection_conditioning, projection_options
     from morph4d.generation.generate import ANCHOR_POWER, MultiViewGenerator
     root, model, vae = models
     generate(tmp_path / "a", models, head)
@@ -108,7 +109,7 @@ def test_anchored_sampling_keeps_what_the_reference_saw(tmp_path, models, head, 
                              (vs.azimuth, vs.elevation), cfg.frames_per_window)
     with torch.no_grad():
         video, conf = projection_conditioning(gen.ref_verts, head(gen.window_params(0)), head.faces, gen.ref.camera,
-                                              gen.ref.image, cams[job.views], mirror_vertices(head))
+                                              gen.ref.image, cams[job.views], **projection_options(head))
         projected = vae.encode(video[None])[0]
     assert conf.max() > 0.3
     weight = conf ** ANCHOR_POWER                              # the anchor's weight per latent pixel

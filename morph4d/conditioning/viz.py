@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from morph4d.cameras import VIEW_FOV, VIEW_RADIUS, head_crop_boxes, orbit_cameras, outcrop_mask, view_set
 from morph4d.conditioning.maps import ConditioningConfig, HeadConditioner, fill_projection
-from morph4d.conditioning.projection import mirror_vertices, projection_conditioning
+from morph4d.conditioning.projection import projection_conditioning, projection_options
 from morph4d.errors import Morph4DError
 from morph4d.heads import load_head_model
 from morph4d.heads.animation import get_animation
@@ -92,7 +92,7 @@ def run_viz(cfg: VizConfig, log=print) -> dict:
         photo_image = shade_mesh(posed0, model.faces, colors, ref_cam)[0][0].permute(2, 0, 1)
         with torch.no_grad():
             pixels, conf = projection_conditioning(posed0.reshape(-1, 3), model(anim.params), model.faces, ref_cam,
-                                                   photo_image, cams, mirror_vertices(model))
+                                                   photo_image, cams, **projection_options(model))
             video = fill_projection(video, layout, vae.encode(pixels[None])[0].float(), conf)
         projected = pixels[:, keep]                                                      # (V, K, 3, H, W)
     pick_frames = torch.linspace(0, len(keep) - 1, cfg.num_frames).round().long()

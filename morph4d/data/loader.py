@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from morph4d.cameras import Cameras, centre_angles, outcrop_mask
 from morph4d.conditioning.maps import ConditioningConfig, HeadConditioner
-from morph4d.conditioning.projection import PROJECTION_MAKES, mirror_vertices, projection_conditioning
+from morph4d.conditioning.projection import projection_conditioning, projection_options
 from morph4d.data.format import Sequence, mix_seed, open_dataset, select_frames
 from morph4d.errors import Morph4DError
 from morph4d.heads import HeadModel, HeadParams
@@ -249,11 +249,10 @@ class MultiViewWindows(Dataset):
                 maps["reference_conditioning"] = self.conditioner.reference(
                     select_frames(s.params, rf), ref_cam, outcrop=outcrop_mask(ref_box, W, H, h)[0])
                 if self.conditioner.cfg.reference_projection:                  # ours (issue 17), encoded later
-                    back, mirror = PROJECTION_MAKES[self.conditioner.cfg.projection_version]
                     maps["projection"], maps["projection_confidence"] = projection_conditioning(
                         self.model(select_frames(s.params, [rf]))[0], self.model(select_frames(s.params, frames)),
-                        self.model.faces, ref_cam, ref[:3], cams, mirror_vertices(self.model) if mirror else None,
-                        sheet_back=back)
+                        self.model.faces, ref_cam, ref[:3], cams,
+                        **projection_options(self.model, self.conditioner.cfg.projection_version))
         return {"images": crops[:, :, :3].contiguous(), "alpha": crops[:, :, 3:].contiguous(),
                 "reference": ref[:3].contiguous(), "reference_alpha": ref[3:].contiguous(), **maps,
                 "R": cams.R, "t": cams.t, "K": cams.K,

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from morph4d.cameras import VIEW_FOV, VIEW_RADIUS, view_set
-from morph4d.conditioning.projection import mirror_vertices, project_reference, project_with_confidence
+from morph4d.conditioning.projection import project_reference, project_with_confidence, projection_options
 from morph4d.data.format import SequenceWriter, mix_seed
 from morph4d.data.heldout import HeldOut, ground_truth, held_out_identity
 from morph4d.data.identity import EVAL_SEEDS
@@ -134,7 +134,7 @@ def mesh_projection(h: HeldOut, head, cameras, frames: int) -> torch.Tensor:
     with torch.no_grad():
         verts = head(h.params)[:frames]
     return project_with_confidence(verts, head.faces, h.reference_camera, h.reference_image, cameras, sheet=True,
-                                   mirror=mirror_vertices(head))[0]
+                                   **projection_options(head))[0]
 
 
 def autoencoder_psnr(vae, resolution: int, windows: int, first_seed: int | None, head, data_root: Path,

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from morph4d.cameras import VIEW_FOV, VIEW_RADIUS, Cameras, ViewSet, view_set
 from morph4d.conditioning.maps import ConditioningConfig, HeadConditioner, fill_projection, layout_of
-from morph4d.conditioning.projection import PROJECTION_VERSION, mirror_vertices, projection_conditioning
+from morph4d.conditioning.projection import PROJECTION_VERSION, projection_conditioning, projection_options
 from morph4d.diffusion.sampling import GUIDANCE_KINDS, angular_guidance_scales, ddim_sample, guidance
 from morph4d.diffusion.schedule import Diffusion
 from morph4d.errors import Morph4DError
@@ -108,7 +108,7 @@ class MultiViewGenerator:
             if self.projection or self.anchor:
                 video, conf = projection_conditioning(self.ref_verts, self.head(self.window_params(job.start)),
                                                       self.head.faces, self.ref.camera, self.ref.image, cams,
-                                                      mirror_vertices(self.head))
+                                                      **projection_options(self.head))
                 projected = self.vae.encode(video[None])
                 if self.projection:
                     cond = fill_projection(cond, self.layout, projected, conf[None])
