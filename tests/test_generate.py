@@ -92,7 +92,8 @@ def test_a_run_of_another_projection_version_is_refused(tmp_path, models, head, 
 def test_anchored_sampling_keeps_what_the_reference_saw(tmp_path, models, head, capsys):
     """Issue 17 (ours): by default every job is anchored to the encoded reference projection, so where the
     projection is confident the sampled latents are the projection's (an untrained model's own would be far from
-    them); --no-anchor is MVP4D's sampler, another run (its folder is refused for the anchored one)."""
+    them), and the decoded views get the projection blended in by its confidence; --no-anchor is MVP4D's sampler,
+    another run (its folder is refused for the anchored one)."""
     from morph4d.cameras import view_set
     from morph4d.conditioning.projection import projection_conditioning, projection_options
     from morph4d.generation.generate import ANCHOR_POWER, MultiViewGenerator
@@ -117,6 +118,16 @@ def test_anchored_sampling_keeps_what_the_reference_saw(tmp_path, models, head, 
     err_a = (a.load(job.id) - projected)[sure].abs().mean()
     err_b = (b.load(job.id) - projected)[sure].abs().mean()
     assert err_a < 0.5 * err_b                              # anchored: much closer to the projection
+    # and in pixel space: the anchored run's views are its decoded latents with the projection blended in by its
+    # confidence (MultiViewGenerator.composite), the unanchored run's its decoded latents as they are
+    from morph4d.generation.videos import read_videos
+    written_a, written_b = read_videos(tmp_path / "a").images, read_videos(tmp_path / "b").images
+    for v in (0, 5):
+        decoded_a, decoded_b = (r.frames_of(gen.decode, v).clamp(0, 1) for r in (a, b))
+        off = (written_a[v] - gen.composite(decoded_a, v)).abs()     # a silhouette pixel or two may differ by 2/255
+        assert off.max() < 0.02 and (off > 0.5 / 255 + 1e-5).float().mean() < 1e-3
+        assert (written_b[v] - decoded_b).abs().max() <= 0.5 / 255 + 1e-5
+        assert (gen.composite(decoded_a, v) - decoded_a).abs().max() > 0.1     # the blend changes the views
     path = str(tmp_path / "ref.npz")
     make_reference(head).save(path)
     argv = ["generate", "--reference", path, "--model", str(root), "--key-steps", "3", "--other-steps", "2"]

@@ -38,10 +38,11 @@ from morph4d.heads.animation import get_animation
 from morph4d.io import input_key, write_json
 from morph4d.validate import read_json
 
-RUN_VERSION = 6   # of the run folder; 2: the stage layout (plan/head fields, plan version 2); 3: anchored generation;
+RUN_VERSION = 7   # of the run folder; 2: the stage layout (plan/head fields, plan version 2); 3: anchored generation;
 #                   4: the reference image in the fit (issue 17); pipeline.json also records PROJECTION_VERSION;
 #                   5: input files identified by content (io.input_key), not by path; 6: the anchor's weight is
-#                   the projection's confidence squared (generation.generate.ANCHOR_POWER)
+#                   the projection's confidence squared (generation.generate.ANCHOR_POWER); 7: the projection
+#                   composited into the decoded views (MultiViewGenerator.composite)
 
 
 @dataclass(frozen=True)
