@@ -172,7 +172,8 @@ def generate_plan(model, vae, head, h: HeldOut, run_dir: Path, weights: str, see
 
 def generate_window(model, vae, head, h: HeldOut, cameras, angles, guidance_kind: str, group: int,
                     steps: int, seed: int) -> torch.Tensor:
-    """One 17-frame window of every view, generated ``group`` views at a time (mode 1): (V, 17, 3, H, W)."""
+    """One 17-frame window of every view, generated ``group`` views at a time (mode 1), anchored and composited
+    as ``morph4d generate`` does: (V, 17, 3, H, W)."""
     Fw = 17
     reference = held_out_reference(h, head.name)
     gen = MultiViewGenerator(model, vae, head, reference, Animation(h.params, 25.0, head.name), cameras, angles,
@@ -185,7 +186,7 @@ def generate_window(model, vae, head, h: HeldOut, cameras, angles, guidance_kind
         shape = (len(views), (Fw - 1) // 4 + 1, 16, h8, h8)
         g = torch.Generator().manual_seed(mix_seed("quality-window", seed, h.seed, start))
         lat = gen(Job(f"g{start}", views, 0, 1, steps), torch.zeros(shape), torch.zeros(shape[:2], dtype=torch.bool), g)
-        out.append(torch.stack([gen.decode(lat[k]) for k in range(len(views))]))
+        out.append(torch.stack([gen.composite(gen.decode(lat[k]).clamp(0, 1), v) for k, v in enumerate(views)]))
     return torch.cat(out)
 
 
