@@ -7,8 +7,9 @@ synthetic benchmark of ``morph4d eval`` (``eval.synthetic``; issue 19: one imple
 1. **autoencoder reconstruction**: PSNR of encode -> decode of held-out multi-view windows;
 2. **generation vs ground truth**: one reference image (a render of the identity at frame 0 from a
    reference camera) -> ``morph4d generate``'s full sampling plan (``small``: 8 views x 25 frames; anchored to
-   the reference projection as by default, and again with MVP4D's plain sampler: "generated, no anchor"; the
-   anchor's own pixels, the reference projected through the head model's mesh and matte sheet, as a run too),
+   the reference projection and composited with it as by default, and again with MVP4D's plain sampler:
+   "generated, no anchor"; the anchor's own pixels, the reference projected through the head model's mesh, hair
+   shell and matte sheet, as a run too),
    scored by
    ``eval`` (MVP4D S3.1: crops around the projected ground-truth head, masked by its matte; PSNR, SSIM, L1 per
    view and frame, by angle from the reference) against the **reference-projection baseline**: the reference
