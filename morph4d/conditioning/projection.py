@@ -173,11 +173,10 @@ def scalp_weights(model) -> torch.Tensor:
 
 
 def _pixel_of(points: torch.Tensor, ref: Cameras) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Integer pixel (u, v) of points (M, 3) in ``ref``'s camera frame, clamped to the image, and whether inside."""
-    uvw = points @ ref.K[0].T
-    u = (uvw[:, 0] / uvw[:, 2].clamp(min=1e-6)).floor().long()
-    v = (uvw[:, 1] / uvw[:, 2].clamp(min=1e-6)).floor().long()
-    inside = (u >= 0) & (u < ref.width) & (v >= 0) & (v < ref.height) & (uvw[:, 2] > 0)
+    """Integer pixel (u, v) of world points (M, 3) in the camera ``ref``, clamped to the image, and whether inside."""
+    uvz = ref.project(points)[0]
+    u, v = uvz[:, 0].floor().long(), uvz[:, 1].floor().long()
+    inside = (u >= 0) & (u < ref.width) & (v >= 0) & (v < ref.height) & (uvz[:, 2] > 0)
     return u.clamp(0, ref.width - 1), v.clamp(0, ref.height - 1), inside
 
 
@@ -189,15 +188,15 @@ def hair_thickness(verts: torch.Tensor, faces: torch.Tensor, ref: Cameras, ref_i
     mask = rasterize(verts, faces, ref).mask[0].float()[None, None]
     k = 2 * SHELL_OUTLINE + 1
     outline = (F.max_pool2d(mask, k, 1, SHELL_OUTLINE) + F.max_pool2d(-mask, k, 1, SHELL_OUTLINE))[0, 0] > 0.5
-    points = verts @ ref.R[0].T + ref.t[0]                                   # reference camera frame
-    normals = vertex_normals(verts, faces) @ ref.R[0].T
-    grazing = (normals * F.normalize(points, dim=-1)).sum(-1).abs() < SHELL_GRAZING
-    u, v, inside = _pixel_of(points, ref)
+    normals = vertex_normals(verts, faces)
+    rays = F.normalize(ref.world_to_camera(verts)[0], dim=-1)                 # reference camera frame
+    grazing = (normals @ ref.R[0].T * rays).sum(-1).abs() < SHELL_GRAZING
+    u, v, inside = _pixel_of(verts, ref)
     known = inside & outline[v, u] & grazing & (scalp > SHELL_SCALP)
     thick = torch.zeros(len(verts))
     walking = known.clone()
     for k in range(1, int(round(SHELL_CAP / SHELL_STEP)) + 1):             # walk out while still on the matte
-        u, v, inside = _pixel_of(points + k * SHELL_STEP * normals, ref)
+        u, v, inside = _pixel_of(verts + k * SHELL_STEP * normals, ref)
         walking = walking & inside & matte[v, u]
         thick = torch.where(walking, torch.full_like(thick, k * SHELL_STEP), thick)
     if not known.any():
