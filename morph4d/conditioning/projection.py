@@ -38,9 +38,9 @@ matte (``SHELL_STEP`` steps, at most ``SHELL_CAP``); the thickness elsewhere is 
 those measurements over the mesh, made symmetric (the larger of a vertex's and its mirror image's) and scaled by
 the prior. The sheet then keeps only its triangles outside the inflated mesh's reference silhouette (the flat
 copy of the head goes), and the reference's colour is taken only where its matte is (points of the shell that
-project onto the white background count as unseen, not white). Measured on 12 validation identities against
-the true geometry's masked PSNR (issue 17's note): 20.9 -> 22.0 dB, every angle bin up; held out, the embedded
-default's generated views 17.05 -> 18.00 dB (README, "Quality report").
+project onto the white background count as unseen, not white). Chosen on validation identities against the
+true geometry (issue 17's note); held out, the embedded default's generated views 17.05 -> 18.00 dB (README,
+"Quality report").
 """
 
 from __future__ import annotations
@@ -81,14 +81,14 @@ PROJECTION_MAKES = {1: ProjectionMake(0.01, False, False), 2: ProjectionMake(0.0
 MIRROR_CONFIDENCE = 0.3   # confidence of mesh pixels coloured by their mirror image (a guess: below the sheet's)
 MIRROR_FACING = 0.2       # a vertex lends its colour to its mirror image only where it faces the reference this much
 SHELL_STEP = 0.0025        # m: the hair shell's thickness is measured in steps of this along the normals
-SHELL_CAP = 0.03           # m: and is at most this (3 and 5 cm scored the same on validation identities)
+SHELL_CAP = 0.03           # m: and is at most this (3 and 5 cm scored alike on validation identities: issue 17's note)
 SHELL_OUTLINE = 2          # px: the shell is measured at vertices whose reference projection is this near the outline
 SHELL_GRAZING = 0.35       # ... and whose normal is this close to perpendicular to the reference's ray (|cos| below)
 SHELL_SCALP = 0.3          # ... and whose scalp prior is above this
 SHELL_SMOOTHING = 300      # Jacobi iterations of the harmonic fill of the thickness over the mesh
 # the scalp prior on the canonical template: hair grows above a hairline at this polar angle from straight up about
-# the skull's centre, in degrees, at the front of the head (45) rising to the back (120; 105 scored 0.1 dB lower),
-# faded in over SCALP_FADE degrees
+# the skull's centre, in degrees, at the front of the head (45) rising to the back (120), faded in over SCALP_FADE
+# degrees (chosen on validation identities: issue 17's note)
 SCALP_HAIRLINE = (45.0, 120.0)
 SCALP_FADE = 12.0
 CONDITIONING_SUPERSAMPLE = 1   # the projection group is rendered at 1x: it is encoded by the autoencoder, which
