@@ -62,9 +62,9 @@ WHITE_LEVEL = 0.95        # reference pixels whose every channel is at or above 
 SHEET_BACK = 0.05         # m: the sheet sits this far behind the depth it was lifted at (hair is a volume around
 #                           the skull: 5 cm beat 1 / 3 / 8 / 12 cm on validation identities, README "Quality report")
 SHEET_CONFIDENCE = 0.5    # confidence of the sheet's pixels (its mirror image's too)
-PROJECTION_VERSION = 4    # of what the projection group and the anchor are made of (2: the mirror fill; 3: the sheet
-#                           5 cm back, was 1 cm; 4: the hair shell); a generation run folder of another version is
-#                           refused, not resumed with stale latents
+PROJECTION_VERSION = 5    # of what the projection group and the anchor are made of (2: the mirror fill; 3: the sheet
+#                           5 cm back, was 1 cm; 4: the hair shell; 5: the hair curtain); a generation run folder of
+#                           another version is refused, not resumed with stale latents
 
 
 class ProjectionMake(NamedTuple):
@@ -72,12 +72,14 @@ class ProjectionMake(NamedTuple):
     sheet_back: float     # m: how far the matte sheet sits behind the depth it was lifted at
     mirror: bool          # the mirror fill
     shell: bool           # the hair shell (and the sheet outside it, the matte-aware colour look-up)
+    curtain: bool = False  # the hair curtain (and the hair's colour where unseen, the shell trimmed, the strict look-up)
 
 
 # Training can ask for an older make (``TrainConfig.projection_version``): the shipped default was trained on
 # version 1 (README "Embedded default"); generation uses the newest
 PROJECTION_MAKES = {1: ProjectionMake(0.01, False, False), 2: ProjectionMake(0.01, True, False),
-                    3: ProjectionMake(SHEET_BACK, True, False), 4: ProjectionMake(SHEET_BACK, True, True)}
+                    3: ProjectionMake(SHEET_BACK, True, False), 4: ProjectionMake(SHEET_BACK, True, True),
+                    5: ProjectionMake(SHEET_BACK, True, True, True)}
 MIRROR_CONFIDENCE = 0.3   # confidence of mesh pixels coloured by their mirror image (a guess: below the sheet's)
 MIRROR_FACING = 0.2       # a vertex lends its colour to its mirror image only where it faces the reference this much
 SHELL_STEP = 0.0025        # m: the hair shell's thickness is measured in steps of this along the normals
@@ -86,6 +88,19 @@ SHELL_OUTLINE = 2          # px: the shell is measured at vertices whose referen
 SHELL_GRAZING = 0.35       # ... and whose normal is this close to perpendicular to the reference's ray (|cos| below)
 SHELL_SCALP = 0.3          # ... and whose scalp prior is above this
 SHELL_SMOOTHING = 300      # Jacobi iterations of the harmonic fill of the thickness over the mesh
+SHELL_TRIM = 1.0           # px: make 5 takes this off the measured thickness (at the vertex's depth): the walk ends
+#                            on the matte's soft edge, a pixel out (0.5 / 1 / 1.5 px chosen on validation identities)
+# make 5's hanging-hair curtain (module doc); chosen on validation identities (issue 17's note)
+CURTAIN_GRID = (32, 64)    # rows from the skull's centre down, columns round the back of the head
+CURTAIN_OPEN = 60.0        # deg: open in front of the face (columns at azimuth 60-300 about the skull; 45 and 75 alike)
+CURTAIN_DROP = 0.30        # m: its last row is this far below the skull's centre
+CURTAIN_MARGIN = 0.003     # m: it hangs this far outside the widest part of the head (with its shell) above it
+CURTAIN_CLEAR = 2          # px: a curtain point this far beside the head's silhouette on the matte shows hair there ...
+CURTAIN_SLACK = 1          # ... and one this far off the matte shows none
+CURTAIN_COLOUR = 0.15      # in front of the head, a reference pixel this close to the hair's colour (RGB) shows hair
+HAIR_BESIDE = 0.01         # the hair's colour is taken where at least this much of the image is matte beside the head
+MATTE_STRICT = 0.99        # make 5's colour look-up: a point is seen only where its bilinear footprint is all matte
+#                            (0.5, make 4: the rim of the hair picked up the white background)
 # the scalp prior on the canonical template: hair grows above a hairline at this polar angle from straight up about
 # the skull's centre, in degrees, at the front of the head (45) rising to the back (120), faded in over SCALP_FADE
 # degrees (chosen on validation identities: issue 17's note)
@@ -104,6 +119,13 @@ def rigid_motion(src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, to
     """Least-squares rotation and translation (Kabsch) with ``dst ~ src @ R.T + t``; src, dst (N, 3)."""
     _, R, t = similarity_transform(src, dst, scale=False)
     return R, t
+
+
+def _grid_triangles(ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Two triangles (T, 3) per cell of a grid of vertex ids (h, w) whose four corners ``keep`` (h, w) holds."""
+    a, b, c, d = ids[:-1, :-1], ids[:-1, 1:], ids[1:, :-1], ids[1:, 1:]
+    ok = (keep[:-1, :-1] & keep[:-1, 1:] & keep[1:, :-1] & keep[1:, 1:]).reshape(-1)
+    return torch.cat([torch.stack([a, c, b], -1).reshape(-1, 3)[ok], torch.stack([b, c, d], -1).reshape(-1, 3)[ok]])
 
 
 def matte_sheet(verts: torch.Tensor, faces: torch.Tensor, ref: Cameras, ref_image: torch.Tensor,
@@ -128,10 +150,7 @@ def matte_sheet(verts: torch.Tensor, faces: torch.Tensor, ref: Cameras, ref_imag
     v, u = torch.meshgrid(torch.arange(H) + 0.5, torch.arange(W) + 0.5, indexing="ij")
     rays = torch.stack([u, v, torch.ones_like(u)], -1).reshape(-1, 3) @ torch.linalg.inv(ref.K[0]).T   # z = 1
     world = (rays * (depth.reshape(-1, 1) + back) - ref.t[0]) @ ref.R[0]          # R^T (x - t)
-    idx = torch.arange(H * W).reshape(H, W)
-    a, b, c, d = idx[:-1, :-1], idx[:-1, 1:], idx[1:, :-1], idx[1:, 1:]
-    ok = (inside[:-1, :-1] & inside[:-1, 1:] & inside[1:, :-1] & inside[1:, 1:]).reshape(-1)
-    tri = torch.cat([torch.stack([a, c, b], -1).reshape(-1, 3)[ok], torch.stack([b, c, d], -1).reshape(-1, 3)[ok]])
+    tri = _grid_triangles(torch.arange(H * W).reshape(H, W), inside)
     if outside:
         tri = tri[~r.mask[0].reshape(-1)[tri].all(-1)]
     return world, tri, ref_image.reshape(3, -1).T.contiguous()
@@ -154,6 +173,13 @@ def mirror_vertices(model) -> torch.Tensor:
 _SCALPS: dict = {}
 
 
+def skull_centre(template: torch.Tensor) -> torch.Tensor:
+    """(3,) the skull's centre on a canonical head template (N, 3): x = 0, 10.4 cm below the crown, 1 cm behind
+    the middle of its depth (the built-in head's centre)."""
+    lo, hi = template.detach().float().min(0).values, template.detach().float().max(0).values
+    return torch.stack([torch.zeros(()), hi[1] - 0.104, (lo[2] + hi[2]) / 2 - 0.01])
+
+
 def scalp_weights(model) -> torch.Tensor:
     """(N,) prior in [0, 1] of where hair may grow on ``model``'s canonical template (``SCALP_HAIRLINE``): 1 over
     the skull, 0 on the face, ears and neck. The skull's centre is taken from the template's bounds (x = 0, 10.4 cm
@@ -162,8 +188,7 @@ def scalp_weights(model) -> torch.Tensor:
     key = (model.name, model.num_vertices)
     if key not in _SCALPS:
         t = model.template.detach().float()
-        lo, hi = t.min(0).values, t.max(0).values
-        d = t - torch.stack([torch.zeros(()), hi[1] - 0.104, (lo[2] + hi[2]) / 2 - 0.01])
+        d = t - skull_centre(t)
         polar = torch.rad2deg(torch.atan2(torch.linalg.norm(d[:, [0, 2]], dim=1), d[:, 1]))
         front = 0.5 * (1 + torch.cos(torch.atan2(d[:, 0], d[:, 2])))                # 1 at the front, 0 at the back
         hairline = SCALP_HAIRLINE[1] - (SCALP_HAIRLINE[1] - SCALP_HAIRLINE[0]) * front
@@ -181,7 +206,7 @@ def _pixel_of(points: torch.Tensor, ref: Cameras) -> tuple[torch.Tensor, torch.T
 
 
 def hair_thickness(verts: torch.Tensor, faces: torch.Tensor, ref: Cameras, ref_image: torch.Tensor,
-                   scalp: torch.Tensor, mirror: torch.Tensor | None = None) -> torch.Tensor:
+                   scalp: torch.Tensor, mirror: torch.Tensor | None = None, trim: float = 0.0) -> torch.Tensor:
     """The hair shell's thickness (N,) in m (module doc) over the mesh ``verts`` (N, 3) seen by ``ref`` in
     ``ref_image`` (3, H, W); ``scalp``: ``scalp_weights``; ``mirror``: ``mirror_vertices``, to make it symmetric."""
     matte = reference_matte(ref_image)
@@ -199,6 +224,9 @@ def hair_thickness(verts: torch.Tensor, faces: torch.Tensor, ref: Cameras, ref_i
         u, v, inside = _pixel_of(verts + k * SHELL_STEP * normals, ref)
         walking = walking & inside & matte[v, u]
         thick = torch.where(walking, torch.full_like(thick, k * SHELL_STEP), thick)
+    if trim:                                        # the matte's soft edge: the walk overshoots by about this much
+        depth = ref.world_to_camera(verts)[0][:, 2]
+        thick = (thick - trim * depth / ref.K[0, 0, 0]).clamp(min=0)
     if not known.any():
         return thick
     import scipy.sparse
@@ -217,6 +245,74 @@ def hair_thickness(verts: torch.Tensor, faces: torch.Tensor, ref: Cameras, ref_i
     return x * scalp
 
 
+def hair_colour(verts: torch.Tensor, faces: torch.Tensor, ref: Cameras, ref_image: torch.Tensor) -> torch.Tensor | None:
+    """The hair's colour (3,) in ``ref_image`` (3, H, W): the median of its matte more than a pixel outside the head
+    mesh ``verts``' silhouette in ``ref`` (None where that is under ``HAIR_BESIDE`` of the image: no hair beside the
+    head to take it from)."""
+    head = rasterize(verts, faces, ref).mask[0].float()[None, None]
+    beside = reference_matte(ref_image) & ~(F.max_pool2d(head, 3, 1, 1)[0, 0] > 0.5)
+    if beside.float().mean() < HAIR_BESIDE:
+        return None
+    return ref_image[:, beside].median(dim=1).values
+
+
+def hair_curtain(bare: torch.Tensor, inflated: torch.Tensor, faces: torch.Tensor, template: torch.Tensor,
+                 ref: Cameras, ref_image: torch.Tensor, hair_rgb: torch.Tensor | None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The hanging-hair curtain (module doc) of the reference ``ref_image`` (3, H, W) seen by ``ref``, round the head
+    mesh ``bare`` (N, 3; ``inflated``: with the hair shell; ``template``: the head model's canonical template, for
+    the skull's frame; ``hair_rgb``: ``hair_colour``): world vertices (M, 3), triangles (T, 3) (none where the
+    reference shows no hair hanging) and each vertex's mirror image (M,)."""
+    _, R0, t0 = similarity_transform(template.float(), bare.float(), scale=False)   # canonical -> reference frame
+    centre = skull_centre(template)
+    canon = (inflated.float() - t0) @ R0 - centre                          # the inflated head about the skull centre
+    rows, cols = CURTAIN_GRID
+    step = (360.0 - 2 * CURTAIN_OPEN) / (cols - 1)
+    azimuth = CURTAIN_OPEN + step * torch.arange(cols)                      # round the back, symmetric in x
+    # the widest the head gets at each height (row) near each azimuth (column), then hair falls: never in below it
+    az = torch.remainder(torch.rad2deg(torch.atan2(canon[:, 0], canon[:, 2])), 360.0)
+    row = (-canon[:, 1] / (CURTAIN_DROP / (rows - 1))).round().long()
+    col = ((az - CURTAIN_OPEN) / step).round().long() + 2                  # two columns of slack each side
+    ok = (row >= 0) & (row < rows) & (col >= 0) & (col < cols + 4)
+    widest = torch.zeros(rows * (cols + 4)).scatter_reduce(0, row[ok] * (cols + 4) + col[ok],
+                                                            torch.linalg.norm(canon[ok][:, [0, 2]], dim=1), "amax")
+    widest = F.max_pool1d(widest.view(rows, 1, cols + 4), 5, 1, 2)[:, 0, 2:-2]
+    r = torch.cummax(widest, dim=0).values + CURTAIN_MARGIN                 # (rows, cols)
+    a = torch.deg2rad(azimuth)[None]
+    y = torch.linspace(0.0, -CURTAIN_DROP, rows)[:, None].expand(rows, cols)
+    world = (torch.stack([r * a.sin(), y, r * a.cos()], -1).reshape(-1, 3) + centre) @ R0.T + t0
+    # what the reference shows there: hair beside the head or in front of it in the hair's colour; no hair
+    rr = rasterize(inflated, faces, ref)
+    silhouette = rr.mask[0]
+    depth = interpolate(ref.world_to_camera(inflated)[0][:, 2:], faces, rr)[0, ..., 0]
+    depth = torch.where(silhouette, depth, torch.full_like(depth, float("inf")))
+    u, v, inside = _pixel_of(world, ref)
+    seen = inside & (ref.world_to_camera(world)[0][:, 2] <= depth[v, u])
+    matte = reference_matte(ref_image)
+
+    def dilated(mask: torch.Tensor, px: int) -> torch.Tensor:
+        return F.max_pool2d(mask.float()[None, None], 2 * px + 1, 1, px)[0, 0] > 0.5
+
+    over = silhouette[v, u]                                                 # in front of the head
+    clear = ~dilated(silhouette, CURTAIN_CLEAR)[v, u]                       # well beside it
+    hairlike = ((ref_image[:, v, u].T - hair_rgb).norm(dim=1) < CURTAIN_COLOUR if hair_rgb is not None
+                else torch.zeros_like(seen))
+    hair = (seen & matte[v, u] & (clear | (over & hairlike))).view(rows, cols)
+    no_hair = (seen & ((clear & ~dilated(matte, CURTAIN_SLACK)[v, u]) | (over & ~hairlike))).view(rows, cols)
+    if not hair.any():
+        return world[:0], torch.zeros(0, 3, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+    # each column hangs down to the lowest row the reference shows hair at (hidden columns: their mirror image's,
+    # else the median of the columns that show it), less the points the reference shows bare
+    index = torch.arange(rows)[:, None].expand(rows, cols)
+    length = torch.where(hair, index, torch.full_like(index, -1)).amax(0)
+    mirror = torch.arange(cols).flip(0)
+    length = torch.where(length < 0, length[mirror], length)
+    length = torch.where(length < 0, length[length >= 0].float().median().long(), length)
+    keep = (index <= length) & ~no_hair
+    ids = torch.arange(rows * cols).view(rows, cols)
+    return world, _grid_triangles(ids, keep), ids[:, mirror].reshape(-1)
+
+
 def mirror_sheet(lifted: tuple, verts: torch.Tensor, mirror: torch.Tensor) -> tuple:
     """The matte sheet ``lifted`` (``matte_sheet``'s world vertices, triangles, colours) and its mirror image, by
     the reflection that best maps ``verts`` (N, 3) onto ``verts[mirror]`` (orthogonal Procrustes, det -1)."""
@@ -231,10 +327,12 @@ def mirror_sheet(lifted: tuple, verts: torch.Tensor, mirror: torch.Tensor) -> tu
 
 def projection_options(model, version: int = PROJECTION_VERSION) -> dict:
     """``project_with_confidence``'s and ``projection_conditioning``'s keyword arguments (``mirror``,
-    ``sheet_back``, ``scalp``) for the projection make ``version`` (``PROJECTION_MAKES``) on the head ``model``."""
+    ``sheet_back``, ``scalp``, ``template``) for the projection make ``version`` (``PROJECTION_MAKES``) on the head
+    ``model``."""
     make = PROJECTION_MAKES[version]
     return {"sheet_back": make.sheet_back, "mirror": mirror_vertices(model) if make.mirror else None,
-            "scalp": scalp_weights(model) if make.shell else None}
+            "scalp": scalp_weights(model) if make.shell else None,
+            "template": model.template.detach() if make.curtain else None}
 
 
 def project_reference(verts: torch.Tensor, faces: torch.Tensor, ref: Cameras, ref_image: torch.Tensor,
@@ -245,10 +343,10 @@ def project_reference(verts: torch.Tensor, faces: torch.Tensor, ref: Cameras, re
 
 
 def _look_up(points: torch.Tensor, ref: Cameras, ref_image: torch.Tensor, ref_depth: torch.Tensor,
-             matte: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+             matte: torch.Tensor | None = None, level: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
     """The reference's colour (M, 3) at points (M, 3) of its camera frame, and whether it sees them (M,): inside
     the image and not behind what its depth map ``ref_depth`` (inf where empty) holds there (and, given its
-    ``matte`` (H, W) bool, on the matte: the hair shell)."""
+    ``matte`` (H, W) bool, on the matte: the matte bilinearly sampled there above ``level``; the hair shell)."""
     uv = ref.K[0] @ points.T                                                # project into the reference camera
     u, v = uv[0] / uv[2].clamp(min=1e-6), uv[1] / uv[2].clamp(min=1e-6)
     grid = torch.stack([2 * u / ref.width - 1, 2 * v / ref.height - 1], -1).view(1, 1, -1, 2)
@@ -258,26 +356,45 @@ def _look_up(points: torch.Tensor, ref: Cameras, ref_image: torch.Tensor, ref_de
     seen = (points[:, 2] <= dref + 0.01) & (grid.view(-1, 2).abs() <= 1).all(-1)
     if matte is not None:
         seen = seen & (F.grid_sample(matte.float()[None, None], grid, mode="bilinear",
-                                     align_corners=False)[0, 0, 0] > 0.5)
+                                     align_corners=False)[0, 0, 0] > level)
     return color, seen
 
 
 def project_with_confidence(verts: torch.Tensor, faces: torch.Tensor, ref: Cameras, ref_image: torch.Tensor,
                             cameras: Cameras, supersample: int = 2, sheet: bool = False,
                             mirror: torch.Tensor | None = None, sheet_back: float = SHEET_BACK,
-                            scalp: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                            scalp: torch.Tensor | None = None, template: torch.Tensor | None = None
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
     """``project_reference``'s colours (V, F, 3, H, W) and their confidence (V, F, 1, H, W) in [0, 1]: per pixel,
     the cosine between the surface normal at frame 0 and the ray to the reference camera where the reference sees
     the point (grazing views of the reference give blurred texture), 0 where it does not or off the mesh.
     ``sheet``: with the matte sheet (module doc) ``sheet_back`` behind the mesh; ``mirror`` (``mirror_vertices``):
     the mirror fill (module doc) of what the reference does not see; ``scalp`` (``scalp_weights``): the hair
-    shell (module doc), the mesh inflated where the reference shows hair around it."""
-    matte = None
+    shell (module doc), the mesh inflated where the reference shows hair around it; ``template`` (the head model's
+    canonical template; with ``scalp`` and ``mirror``): make 5, the hanging-hair curtain (module doc), the hair's
+    colour where nobody sees it, the shell trimmed by ``SHELL_TRIM`` and the strict matte look-up."""
+    matte, level = None, 0.5
+    n_head = verts.shape[1]
+    hair_rgb = None
     if scalp is not None:
         with torch.no_grad():
-            thick = hair_thickness(verts[0], faces, ref, ref_image, scalp, mirror)
+            thick = hair_thickness(verts[0], faces, ref, ref_image, scalp, mirror,
+                                   SHELL_TRIM if template is not None else 0.0)
+            bare = verts
             verts = verts + thick[:, None] * vertex_normals(verts, faces)
         matte = reference_matte(ref_image)
+        if template is not None:
+            if mirror is None:
+                raise Morph4DError("the hair curtain (projection make 5) needs the mirror fill: pass mirror too")
+            level = MATTE_STRICT
+            with torch.no_grad():
+                hair_rgb = hair_colour(bare[0], faces, ref, ref_image)
+                cv, cf, cm = hair_curtain(bare[0], verts[0], faces, template, ref, ref_image, hair_rgb)
+                if len(cf):
+                    moved = [cv @ R.T + t for R, t in (rigid_motion(bare[0], b) for b in bare)]
+                    verts = torch.cat([verts, torch.stack(moved)], 1)
+                    faces = torch.cat([faces, cf + n_head])
+                    mirror = torch.cat([mirror, cm + n_head])
     frames = verts.shape[0]
     s, H, W = supersample, cameras.height, cameras.width
     # depth of what the reference camera sees at frame 0
@@ -299,15 +416,18 @@ def project_with_confidence(verts: torch.Tensor, faces: torch.Tensor, ref: Camer
             lifted = matte_sheet(verts[0], faces, ref, ref_image, sheet_back, outside=matte is not None)
         lend = None                                          # (N, 4): the mirror image's colour and whether it is seen
         if mirror is not None:
-            vcolor, vseen = _look_up(cam_pts0, ref, ref_image, ref_depth, matte)
+            vcolor, vseen = _look_up(cam_pts0, ref, ref_image, ref_depth, matte, level)
             vseen = vseen & (facing0[:, 0] > MIRROR_FACING)
             lend = torch.cat([vcolor[mirror], vseen[mirror, None].float()], -1)
+            if hair_rgb is not None:         # the curtain and the scalp nobody sees take the hair's colour
+                hairy = torch.cat([scalp > 0.5, torch.ones(len(lend) - n_head, dtype=torch.bool)]) & (lend[:, 3] < 0.5)
+                lend[hairy] = torch.cat([hair_rgb, torch.ones(1)])
             if lifted is not None and len(lifted[1]):
                 lifted = mirror_sheet(lifted, verts[0], mirror)
         for f in range(frames):
             r = rasterize(verts[f], faces, big)                             # (V, sH, sW)
             p0 = interpolate(cam_pts0, faces, r)                            # (V, sH, sW, 3): the point at frame 0
-            color, seen = _look_up(p0.reshape(-1, 3), ref, ref_image, ref_depth, matte)
+            color, seen = _look_up(p0.reshape(-1, 3), ref, ref_image, ref_depth, matte, level)
             seen = seen & r.mask.reshape(-1)
             visible_colors.append(color[seen])
             cos = interpolate(facing0, faces, r).reshape(-1) * seen                # (V * sH * sW,)
@@ -338,12 +458,13 @@ def project_with_confidence(verts: torch.Tensor, faces: torch.Tensor, ref: Camer
 
 def projection_conditioning(ref_verts: torch.Tensor, verts: torch.Tensor, faces: torch.Tensor, ref: Cameras,
                             ref_image: torch.Tensor, cameras: Cameras, mirror: torch.Tensor | None = None,
-                            sheet_back: float = SHEET_BACK, scalp: torch.Tensor | None = None
-                            ) -> tuple[torch.Tensor, torch.Tensor]:
+                            sheet_back: float = SHEET_BACK, scalp: torch.Tensor | None = None,
+                            template: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """MVP4D's ``projection`` conditioning group (ours, issue 17; ``conditioning.maps``) before encoding: the
     reference ``ref_image`` (3, h, w), seen by ``ref`` on the mesh ``ref_verts`` (N, 3) with the matte sheet behind it
     (module doc; ``mirror``: and the mirror fill, ``mirror_vertices``; ``scalp``: and the hair shell,
-    ``scalp_weights``; ``projection_options`` gives all three for a make), projected onto the frames
+    ``scalp_weights``; ``template``: and the hair curtain, the head model's template; ``projection_options`` gives
+    all four for a make), projected onto the frames
     ``verts`` (F = 1 + 4k, N, 3) in ``cameras`` (V). Returns the projection video (V, F, 3, H, W) in [0, 1], for
     the video autoencoder, and its confidence at the kept frames and latent resolution (V, F_lat, 1, H/8, W/8)."""
     check_frame_count(verts.shape[0])
@@ -351,13 +472,14 @@ def projection_conditioning(ref_verts: torch.Tensor, verts: torch.Tensor, faces:
         raise Morph4DError(f"image size must be divisible by {LATENT_FACTOR}, got {cameras.width}x{cameras.height}")
     video, conf = project_with_confidence(torch.cat([ref_verts[None], verts]), faces, ref, ref_image, cameras,
                                           supersample=CONDITIONING_SUPERSAMPLE, sheet=True, mirror=mirror,
-                                          sheet_back=sheet_back, scalp=scalp)
+                                          sheet_back=sheet_back, scalp=scalp, template=template)
     conf = conf[:, 1:][:, kept_frames(verts.shape[0])]                       # (V, F_lat, 1, H, W)
     return video[:, 1:], F.avg_pool2d(conf.flatten(0, 1), LATENT_FACTOR).unflatten(0, conf.shape[:2])
 
 
 __all__ = ["PROJECTION_VERSION", "PROJECTION_MAKES", "ProjectionMake", "WHITE_LEVEL", "SHEET_BACK", "SHEET_CONFIDENCE",
-           "MIRROR_CONFIDENCE", "MIRROR_FACING", "SHELL_STEP", "SHELL_CAP", "SCALP_HAIRLINE",
+           "MIRROR_CONFIDENCE", "MIRROR_FACING", "SHELL_STEP", "SHELL_CAP", "SHELL_TRIM", "SCALP_HAIRLINE",
+           "CURTAIN_GRID", "CURTAIN_OPEN", "CURTAIN_DROP", "MATTE_STRICT", "skull_centre", "hair_colour", "hair_curtain",
            "CONDITIONING_SUPERSAMPLE", "reference_matte", "rigid_motion", "matte_sheet", "mirror_vertices",
            "scalp_weights", "hair_thickness", "mirror_sheet", "projection_options", "project_reference",
            "project_with_confidence", "projection_conditioning"]
