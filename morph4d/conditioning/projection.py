@@ -41,6 +41,22 @@ copy of the head goes), and the reference's colour is taken only where its matte
 project onto the white background count as unseen, not white). Chosen on validation identities against the
 true geometry (issue 17's note); held out, the embedded default's generated views 17.05 -> 18.00 dB (README,
 "Quality report").
+
+**Hair curtain** (ours, issue 17, make 5; ``template``: the head model's canonical template): the shell only grows
+the scalp, so hair that hangs below the ears was left to the flat sheet, a card seen edge-on from the side and
+missing from behind. Hair falls: the curtain is a grid round the back of the head (``CURTAIN_GRID``, open
+``CURTAIN_OPEN`` degrees either side of the face), its rows from the skull's centre down ``CURTAIN_DROP``, each
+hanging just outside the widest the inflated head gets above it. The reference decides where it is: a curtain
+point the reference sees well beside the head on the matte (or in front of the head in the hair's colour,
+``hair_colour``: the median of the matte beside the head) shows hair there; one it sees beside the head off the
+matte, or in front of the head in another colour, shows none; each column hangs down to the lowest row that shows
+hair (columns the head hides from the reference: their mirror image's length, else the median). It moves rigidly
+with the head, is coloured like the mesh (the reference where it sees it, else the mirror image), and the curtain
+and scalp that nobody sees take the hair's colour instead of the mean of everything seen. With it, make 5 takes a
+pixel (``SHELL_TRIM``) off the shell's measured thickness (the walk ended on the matte's soft edge, so every view
+had a one-pixel rim of hair over the background) and reads colours only where the matte is whole under the
+bilinear footprint (``MATTE_STRICT``: the hair's rim no longer picks up white). Chosen on validation identities
+against the true geometry (issue 17's note); a short-haired reference gets no curtain.
 """
 
 from __future__ import annotations
@@ -72,7 +88,7 @@ class ProjectionMake(NamedTuple):
     sheet_back: float     # m: how far the matte sheet sits behind the depth it was lifted at
     mirror: bool          # the mirror fill
     shell: bool           # the hair shell (and the sheet outside it, the matte-aware colour look-up)
-    curtain: bool = False  # the hair curtain (and the hair's colour where unseen, the shell trimmed, the strict look-up)
+    curtain: bool = False  # the hair curtain (the hair's colour where unseen, the shell trimmed, the strict look-up)
 
 
 # Training can ask for an older make (``TrainConfig.projection_version``): the shipped default was trained on
@@ -479,7 +495,8 @@ def projection_conditioning(ref_verts: torch.Tensor, verts: torch.Tensor, faces:
 
 __all__ = ["PROJECTION_VERSION", "PROJECTION_MAKES", "ProjectionMake", "WHITE_LEVEL", "SHEET_BACK", "SHEET_CONFIDENCE",
            "MIRROR_CONFIDENCE", "MIRROR_FACING", "SHELL_STEP", "SHELL_CAP", "SHELL_TRIM", "SCALP_HAIRLINE",
-           "CURTAIN_GRID", "CURTAIN_OPEN", "CURTAIN_DROP", "MATTE_STRICT", "skull_centre", "hair_colour", "hair_curtain",
+           "CURTAIN_GRID", "CURTAIN_OPEN", "CURTAIN_DROP", "MATTE_STRICT", "skull_centre", "hair_colour",
+           "hair_curtain",
            "CONDITIONING_SUPERSAMPLE", "reference_matte", "rigid_motion", "matte_sheet", "mirror_vertices",
            "scalp_weights", "hair_thickness", "mirror_sheet", "projection_options", "project_reference",
            "project_with_confidence", "projection_conditioning"]
