@@ -119,7 +119,8 @@ def test_anchored_sampling_keeps_what_the_reference_saw(tmp_path, models, head, 
     err_b = (b.load(job.id) - projected)[sure].abs().mean()
     assert err_a < 0.5 * err_b                              # anchored: much closer to the projection
     # and in pixel space: the anchored run's views are its decoded latents with the projection blended in by its
-    # confidence (MultiViewGenerator.composite), the unanchored run's its decoded latents as they are
+    # confidence and matted to its geometry (MultiViewGenerator.composite), the unanchored run's its decoded latents
+    # as they are
     from morph4d.generation.videos import read_videos
     written_a, written_b = read_videos(tmp_path / "a").images, read_videos(tmp_path / "b").images
     for v in (0, 5):
@@ -128,6 +129,9 @@ def test_anchored_sampling_keeps_what_the_reference_saw(tmp_path, models, head, 
         assert off.max() < 0.02 and (off > 0.5 / 255 + 1e-5).float().mean() < 1e-3
         assert (written_b[v] - decoded_b).abs().max() <= 0.5 / 255 + 1e-5
         assert (gen.composite(decoded_a, v) - decoded_a).abs().max() > 0.1     # the blend changes the views
+        # and the background far from the projection's geometry (the image's corners) is written white
+        corners = gen.composite(decoded_a, v)[..., ::decoded_a.shape[-2] - 1, ::decoded_a.shape[-1] - 1]
+        assert bool((corners == 1).all()) and bool((decoded_a[..., 0, 0] < 1).any())
     path = str(tmp_path / "ref.npz")
     make_reference(head).save(path)
     argv = ["generate", "--reference", path, "--model", str(root), "--key-steps", "3", "--other-steps", "2"]
