@@ -105,7 +105,7 @@ SHELL_GRAZING = 0.35       # ... and whose normal is this close to perpendicular
 SHELL_SCALP = 0.3          # ... and whose scalp prior is above this
 SHELL_SMOOTHING = 300      # Jacobi iterations of the harmonic fill of the thickness over the mesh
 SHELL_TRIM = 1.0           # px: make 5 takes this off the measured thickness (at the vertex's depth): the walk ends
-#                            on the matte's soft edge, a pixel out (0.5 / 1 / 1.5 px chosen on validation identities)
+#                            on the matte's soft edge, a pixel out (1 chosen over 0.5 and 1.5 on validation identities)
 # make 5's hanging-hair curtain (module doc); chosen on validation identities (issue 17's note)
 CURTAIN_GRID = (32, 64)    # rows from the skull's centre down, columns round the back of the head
 CURTAIN_OPEN = 60.0        # deg: open in front of the face (columns at azimuth 60-300 about the skull; 45 and 75 alike)
@@ -224,7 +224,8 @@ def _pixel_of(points: torch.Tensor, ref: Cameras) -> tuple[torch.Tensor, torch.T
 def hair_thickness(verts: torch.Tensor, faces: torch.Tensor, ref: Cameras, ref_image: torch.Tensor,
                    scalp: torch.Tensor, mirror: torch.Tensor | None = None, trim: float = 0.0) -> torch.Tensor:
     """The hair shell's thickness (N,) in m (module doc) over the mesh ``verts`` (N, 3) seen by ``ref`` in
-    ``ref_image`` (3, H, W); ``scalp``: ``scalp_weights``; ``mirror``: ``mirror_vertices``, to make it symmetric."""
+    ``ref_image`` (3, H, W); ``scalp``: ``scalp_weights``; ``mirror``: ``mirror_vertices``, to make it symmetric;
+    ``trim``: pixels taken off each measurement, at the vertex's depth (make 5: ``SHELL_TRIM``)."""
     matte = reference_matte(ref_image)
     mask = rasterize(verts, faces, ref).mask[0].float()[None, None]
     k = 2 * SHELL_OUTLINE + 1
