@@ -192,7 +192,8 @@ _SCALPS: dict = {}
 def skull_centre(template: torch.Tensor) -> torch.Tensor:
     """(3,) the skull's centre on a canonical head template (N, 3): x = 0, 10.4 cm below the crown, 1 cm behind
     the middle of its depth (the built-in head's centre)."""
-    lo, hi = template.detach().float().min(0).values, template.detach().float().max(0).values
+    t = template.detach().float()
+    lo, hi = t.min(0).values, t.max(0).values
     return torch.stack([torch.zeros(()), hi[1] - 0.104, (lo[2] + hi[2]) / 2 - 0.01])
 
 
@@ -262,12 +263,16 @@ def hair_thickness(verts: torch.Tensor, faces: torch.Tensor, ref: Cameras, ref_i
     return x * scalp
 
 
+def _dilated(mask: torch.Tensor, px: int) -> torch.Tensor:
+    """An (H, W) bool mask grown by ``px`` pixels (a square neighbourhood)."""
+    return F.max_pool2d(mask.float()[None, None], 2 * px + 1, 1, px)[0, 0] > 0.5
+
+
 def hair_colour(verts: torch.Tensor, faces: torch.Tensor, ref: Cameras, ref_image: torch.Tensor) -> torch.Tensor | None:
     """The hair's colour (3,) in ``ref_image`` (3, H, W): the median of its matte more than a pixel outside the head
     mesh ``verts``' silhouette in ``ref`` (None where that is under ``HAIR_BESIDE`` of the image: no hair beside the
     head to take it from)."""
-    head = rasterize(verts, faces, ref).mask[0].float()[None, None]
-    beside = reference_matte(ref_image) & ~(F.max_pool2d(head, 3, 1, 1)[0, 0] > 0.5)
+    beside = reference_matte(ref_image) & ~_dilated(rasterize(verts, faces, ref).mask[0], 1)
     if beside.float().mean() < HAIR_BESIDE:
         return None
     return ref_image[:, beside].median(dim=1).values
@@ -306,16 +311,12 @@ def hair_curtain(bare: torch.Tensor, inflated: torch.Tensor, faces: torch.Tensor
     u, v, inside = _pixel_of(world, ref)
     seen = inside & (ref.world_to_camera(world)[0][:, 2] <= depth[v, u])
     matte = reference_matte(ref_image)
-
-    def dilated(mask: torch.Tensor, px: int) -> torch.Tensor:
-        return F.max_pool2d(mask.float()[None, None], 2 * px + 1, 1, px)[0, 0] > 0.5
-
     over = silhouette[v, u]                                                 # in front of the head
-    clear = ~dilated(silhouette, CURTAIN_CLEAR)[v, u]                       # well beside it
+    clear = ~_dilated(silhouette, CURTAIN_CLEAR)[v, u]                      # well beside it
     hairlike = ((ref_image[:, v, u].T - hair_rgb).norm(dim=1) < CURTAIN_COLOUR if hair_rgb is not None
                 else torch.zeros_like(seen))
     hair = (seen & matte[v, u] & (clear | (over & hairlike))).view(rows, cols)
-    no_hair = (seen & ((clear & ~dilated(matte, CURTAIN_SLACK)[v, u]) | (over & ~hairlike))).view(rows, cols)
+    no_hair = (seen & ((clear & ~_dilated(matte, CURTAIN_SLACK)[v, u]) | (over & ~hairlike))).view(rows, cols)
     if not hair.any():
         return world[:0], torch.zeros(0, 3, dtype=torch.long), torch.zeros(0, dtype=torch.long)
     # each column hangs down to the lowest row the reference shows hair at (hidden columns: their mirror image's,
