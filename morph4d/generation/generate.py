@@ -57,8 +57,8 @@ class GenerateConfig:
 
 COMPOSITE_SUPERSAMPLE = 2   # the projection blended into the decoded views (``composite``) is rendered at 2x
 PROJECTION_WHITE = 0.999    # a projection pixel below this in some channel covers some geometry (its background is 1)
-COMPOSITE_MATTE = 1         # px: and the written views are white farther than this from its geometry (0: 0.34 dB
-#                             masked for 0.74 unmasked on validation seeds 5000-5005; 1: 0.02 for 0.30; 2: 0 for 0.17)
+COMPOSITE_MATTE = 1         # px: and the written views are white farther than this from its geometry (1 chosen
+#                             over 0, 2 and 3 on validation seeds 5000-5005: issue 17's note)
 ANCHOR_POWER = 2   # the anchor's weight is the projection's confidence to this power (ours, issue 17): confident
 #                    pixels (the reference saw them head-on) stay held, guesses (sheet 0.5, mirror fill 0.3, grazing
 #                    surface) are held less. Validation seeds 5000-5005, generated (anchored) 20.89 dB at power 1,
