@@ -281,6 +281,42 @@ def test_hair_curtain_hangs_where_the_reference_shows_long_hair(head):
                          for i in range(2)] for make in (4, 5)}
         assert all(b > a + 2 for a, b in zip(scores[4], scores[5]))
 
+
+def test_hair_curtain_reaches_as_far_as_the_reference_shows_hair(head):
+    """Projection make 6 (issue 17): the curtain moves out as far as the reference shows the hair beside it and
+    goes on below the reference's frame; for a long-haired validation identity (seed 5001, frontal reference) it
+    grows and brings the views 30 and 60 degrees round closer to the ground truth (measured at 32 px: 19.3 -> 20.4
+    and 18.6 -> 19.7 dB)."""
+    from morph4d.cameras import orbit_cameras
+    from morph4d.conditioning.projection import (
+        SHELL_TRIM,
+        hair_colour,
+        hair_curtain,
+        hair_thickness,
+        mirror_vertices,
+        project_with_confidence,
+        projection_options,
+        scalp_weights,
+    )
+    from morph4d.mesh.shade import vertex_normals
+    g = GenerateConfig()
+    h = held_out_identity(head, 0, 1, RES, g.radius, g.fov, 5001)
+    v = head(select_frames(h.params, [0]))
+    ref, image = h.reference_camera, h.reference_image
+    thick = hair_thickness(v[0], head.faces, ref, image, scalp_weights(head), mirror_vertices(head), SHELL_TRIM)
+    inflated = v[0] + thick[:, None] * vertex_normals(v, head.faces)[0]
+    rgb = hair_colour(v[0], head.faces, ref, image)
+    made = {reach: hair_curtain(v[0], inflated, head.faces, head.template, ref, image, rgb, reach)
+            for reach in (False, True)}
+    assert len(made[True][1]) > 1.5 * len(made[False][1])
+    assert (made[True][0] - made[False][0]).norm(dim=1).max() > 0.005           # out beside the head
+    cams = orbit_cameras(torch.tensor([30.0, 60.0]), torch.zeros(2), g.radius, g.fov, RES, RES)
+    gt = ground_truth(h, cams, 1)[0][:, 0]
+    scores = {make: [psnr(project_with_confidence(v, head.faces, ref, image, cams, sheet=True,
+                                                  **projection_options(head, make))[0][i, 0], gt[i])
+                     for i in range(2)] for make in (5, 6)}
+    assert all(b > a + 0.5 for a, b in zip(scores[5], scores[6]))
+
 def test_quality_report_runs_end_to_end(tiny_model, tmp_path):
     """The report (a preset of eval's synthetic benchmark) on a tiny untrained model: every section present,
     numbers finite; it runs on the caller's thread count (morph4d.threads decides it once per command) and
@@ -329,9 +365,35 @@ def test_quality_validation_seeds_stay_off_the_held_out_ones():
         QualityConfig(ae_windows=0).check()
 
 
+def test_validation_seeds_like_the_held_out_ones(head):
+    """``--like-held-out`` (issue 17): for each held-out identity in turn, the next validation seed with its hair
+    style, so a validation set has the held-out set's hair; without it, first_seed + k; never a held-out seed."""
+    from morph4d.data.heldout import validation_seeds
+    from morph4d.data.identity import EVAL_SEEDS, sample_identity
+    from morph4d.eval.quality import QualityConfig
+
+    def style(seed):
+        return sample_identity(seed, head).appearance.hair_style
+
+    assert validation_seeds(head, 5000, 3) == [5000, 5001, 5002]
+    seeds = validation_seeds(head, 5000, 4, like_held_out=True)
+    assert [style(s) for s in seeds] == [style(EVAL_SEEDS.start + k) for k in range(4)]
+    previous = 4999
+    for s in seeds:                                   # each the first one with its style after the last pick
+        assert s > previous and all(style(x) != style(s) for x in range(previous + 1, s))
+        previous = s
+    assert [style(s) for s in range(5000, 5004)] != [style(s) for s in seeds]   # 5000-5003 are not like them
+    for first in (EVAL_SEEDS.start - 1, -1):
+        with pytest.raises(ValueError, match="outside the held-out seeds"):
+            validation_seeds(head, first, 3, like_held_out=True)
+    with pytest.raises(ValueError, match="first_seed"):
+        QualityConfig(like_held_out=True).check()
+    QualityConfig(first_seed=5000, like_held_out=True).check()
+
+
 def test_quality_cli_refuses_bad_input_before_writing(tmp_path, capsys):
     from morph4d.cli import main
-    for argv in (["--ae-windows", "0"], ["--first-seed", "900010"], ["--identities", "0"]):
+    for argv in (["--ae-windows", "0"], ["--first-seed", "900010"], ["--identities", "0"], ["--like-held-out"]):
         assert main(["quality", "--out", str(tmp_path / "q"), *argv]) == 2, argv
         assert capsys.readouterr().err.startswith("error:")
     assert not (tmp_path / "q").exists()

@@ -57,6 +57,17 @@ pixel (``SHELL_TRIM``) off the shell's measured thickness (the walk ended on the
 had a one-pixel rim of hair over the background) and reads colours only where the matte is whole under the
 bilinear footprint (``MATTE_STRICT``: the hair's rim no longer picks up white). Chosen on validation identities
 against the true geometry (issue 17's note); a short-haired reference gets no curtain.
+
+**The hair's reach** (make 6, ``reach``): on long-haired validation identities the largest part of the masked
+error was truth hair where the projection is white: make 5's curtain hangs just outside the head, where hanging
+hair spreads out as it falls, and its columns stopped at the reference's lower edge, where a head crop cuts long
+hair off. Make 6 measures how far out the hair reaches at each height: the curtain's columns that the reference
+sees edge-on are marched outwards (``SHELL_STEP``s, up to ``CURTAIN_REACH``) while they stay a pixel inside its
+matte, and each row moves out by the median over them, round the whole curtain; and a column whose lowest hair
+row is the last one inside the reference's frame hangs the whole drop (hidden columns take their mirror image's
+length as before). Chosen on validation identities picked like the held-out ones (``data.heldout.validation_seeds``;
+issue 17's note): letting the spread only grow down the rows, or marching to the matte's very edge, covered more
+hair and painted more background.
 """
 
 from __future__ import annotations
@@ -78,9 +89,10 @@ WHITE_LEVEL = 0.95        # reference pixels whose every channel is at or above 
 SHEET_BACK = 0.05         # m: the sheet sits this far behind the depth it was lifted at (hair is a volume around
 #                           the skull: 5 cm beat 1 / 3 / 8 / 12 cm on validation identities, README "Quality report")
 SHEET_CONFIDENCE = 0.5    # confidence of the sheet's pixels (its mirror image's too)
-PROJECTION_VERSION = 5    # of what the projection group and the anchor are made of (2: the mirror fill; 3: the sheet
-#                           5 cm back, was 1 cm; 4: the hair shell; 5: the hair curtain); a generation run folder of
-#                           another version is refused, not resumed with stale latents
+PROJECTION_VERSION = 6    # of what the projection group and the anchor are made of (2: the mirror fill; 3: the sheet
+#                           5 cm back, was 1 cm; 4: the hair shell; 5: the hair curtain; 6: the curtain goes on below
+#                           the reference's frame); a generation run folder of another version is refused, not resumed
+#                           with stale latents
 
 
 class ProjectionMake(NamedTuple):
@@ -89,13 +101,15 @@ class ProjectionMake(NamedTuple):
     mirror: bool          # the mirror fill
     shell: bool           # the hair shell (and the sheet outside it, the matte-aware colour look-up)
     curtain: bool = False  # the hair curtain (the hair's colour where unseen, the shell trimmed, the strict look-up)
+    reach: bool = False    # the curtain reaches as far as the reference shows hair: out beside it, below its frame
 
 
 # Training can ask for an older make (``TrainConfig.projection_version``): the shipped default was trained on
 # version 1 (README "Embedded default"); generation uses the newest
 PROJECTION_MAKES = {1: ProjectionMake(0.01, False, False), 2: ProjectionMake(0.01, True, False),
                     3: ProjectionMake(SHEET_BACK, True, False), 4: ProjectionMake(SHEET_BACK, True, True),
-                    5: ProjectionMake(SHEET_BACK, True, True, True)}
+                    5: ProjectionMake(SHEET_BACK, True, True, True),
+                    6: ProjectionMake(SHEET_BACK, True, True, True, True)}
 MIRROR_CONFIDENCE = 0.3   # confidence of mesh pixels coloured by their mirror image (a guess: below the sheet's)
 MIRROR_FACING = 0.2       # a vertex lends its colour to its mirror image only where it faces the reference this much
 SHELL_STEP = 0.0025        # m: the hair shell's thickness is measured in steps of this along the normals
@@ -112,7 +126,8 @@ CURTAIN_OPEN = 60.0        # deg: open in front of the face (columns at azimuth 
 CURTAIN_DROP = 0.30        # m: its last row is this far below the skull's centre
 CURTAIN_MARGIN = 0.003     # m: it hangs this far outside the widest part of the head (with its shell) above it
 CURTAIN_CLEAR = 2          # px: a curtain point this far beside the head's silhouette on the matte shows hair there ...
-CURTAIN_SLACK = 1          # ... and one this far off the matte shows none
+CURTAIN_SLACK = 1          # ... and one this far off the matte shows none (make 6's reach stays this far inside it)
+CURTAIN_REACH = 0.03      # m: make 6 looks this far out beside the curtain for the hair's reach (3 and 5 cm alike)
 CURTAIN_COLOUR = 0.15      # in front of the head, a reference pixel this close to the hair's colour (RGB) shows hair
 HAIR_BESIDE = 0.01         # the hair's colour is taken where at least this much of the image is matte beside the head
 MATTE_STRICT = 0.99        # make 5's colour look-up: a point is seen only where its bilinear footprint is all matte
@@ -279,12 +294,14 @@ def hair_colour(verts: torch.Tensor, faces: torch.Tensor, ref: Cameras, ref_imag
 
 
 def hair_curtain(bare: torch.Tensor, inflated: torch.Tensor, faces: torch.Tensor, template: torch.Tensor,
-                 ref: Cameras, ref_image: torch.Tensor, hair_rgb: torch.Tensor | None
+                 ref: Cameras, ref_image: torch.Tensor, hair_rgb: torch.Tensor | None, reach: bool = False
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The hanging-hair curtain (module doc) of the reference ``ref_image`` (3, H, W) seen by ``ref``, round the head
     mesh ``bare`` (N, 3; ``inflated``: with the hair shell; ``template``: the head model's canonical template, for
-    the skull's frame; ``hair_rgb``: ``hair_colour``): world vertices (M, 3), triangles (T, 3) (none where the
-    reference shows no hair hanging) and each vertex's mirror image (M,)."""
+    the skull's frame; ``hair_rgb``: ``hair_colour``; ``reach``: make 6, each row as far out as the reference
+    shows the hair beside it, and a column whose lowest hair is the last row inside the reference's frame hangs
+    the whole drop): world vertices (M, 3), triangles (T, 3) (none
+    where the reference shows no hair hanging) and each vertex's mirror image (M,)."""
     _, R0, t0 = similarity_transform(template.float(), bare.float(), scale=False)   # canonical -> reference frame
     centre = skull_centre(template)
     canon = (inflated.float() - t0) @ R0 - centre                          # the inflated head about the skull centre
@@ -319,10 +336,29 @@ def hair_curtain(bare: torch.Tensor, inflated: torch.Tensor, faces: torch.Tensor
     no_hair = (seen & ((clear & ~_dilated(matte, CURTAIN_SLACK)[v, u]) | (over & ~hairlike))).view(rows, cols)
     if not hair.any():
         return world[:0], torch.zeros(0, 3, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+    if reach:
+        # how far out the hair reaches at each height (make 6): march the columns the reference sees edge-on
+        # outwards while they stay on its matte (a pixel in from its soft edge); each row takes the median over them
+        steps = torch.arange(1, int(round(CURTAIN_REACH / SHELL_STEP)) + 1) * SHELL_STEP      # (S,)
+        rs = r[None] + steps[:, None, None]                                                  # (S, rows, cols)
+        pts = torch.stack([rs * a.sin(), y.expand_as(rs), rs * a.cos()], -1).reshape(-1, 3)
+        pu, pv, pin = _pixel_of((pts + centre) @ R0.T + t0, ref)
+        core = ~_dilated(~matte, CURTAIN_SLACK)
+        extent = torch.cumprod((pin & core[pv, pu]).view(len(steps), rows, cols).int(), 0).sum(0) * SHELL_STEP
+        outward = torch.stack([a.sin(), torch.zeros_like(a), a.cos()], -1)[0] @ R0.T        # (cols, 3) world
+        rays = F.normalize(world - ref.centers[0], dim=-1).view(rows, cols, 3)
+        edge_on = ((rays * outward[None]).sum(-1).abs() < SHELL_GRAZING) & hair
+        spread = torch.where(edge_on, extent, torch.full_like(extent, float("nan"))).nanmedian(1).values
+        r = r + spread.nan_to_num(0.0)[:, None]
+        world = (torch.stack([r * a.sin(), y, r * a.cos()], -1).reshape(-1, 3) + centre) @ R0.T + t0
     # each column hangs down to the lowest row the reference shows hair at (hidden columns: their mirror image's,
     # else the median of the columns that show it), less the points the reference shows bare
     index = torch.arange(rows)[:, None].expand(rows, cols)
     length = torch.where(hair, index, torch.full_like(index, -1)).amax(0)
+    if reach:             # the reference's frame cut the hair off, not its length: it goes on below (make 6)
+        below = torch.cat([~inside.view(rows, cols)[1:], torch.zeros(1, cols, dtype=torch.bool)])
+        cut = (length >= 0) & below.gather(0, length.clamp(min=0)[None])[0]
+        length = torch.where(cut, torch.full_like(length, rows - 1), length)
     mirror = torch.arange(cols).flip(0)
     length = torch.where(length < 0, length[mirror], length)
     length = torch.where(length < 0, length[length >= 0].float().median().long(), length)
@@ -345,12 +381,12 @@ def mirror_sheet(lifted: tuple, verts: torch.Tensor, mirror: torch.Tensor) -> tu
 
 def projection_options(model, version: int = PROJECTION_VERSION) -> dict:
     """``project_with_confidence``'s and ``projection_conditioning``'s keyword arguments (``mirror``,
-    ``sheet_back``, ``scalp``, ``template``) for the projection make ``version`` (``PROJECTION_MAKES``) on the head
-    ``model``."""
+    ``sheet_back``, ``scalp``, ``template``, ``reach``) for the projection make ``version``
+    (``PROJECTION_MAKES``) on the head ``model``."""
     make = PROJECTION_MAKES[version]
     return {"sheet_back": make.sheet_back, "mirror": mirror_vertices(model) if make.mirror else None,
             "scalp": scalp_weights(model) if make.shell else None,
-            "template": model.template.detach() if make.curtain else None}
+            "template": model.template.detach() if make.curtain else None, "reach": make.reach}
 
 
 def project_reference(verts: torch.Tensor, faces: torch.Tensor, ref: Cameras, ref_image: torch.Tensor,
@@ -381,8 +417,8 @@ def _look_up(points: torch.Tensor, ref: Cameras, ref_image: torch.Tensor, ref_de
 def project_with_confidence(verts: torch.Tensor, faces: torch.Tensor, ref: Cameras, ref_image: torch.Tensor,
                             cameras: Cameras, supersample: int = 2, sheet: bool = False,
                             mirror: torch.Tensor | None = None, sheet_back: float = SHEET_BACK,
-                            scalp: torch.Tensor | None = None, template: torch.Tensor | None = None
-                            ) -> tuple[torch.Tensor, torch.Tensor]:
+                            scalp: torch.Tensor | None = None, template: torch.Tensor | None = None,
+                            reach: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """``project_reference``'s colours (V, F, 3, H, W) and their confidence (V, F, 1, H, W) in [0, 1]: per pixel,
     the cosine between the surface normal at frame 0 and the ray to the reference camera where the reference sees
     the point (grazing views of the reference give blurred texture), 0 where it does not or off the mesh.
@@ -390,7 +426,8 @@ def project_with_confidence(verts: torch.Tensor, faces: torch.Tensor, ref: Camer
     the mirror fill (module doc) of what the reference does not see; ``scalp`` (``scalp_weights``): the hair
     shell (module doc), the mesh inflated where the reference shows hair around it; ``template`` (the head model's
     canonical template; with ``scalp`` and ``mirror``): make 5, the hanging-hair curtain (module doc), the hair's
-    colour where nobody sees it, the shell trimmed by ``SHELL_TRIM`` and the strict matte look-up."""
+    colour where nobody sees it, the shell trimmed by ``SHELL_TRIM`` and the strict matte look-up; ``reach``:
+    make 6, the curtain goes on below the reference's frame (``hair_curtain``)."""
     matte, level = None, 0.5
     n_head = verts.shape[1]
     hair_rgb = None
@@ -407,7 +444,7 @@ def project_with_confidence(verts: torch.Tensor, faces: torch.Tensor, ref: Camer
             level = MATTE_STRICT
             with torch.no_grad():
                 hair_rgb = hair_colour(bare[0], faces, ref, ref_image)
-                cv, cf, cm = hair_curtain(bare[0], verts[0], faces, template, ref, ref_image, hair_rgb)
+                cv, cf, cm = hair_curtain(bare[0], verts[0], faces, template, ref, ref_image, hair_rgb, reach)
                 if len(cf):
                     moved = [cv @ R.T + t for R, t in (rigid_motion(bare[0], b) for b in bare)]
                     verts = torch.cat([verts, torch.stack(moved)], 1)
@@ -477,12 +514,13 @@ def project_with_confidence(verts: torch.Tensor, faces: torch.Tensor, ref: Camer
 def projection_conditioning(ref_verts: torch.Tensor, verts: torch.Tensor, faces: torch.Tensor, ref: Cameras,
                             ref_image: torch.Tensor, cameras: Cameras, mirror: torch.Tensor | None = None,
                             sheet_back: float = SHEET_BACK, scalp: torch.Tensor | None = None,
-                            template: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                            template: torch.Tensor | None = None, reach: bool = False
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
     """MVP4D's ``projection`` conditioning group (ours, issue 17; ``conditioning.maps``) before encoding: the
     reference ``ref_image`` (3, h, w), seen by ``ref`` on the mesh ``ref_verts`` (N, 3) with the matte sheet behind it
     (module doc; ``mirror``: and the mirror fill, ``mirror_vertices``; ``scalp``: and the hair shell,
-    ``scalp_weights``; ``template``: and the hair curtain, the head model's template; ``projection_options`` gives
-    all four for a make), projected onto the frames
+    ``scalp_weights``; ``template``: and the hair curtain, the head model's template; ``reach``: make 6's
+    curtain; ``projection_options`` gives all five for a make), projected onto the frames
     ``verts`` (F = 1 + 4k, N, 3) in ``cameras`` (V). Returns the projection video (V, F, 3, H, W) in [0, 1], for
     the video autoencoder, and its confidence at the kept frames and latent resolution (V, F_lat, 1, H/8, W/8)."""
     check_frame_count(verts.shape[0])
@@ -490,7 +528,7 @@ def projection_conditioning(ref_verts: torch.Tensor, verts: torch.Tensor, faces:
         raise Morph4DError(f"image size must be divisible by {LATENT_FACTOR}, got {cameras.width}x{cameras.height}")
     video, conf = project_with_confidence(torch.cat([ref_verts[None], verts]), faces, ref, ref_image, cameras,
                                           supersample=CONDITIONING_SUPERSAMPLE, sheet=True, mirror=mirror,
-                                          sheet_back=sheet_back, scalp=scalp, template=template)
+                                          sheet_back=sheet_back, scalp=scalp, template=template, reach=reach)
     conf = conf[:, 1:][:, kept_frames(verts.shape[0])]                       # (V, F_lat, 1, H, W)
     return video[:, 1:], F.avg_pool2d(conf.flatten(0, 1), LATENT_FACTOR).unflatten(0, conf.shape[:2])
 

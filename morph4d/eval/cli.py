@@ -11,7 +11,7 @@ def _cmd_quality(args) -> None:
     cfg = QualityConfig(identities=args.identities, ablation_identities=args.ablation_identities,
                         resolution=args.res, key_steps=args.key_steps, other_steps=args.other_steps,
                         first_seed=args.first_seed, ae_windows=args.ae_windows,
-                        avatar_identities=args.avatar_identities)
+                        avatar_identities=args.avatar_identities, like_held_out=args.like_held_out)
     run_quality(args.out, args.model, cfg)
     print(f"wrote {args.out}/report.md and {args.out}/report.json")
 
@@ -91,6 +91,9 @@ def register(sub) -> None:
     p.add_argument("--first-seed", type=int, default=None,
                    help="validation identities first_seed + k instead of the held-out ones (for choosing presets "
                         "without tuning on the held-out seeds; pick seeds outside the training data)")
+    p.add_argument("--like-held-out", action="store_true",
+                   help="with --first-seed: for each held-out identity the next validation seed with its hair style "
+                        "(the held-out set's mix of long, medium, curly, short hair), not first_seed + k")
     p.set_defaults(func=_cmd_quality)
 
     e = sub.add_parser("eval", help="the papers' metrics (PSNR, SSIM, LPIPS, JOD, RE, CSIM, AKD, AED, L1, FID, FVD) "

@@ -31,7 +31,7 @@ import torch
 from morph4d.cameras import VIEW_FOV, VIEW_RADIUS, view_set
 from morph4d.conditioning.projection import project_reference, project_with_confidence, projection_options
 from morph4d.data.format import SequenceWriter, mix_seed
-from morph4d.data.heldout import HeldOut, ground_truth, held_out_identity
+from morph4d.data.heldout import HeldOut, ground_truth, held_out_identity, validation_seeds
 from morph4d.data.identity import EVAL_SEEDS
 from morph4d.data.loader import MultiViewWindows, WindowConfig
 from morph4d.data.scene import scene_vertices
@@ -62,6 +62,7 @@ class SyntheticConfig:
     fit_iterations: int = 600      # the avatars' fit (FIT_PRESETS["demo"] runs 1200; halved for the 10-min budget)
     seed: int = 0                  # the generation plan's sampling seed (never tuned)
     first_seed: int | None = None  # None: the held-out identities (seeds 900000 + k); else validation seeds
+    like_held_out: bool = False    # validation seeds with the held-out identities' hair styles (``validation_seeds``)
     avatars: bool = True           # the oracle avatar and our avatar (two fits per identity)
     avatar_identities: int | None = None  # None: every identity fits the avatars, in the main table; a number: the
                                           # first ones do, in their own section (``quality``, like the ablation)
@@ -85,6 +86,8 @@ class SyntheticConfig:
             raise Morph4DError(f"resolution must be a multiple of 8 and >= 16, got {self.resolution}")
         if self.fit_iterations < 1:
             raise Morph4DError(f"fit iterations must be >= 1, got {self.fit_iterations}")
+        if self.like_held_out and self.first_seed is None:
+            raise Morph4DError("like_held_out picks validation identities like the held-out ones: give first_seed too")
         if self.first_seed is not None:
             last = self.first_seed + max(self.identities, self.ae_windows) - 1
             if self.first_seed < 0 or (self.first_seed <= EVAL_SEEDS.stop - 1 and last >= EVAL_SEEDS.start):
@@ -213,6 +216,8 @@ def run_synthetic(out, model_dir: str | None = None, cfg: SyntheticConfig = Synt
     eval_cfg = eval_cfg.resolved()
     tools = Tools(eval_cfg)
     head = load_head_model("builtin")
+    seeds = ([None] * cfg.identities if cfg.first_seed is None else
+             validation_seeds(head, cfg.first_seed, cfg.identities, cfg.like_held_out))
     model, vae = load_models(model_dir)
     digest = weights_digest(model_dir)
     vs = view_set("small")
@@ -225,7 +230,7 @@ def run_synthetic(out, model_dir: str | None = None, cfg: SyntheticConfig = Synt
     per_identity, per_ablation, per_avatar = {}, {}, {}
     avatar_ids = (cfg.identities if cfg.avatar_identities is None else cfg.avatar_identities) if cfg.avatars else 0
     for k in range(cfg.identities):
-        h = held_out_identity(head, k, frames, cfg.resolution, VIEW_RADIUS, VIEW_FOV, cfg.first_seed)
+        h = held_out_identity(head, k, frames, cfg.resolution, VIEW_RADIUS, VIEW_FOV, cfg.first_seed, seeds[k])
         log(f"[eval] identity {h.seed} (reference azimuth {h.reference_azimuth:+.0f})")
         truth_dir = write_truth(out / "truth", h, head, cameras, frames)
         truth = read_truth(truth_dir)
