@@ -241,44 +241,47 @@ def test_hair_shell_measures_the_hair_the_reference_shows(head):
         assert lo <= float(thick[crown].mean()) <= hi and float(thick[scalp == 0].abs().max()) == 0
 
 
+def _curtain_inputs(head, k: int, first: int | None):
+    """Identity k (validation seeds from ``first``) at RES: the held-out record, its frame-0 vertices (1, N, 3), the
+    mesh inflated by make 5's hair shell and the hair's colour: what ``hair_curtain`` takes."""
+    from morph4d.conditioning.projection import SHELL_TRIM, hair_colour, hair_thickness, mirror_vertices, scalp_weights
+    from morph4d.mesh.shade import vertex_normals
+    g = GenerateConfig()
+    h = held_out_identity(head, k, 1, RES, g.radius, g.fov, first)
+    v = head(select_frames(h.params, [0]))
+    ref, image = h.reference_camera, h.reference_image
+    thick = hair_thickness(v[0], head.faces, ref, image, scalp_weights(head), mirror_vertices(head), SHELL_TRIM)
+    return h, v, v[0] + thick[:, None] * vertex_normals(v, head.faces)[0], hair_colour(v[0], head.faces, ref, image)
+
+
+def _make_scores(head, h, v, azimuths: list[float], makes: tuple[int, ...]) -> dict:
+    """PSNR against the ground truth of the projection makes ``makes`` of h's reference at the given azimuths."""
+    from morph4d.cameras import orbit_cameras
+    from morph4d.conditioning.projection import project_with_confidence, projection_options
+    g = GenerateConfig()
+    cams = orbit_cameras(torch.tensor(azimuths), torch.zeros(len(azimuths)), g.radius, g.fov, RES, RES)
+    gt = ground_truth(h, cams, 1)[0][:, 0]
+    return {make: [psnr(project_with_confidence(v, head.faces, h.reference_camera, h.reference_image, cams,
+                                                sheet=True, **projection_options(head, make))[0][i, 0], gt[i])
+                   for i in range(len(azimuths))] for make in makes}
+
+
 def test_hair_curtain_hangs_where_the_reference_shows_long_hair(head):
     """Issue 17's hair curtain (ours, projection make 5): for a long-haired identity (900001, reference 25 degrees
     round) the curtain is built, symmetric (its mirror map an involution), and brings a view
     60 degrees round from the reference and the view from behind closer to the ground truth than make 4 (measured
     at 32 px: 12.0 -> 15.2 dB and 12.2 -> 15.5 dB); for a short-haired one (validation seed 5000) the reference
     shows no hair hanging beside the head: no curtain and no hair colour."""
-    from morph4d.cameras import orbit_cameras
-    from morph4d.conditioning.projection import (
-        SHELL_TRIM,
-        hair_colour,
-        hair_curtain,
-        hair_thickness,
-        mirror_vertices,
-        project_with_confidence,
-        projection_options,
-        scalp_weights,
-    )
-    from morph4d.mesh.shade import vertex_normals
-    g = GenerateConfig()
-    scalp, mirror = scalp_weights(head), mirror_vertices(head)
+    from morph4d.conditioning.projection import hair_curtain
     for k, first, hangs in ((1, None, True), (0, 5000, False)):
-        h = held_out_identity(head, k, 1, RES, g.radius, g.fov, first)
-        v = head(select_frames(h.params, [0]))
-        ref, image = h.reference_camera, h.reference_image
-        thick = hair_thickness(v[0], head.faces, ref, image, scalp, mirror, SHELL_TRIM)
-        inflated = v[0] + thick[:, None] * vertex_normals(v, head.faces)[0]
-        rgb = hair_colour(v[0], head.faces, ref, image)
-        world, tri, twin = hair_curtain(v[0], inflated, head.faces, head.template, ref, image, rgb)
+        h, v, inflated, rgb = _curtain_inputs(head, k, first)
+        world, tri, twin = hair_curtain(v[0], inflated, head.faces, head.template, h.reference_camera,
+                                        h.reference_image, rgb)
         assert (len(tri) > 500) == hangs and (rgb is not None) == hangs
         if not hangs:
             continue
         assert torch.equal(twin[twin], torch.arange(len(world)))
-        cams = orbit_cameras(torch.tensor([h.reference_azimuth + 60.0, 180.0]), torch.zeros(2), g.radius, g.fov,
-                             RES, RES)
-        gt = ground_truth(h, cams, 1)[0][:, 0]
-        scores = {make: [psnr(project_with_confidence(v, head.faces, ref, image, cams, sheet=True,
-                                                      **projection_options(head, make))[0][i, 0], gt[i])
-                         for i in range(2)] for make in (4, 5)}
+        scores = _make_scores(head, h, v, [h.reference_azimuth + 60.0, 180.0], (4, 5))
         assert all(b > a + 2 for a, b in zip(scores[4], scores[5]))
 
 
@@ -287,35 +290,15 @@ def test_hair_curtain_reaches_as_far_as_the_reference_shows_hair(head):
     goes on below the reference's frame; for a long-haired validation identity (seed 5001, frontal reference) it
     grows and brings the views 30 and 60 degrees round closer to the ground truth (measured at 32 px: 19.3 -> 20.4
     and 18.6 -> 19.7 dB)."""
-    from morph4d.cameras import orbit_cameras
-    from morph4d.conditioning.projection import (
-        SHELL_TRIM,
-        hair_colour,
-        hair_curtain,
-        hair_thickness,
-        mirror_vertices,
-        project_with_confidence,
-        projection_options,
-        scalp_weights,
-    )
-    from morph4d.mesh.shade import vertex_normals
-    g = GenerateConfig()
-    h = held_out_identity(head, 0, 1, RES, g.radius, g.fov, 5001)
-    v = head(select_frames(h.params, [0]))
-    ref, image = h.reference_camera, h.reference_image
-    thick = hair_thickness(v[0], head.faces, ref, image, scalp_weights(head), mirror_vertices(head), SHELL_TRIM)
-    inflated = v[0] + thick[:, None] * vertex_normals(v, head.faces)[0]
-    rgb = hair_colour(v[0], head.faces, ref, image)
-    made = {reach: hair_curtain(v[0], inflated, head.faces, head.template, ref, image, rgb, reach)
-            for reach in (False, True)}
+    from morph4d.conditioning.projection import hair_curtain
+    h, v, inflated, rgb = _curtain_inputs(head, 0, 5001)
+    made = {reach: hair_curtain(v[0], inflated, head.faces, head.template, h.reference_camera, h.reference_image,
+                                rgb, reach) for reach in (False, True)}
     assert len(made[True][1]) > 1.5 * len(made[False][1])
     assert (made[True][0] - made[False][0]).norm(dim=1).max() > 0.005           # out beside the head
-    cams = orbit_cameras(torch.tensor([30.0, 60.0]), torch.zeros(2), g.radius, g.fov, RES, RES)
-    gt = ground_truth(h, cams, 1)[0][:, 0]
-    scores = {make: [psnr(project_with_confidence(v, head.faces, ref, image, cams, sheet=True,
-                                                  **projection_options(head, make))[0][i, 0], gt[i])
-                     for i in range(2)] for make in (5, 6)}
+    scores = _make_scores(head, h, v, [30.0, 60.0], (5, 6))
     assert all(b > a + 0.5 for a, b in zip(scores[5], scores[6]))
+
 
 def test_quality_report_runs_end_to_end(tiny_model, tmp_path):
     """The report (a preset of eval's synthetic benchmark) on a tiny untrained model: every section present,

@@ -90,9 +90,9 @@ SHEET_BACK = 0.05         # m: the sheet sits this far behind the depth it was l
 #                           the skull: 5 cm beat 1 / 3 / 8 / 12 cm on validation identities, README "Quality report")
 SHEET_CONFIDENCE = 0.5    # confidence of the sheet's pixels (its mirror image's too)
 PROJECTION_VERSION = 6    # of what the projection group and the anchor are made of (2: the mirror fill; 3: the sheet
-#                           5 cm back, was 1 cm; 4: the hair shell; 5: the hair curtain; 6: the curtain goes on below
-#                           the reference's frame); a generation run folder of another version is refused, not resumed
-#                           with stale latents
+#                           5 cm back, was 1 cm; 4: the hair shell; 5: the hair curtain; 6: the hair's reach, out
+#                           beside the head and on below the reference's frame); a generation run folder of another
+#                           version is refused, not resumed with stale latents
 
 
 class ProjectionMake(NamedTuple):
@@ -300,8 +300,8 @@ def hair_curtain(bare: torch.Tensor, inflated: torch.Tensor, faces: torch.Tensor
     mesh ``bare`` (N, 3; ``inflated``: with the hair shell; ``template``: the head model's canonical template, for
     the skull's frame; ``hair_rgb``: ``hair_colour``; ``reach``: make 6, each row as far out as the reference
     shows the hair beside it, and a column whose lowest hair is the last row inside the reference's frame hangs
-    the whole drop): world vertices (M, 3), triangles (T, 3) (none
-    where the reference shows no hair hanging) and each vertex's mirror image (M,)."""
+    the whole drop): world vertices (M, 3), triangles (T, 3) (none where the reference shows no hair hanging) and
+    each vertex's mirror image (M,)."""
     _, R0, t0 = similarity_transform(template.float(), bare.float(), scale=False)   # canonical -> reference frame
     centre = skull_centre(template)
     canon = (inflated.float() - t0) @ R0 - centre                          # the inflated head about the skull centre
@@ -427,7 +427,8 @@ def project_with_confidence(verts: torch.Tensor, faces: torch.Tensor, ref: Camer
     shell (module doc), the mesh inflated where the reference shows hair around it; ``template`` (the head model's
     canonical template; with ``scalp`` and ``mirror``): make 5, the hanging-hair curtain (module doc), the hair's
     colour where nobody sees it, the shell trimmed by ``SHELL_TRIM`` and the strict matte look-up; ``reach``:
-    make 6, the curtain goes on below the reference's frame (``hair_curtain``)."""
+    make 6, the curtain reaches out as far as the reference shows hair beside it and on below its frame
+    (``hair_curtain``)."""
     matte, level = None, 0.5
     n_head = verts.shape[1]
     hair_rgb = None
