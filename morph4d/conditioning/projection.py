@@ -68,17 +68,10 @@ row is the last one inside the reference's frame hangs the whole drop (hidden co
 length as before). Chosen on validation identities picked like the held-out ones (``data.heldout.validation_seeds``;
 issue 17's note): letting the spread only grow down the rows, or marching to the matte's very edge, covered more
 hair and painted more background.
-
-**The mirror sheet where it is needed** (make 7, ``mirror_sheet_from``): the sheet's mirror image guesses hair the
-reference cannot see, on the far side of the head, but in views near the reference it lies round the silhouette the
-reference does show and paints a rim of hair over background (and light rim colours in front of the curtain). Make 7
-draws it only in views at least ``MIRROR_SHEET_FROM`` degrees from the reference (the angle between the directions
-from the head's centre at the reference frame to the two cameras, as the quality report's angle bins measure it).
 """
 
 from __future__ import annotations
 
-from dataclasses import astuple
 from typing import NamedTuple
 
 import numpy as np
@@ -88,7 +81,7 @@ import torch.nn.functional as F
 from morph4d.cameras import Cameras
 from morph4d.errors import Morph4DError
 from morph4d.mesh.align import similarity_transform
-from morph4d.mesh.raster import RasterResult, interpolate, rasterize
+from morph4d.mesh.raster import interpolate, rasterize
 from morph4d.mesh.shade import vertex_normals
 from morph4d.models.latent import LATENT_FACTOR, check_frame_count, kept_frames
 
@@ -96,11 +89,9 @@ WHITE_LEVEL = 0.95        # reference pixels whose every channel is at or above 
 SHEET_BACK = 0.05         # m: the sheet sits this far behind the depth it was lifted at (hair is a volume around
 #                           the skull: 5 cm beat 1 / 3 / 8 / 12 cm on validation identities, README "Quality report")
 SHEET_CONFIDENCE = 0.5    # confidence of the sheet's pixels (its mirror image's too)
-MIRROR_SHEET_FROM = 30.0  # deg: make 7 draws the sheet's mirror image only in views this far from the reference
-PROJECTION_VERSION = 7    # of what the projection group and the anchor are made of (2: the mirror fill; 3: the sheet
+PROJECTION_VERSION = 6    # of what the projection group and the anchor are made of (2: the mirror fill; 3: the sheet
 #                           5 cm back, was 1 cm; 4: the hair shell; 5: the hair curtain; 6: the hair's reach, out
-#                           beside the head and on below the reference's frame; 7: the sheet's mirror image only in
-#                           views far from the reference); a generation run folder of another
+#                           beside the head and on below the reference's frame); a generation run folder of another
 #                           version is refused, not resumed with stale latents
 
 
@@ -111,7 +102,6 @@ class ProjectionMake(NamedTuple):
     shell: bool           # the hair shell (and the sheet outside it, the matte-aware colour look-up)
     curtain: bool = False  # the hair curtain (the hair's colour where unseen, the shell trimmed, the strict look-up)
     reach: bool = False    # the curtain reaches as far as the reference shows hair: out beside it, below its frame
-    mirror_sheet_from: float = 0.0  # deg: the sheet's mirror image is drawn only in views this far from the reference
 
 
 # Training can ask for an older make (``TrainConfig.projection_version``): the shipped default was trained on
@@ -119,8 +109,7 @@ class ProjectionMake(NamedTuple):
 PROJECTION_MAKES = {1: ProjectionMake(0.01, False, False), 2: ProjectionMake(0.01, True, False),
                     3: ProjectionMake(SHEET_BACK, True, False), 4: ProjectionMake(SHEET_BACK, True, True),
                     5: ProjectionMake(SHEET_BACK, True, True, True),
-                    6: ProjectionMake(SHEET_BACK, True, True, True, True),
-                    7: ProjectionMake(SHEET_BACK, True, True, True, True, MIRROR_SHEET_FROM)}
+                    6: ProjectionMake(SHEET_BACK, True, True, True, True)}
 MIRROR_CONFIDENCE = 0.3   # confidence of mesh pixels coloured by their mirror image (a guess: below the sheet's)
 MIRROR_FACING = 0.2       # a vertex lends its colour to its mirror image only where it faces the reference this much
 SHELL_STEP = 0.0025        # m: the hair shell's thickness is measured in steps of this along the normals
@@ -397,8 +386,7 @@ def projection_options(model, version: int = PROJECTION_VERSION) -> dict:
     make = PROJECTION_MAKES[version]
     return {"sheet_back": make.sheet_back, "mirror": mirror_vertices(model) if make.mirror else None,
             "scalp": scalp_weights(model) if make.shell else None,
-            "template": model.template.detach() if make.curtain else None, "reach": make.reach,
-            "mirror_sheet_from": make.mirror_sheet_from}
+            "template": model.template.detach() if make.curtain else None, "reach": make.reach}
 
 
 def project_reference(verts: torch.Tensor, faces: torch.Tensor, ref: Cameras, ref_image: torch.Tensor,
@@ -426,40 +414,11 @@ def _look_up(points: torch.Tensor, ref: Cameras, ref_image: torch.Tensor, ref_de
     return color, seen
 
 
-def view_angles_from(ref: Cameras, cameras: Cameras, verts: torch.Tensor) -> torch.Tensor:
-    """(V,) degrees between the directions from the centre of the head ``verts`` (N, 3) to the camera ``ref`` and to
-    each of ``cameras`` (the angle the quality report bins views by, ``eval.inputs.read_truth``)."""
-    centre = verts.double().mean(0)
-    d = F.normalize(cameras.centers.double() - centre, dim=-1)
-    d_ref = F.normalize(ref.centers[0].double() - centre, dim=-1)
-    return torch.rad2deg(torch.atan2(torch.linalg.cross(d, d_ref.expand_as(d)).norm(dim=-1), d @ d_ref)).float()
-
-
-def _rasterize_sheet(points: torch.Tensor, triangles: torch.Tensor, cameras: Cameras,
-                     plain: tuple[torch.Tensor, int] | None) -> RasterResult:
-    """The sheet ``points`` / ``triangles`` rasterized in ``cameras``; given ``plain`` ((V,) bool, n), the views it
-    marks see only the first n triangles (the sheet without its mirror image, make 7). Triangle ids index
-    ``triangles`` either way."""
-    if plain is None or not plain[0].any():
-        return rasterize(points, triangles, cameras)
-    near, n = plain
-    if near.all():
-        return rasterize(points, triangles[:n], cameras)
-    parts = rasterize(points, triangles, cameras[~near]), rasterize(points, triangles[:n], cameras[near])
-    merged = []
-    for a, b in zip(*(astuple(p) for p in parts)):
-        x = a.new_empty((len(cameras),) + a.shape[1:])
-        x[~near], x[near] = a, b
-        merged.append(x)
-    return RasterResult(*merged)
-
-
 def project_with_confidence(verts: torch.Tensor, faces: torch.Tensor, ref: Cameras, ref_image: torch.Tensor,
                             cameras: Cameras, supersample: int = 2, sheet: bool = False,
                             mirror: torch.Tensor | None = None, sheet_back: float = SHEET_BACK,
                             scalp: torch.Tensor | None = None, template: torch.Tensor | None = None,
-                            reach: bool = False, mirror_sheet_from: float = 0.0
-                            ) -> tuple[torch.Tensor, torch.Tensor]:
+                            reach: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """``project_reference``'s colours (V, F, 3, H, W) and their confidence (V, F, 1, H, W) in [0, 1]: per pixel,
     the cosine between the surface normal at frame 0 and the ray to the reference camera where the reference sees
     the point (grazing views of the reference give blurred texture), 0 where it does not or off the mesh.
@@ -469,8 +428,7 @@ def project_with_confidence(verts: torch.Tensor, faces: torch.Tensor, ref: Camer
     canonical template; with ``scalp`` and ``mirror``): make 5, the hanging-hair curtain (module doc), the hair's
     colour where nobody sees it, the shell trimmed by ``SHELL_TRIM`` and the strict matte look-up; ``reach``:
     make 6, the curtain reaches out as far as the reference shows hair beside it and on below its frame
-    (``hair_curtain``); ``mirror_sheet_from``: make 7, the sheet's mirror image only in ``cameras`` at least this
-    many degrees from the reference (``view_angles_from``)."""
+    (``hair_curtain``)."""
     matte, level = None, 0.5
     n_head = verts.shape[1]
     hair_rgb = None
@@ -509,7 +467,7 @@ def project_with_confidence(verts: torch.Tensor, faces: torch.Tensor, ref: Camer
     visible_colors = []
     results = []
     with torch.no_grad():
-        lifted, plain = None, None            # plain: which views draw the sheet without its mirror image (make 7)
+        lifted = None
         if sheet:
             lifted = matte_sheet(verts[0], faces, ref, ref_image, sheet_back, outside=matte is not None)
         lend = None                                          # (N, 4): the mirror image's colour and whether it is seen
@@ -521,9 +479,7 @@ def project_with_confidence(verts: torch.Tensor, faces: torch.Tensor, ref: Camer
                 hairy = torch.cat([scalp > 0.5, torch.ones(len(lend) - n_head, dtype=torch.bool)]) & (lend[:, 3] < 0.5)
                 lend[hairy] = torch.cat([hair_rgb, torch.ones(1)])
             if lifted is not None and len(lifted[1]):
-                plain = len(lifted[1])               # the sheet's own triangles come first, its mirror image's after
                 lifted = mirror_sheet(lifted, verts[0], mirror)
-                plain = view_angles_from(ref, cameras, verts[0, :n_head]) < mirror_sheet_from, plain
         for f in range(frames):
             r = rasterize(verts[f], faces, big)                             # (V, sH, sW)
             p0 = interpolate(cam_pts0, faces, r)                            # (V, sH, sW, 3): the point at frame 0
@@ -540,7 +496,7 @@ def project_with_confidence(verts: torch.Tensor, faces: torch.Tensor, ref: Camer
             on_sheet = torch.zeros_like(seen)
             if lifted is not None and len(lifted[1]):
                 R, t = rigid_motion(verts[0], verts[f])
-                rs = _rasterize_sheet(lifted[0] @ R.T + t, lifted[1], big, plain)
+                rs = rasterize(lifted[0] @ R.T + t, lifted[1], big)
                 on_sheet = (rs.mask & (~r.mask | (rs.depth < r.depth))).reshape(-1)
                 color = torch.where(on_sheet[:, None], interpolate(lifted[2], lifted[1], rs).reshape(-1, 3), color)
                 cos = torch.where(on_sheet, torch.full_like(cos, SHEET_CONFIDENCE), cos)
@@ -559,29 +515,26 @@ def project_with_confidence(verts: torch.Tensor, faces: torch.Tensor, ref: Camer
 def projection_conditioning(ref_verts: torch.Tensor, verts: torch.Tensor, faces: torch.Tensor, ref: Cameras,
                             ref_image: torch.Tensor, cameras: Cameras, mirror: torch.Tensor | None = None,
                             sheet_back: float = SHEET_BACK, scalp: torch.Tensor | None = None,
-                            template: torch.Tensor | None = None, reach: bool = False,
-                            mirror_sheet_from: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+                            template: torch.Tensor | None = None, reach: bool = False
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
     """MVP4D's ``projection`` conditioning group (ours, issue 17; ``conditioning.maps``) before encoding: the
     reference ``ref_image`` (3, h, w), seen by ``ref`` on the mesh ``ref_verts`` (N, 3) with the matte sheet behind it
     (module doc; ``mirror``: and the mirror fill, ``mirror_vertices``; ``scalp``: and the hair shell,
     ``scalp_weights``; ``template``: and the hair curtain, the head model's template; ``reach``: make 6's
-    curtain; ``mirror_sheet_from``: make 7's mirror sheet; ``projection_options`` gives all six for a make),
-    projected onto the frames ``verts`` (F = 1 + 4k, N, 3) in ``cameras`` (V). Returns the projection video
-    (V, F, 3, H, W) in [0, 1], for the video autoencoder, and its confidence at the kept frames and latent
-    resolution (V, F_lat, 1, H/8, W/8)."""
+    curtain; ``projection_options`` gives all five for a make), projected onto the frames
+    ``verts`` (F = 1 + 4k, N, 3) in ``cameras`` (V). Returns the projection video (V, F, 3, H, W) in [0, 1], for
+    the video autoencoder, and its confidence at the kept frames and latent resolution (V, F_lat, 1, H/8, W/8)."""
     check_frame_count(verts.shape[0])
     if cameras.height % LATENT_FACTOR or cameras.width % LATENT_FACTOR:
         raise Morph4DError(f"image size must be divisible by {LATENT_FACTOR}, got {cameras.width}x{cameras.height}")
     video, conf = project_with_confidence(torch.cat([ref_verts[None], verts]), faces, ref, ref_image, cameras,
                                           supersample=CONDITIONING_SUPERSAMPLE, sheet=True, mirror=mirror,
-                                          sheet_back=sheet_back, scalp=scalp, template=template, reach=reach,
-                                          mirror_sheet_from=mirror_sheet_from)
+                                          sheet_back=sheet_back, scalp=scalp, template=template, reach=reach)
     conf = conf[:, 1:][:, kept_frames(verts.shape[0])]                       # (V, F_lat, 1, H, W)
     return video[:, 1:], F.avg_pool2d(conf.flatten(0, 1), LATENT_FACTOR).unflatten(0, conf.shape[:2])
 
 
 __all__ = ["PROJECTION_VERSION", "PROJECTION_MAKES", "ProjectionMake", "WHITE_LEVEL", "SHEET_BACK", "SHEET_CONFIDENCE",
-           "MIRROR_SHEET_FROM", "view_angles_from",
            "MIRROR_CONFIDENCE", "MIRROR_FACING", "SHELL_STEP", "SHELL_CAP", "SHELL_TRIM", "SCALP_HAIRLINE",
            "CURTAIN_GRID", "CURTAIN_OPEN", "CURTAIN_DROP", "MATTE_STRICT", "skull_centre", "hair_colour",
            "hair_curtain",
