@@ -120,8 +120,9 @@ def test_the_loader_builds_the_projection_make_it_is_asked_for(datasets):
     """``ConditioningConfig.projection_version`` (PROJECTION_MAKES): 1 is the sheet 1 cm back without the mirror fill
     (what the shipped default was trained on: bit-identical to the loader of commit ea79590, checked when added),
     PROJECTION_VERSION the newest (makes 1 and 3 were checked bit-identical to commit 27be552's when 4 came, makes
-    1, 3 and 4 to commit 048de32's when 5 came, makes 1-5 to commit 089d859's when 6 came); the makes differ where
-    the reference did not see the head; an unknown make is refused."""
+    1, 3 and 4 to commit 048de32's when 5 came, makes 1-5 to commit 089d859's when 6 came, makes 1-6 to commit
+    489ca26's when 7 came); the makes differ where the reference did not see the head; an unknown make is
+    refused."""
     from morph4d.cameras import Cameras
     from morph4d.conditioning.projection import PROJECTION_MAKES, PROJECTION_VERSION, projection_conditioning
     from morph4d.data.format import select_frames
