@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from morph4d.conditioning.projection import PROJECTION_MAKES
+from morph4d.conditioning.projection import PROJECTION_MAKES, PROJECTION_VERSION
 from morph4d.errors import Morph4DError, run_command
 from morph4d.training.curriculum import PRECISIONS, PRESETS, VAE_TRAIN_PRESETS, TrainConfig, preset, vae_preset
 
@@ -88,8 +88,9 @@ def register(subparsers) -> None:
                         "Default: the preset's (on for small, off for tiny and paper)")
     p.add_argument("--projection-version", type=int, choices=sorted(PROJECTION_MAKES),
                    help="the make of the reference projection to train on (1: sheet 1 cm back; 2: + mirror fill; "
-                        "3: sheet 5 cm back, what generation uses). Default: the preset's (small: 1, on which the "
-                        "embedded default was trained and which scored higher on validation; others: 3)")
+                        "3: sheet 5 cm back; 4: + hair shell; 5: + hair curtain; 6: + its reach; 7: sheet 2 cm "
+                        "back). Default: the preset's (small: 1, on which the embedded default was trained and "
+                        f"which scored higher on validation; others: {PROJECTION_VERSION}, what generation uses)")
     p.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
     p.set_defaults(func=_cmd_train)
     q = subparsers.add_parser("train-vae", help="train the small causal video autoencoder")
