@@ -304,8 +304,8 @@ def test_sheet_sits_nearer_behind_the_hair_shell_and_curtain(head):
     """Projection make 7 (issue 17): with the hair shell and curtain in front of it the matte sheet sits
     SHEET_BACK_SHELLED (2 cm) behind the depth it was lifted at, not make 6's 5 cm; for a long-haired validation
     identity (seed 5017, frontal reference) the views 15 degrees to one side and 30 to the other, 60 degrees round
-    and from behind all come closer to the ground truth (measured at 32 px: 18.00 / 18.92 / 17.31 / 15.46 -> 18.51 / 20.09 /
-    17.69 / 16.25 dB)."""
+    and from behind all come closer to the ground truth (measured at 32 px: 18.00 / 18.92 / 17.31 / 15.46 ->
+    18.51 / 20.09 / 17.69 / 16.25 dB)."""
     from morph4d.conditioning.projection import PROJECTION_MAKES, SHEET_BACK_SHELLED
     assert PROJECTION_MAKES[7] == PROJECTION_MAKES[6]._replace(sheet_back=SHEET_BACK_SHELLED)
     h, v, _, _ = _curtain_inputs(head, 0, 5017)

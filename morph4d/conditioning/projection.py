@@ -72,8 +72,9 @@ hair and painted more background.
 **The sheet nearer** (make 7): ``SHEET_BACK`` (5 cm) was chosen when the sheet was the only hair (make 3). With the
 shell and the curtain the sheet keeps only the matte outside the inflated head, and its depth is carried outwards
 from the inflated head's outline, already the hair's outside: 5 cm more most likely put the hair's outer parts
-too far back (in other views they slide sideways off where the truth has them, over its background). Make 7 sets it ``SHEET_BACK_SHELLED`` behind: every angle bin up, masked and unmasked, on three sets
-of validation identities (issue 17's note).
+too far back (in other views they slide sideways off where the truth has them, over its background). Make 7 sets
+it ``SHEET_BACK_SHELLED`` behind: every angle bin up, masked and unmasked, on three sets of validation identities
+(issue 17's note).
 """
 
 from __future__ import annotations
