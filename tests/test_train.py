@@ -185,7 +185,7 @@ def test_small_preset_conditions_on_the_reference_projection_and_the_flag_overri
     assert make() == 1 and make("--preset", "tiny") == make("--preset", "paper") == PROJECTION_VERSION
     assert make("--projection-version", "3") == 3 and make("--preset", "paper", "--projection-version", "2") == 2
     with pytest.raises(SystemExit):
-        make("--projection-version", "7")
+        make("--projection-version", str(PROJECTION_VERSION + 1))
 
 
 def test_reference_projection_enters_encoded_and_other_layouts_are_refused(dataset, tmp_path):
