@@ -100,8 +100,8 @@ SHEET_CONFIDENCE = 0.5    # confidence of the sheet's pixels (its mirror image's
 PROJECTION_VERSION = 7    # of what the projection group and the anchor are made of (2: the mirror fill; 3: the sheet
 #                           5 cm back, was 1 cm; 4: the hair shell; 5: the hair curtain; 6: the hair's reach, out
 #                           beside the head and on below the reference's frame; 7: the sheet 2 cm back behind the
-#                           shell and curtain); a generation run folder of another
-#                           version is refused, not resumed with stale latents
+#                           shell and curtain); a generation run folder of another version is refused, not resumed
+#                           with stale latents
 
 
 class ProjectionMake(NamedTuple):
