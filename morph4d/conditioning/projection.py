@@ -75,6 +75,12 @@ from the inflated head's outline, already the hair's outside: 5 cm more most lik
 too far back (in other views they slide sideways off where the truth has them, over its background). Make 7 sets
 it ``SHEET_BACK_SHELLED`` behind: every angle bin up, masked and unmasked, on three sets of validation identities
 (issue 17's note).
+
+**The face guard** (make 8, ``face_guard``): nearer, make 7's sheet passed the depth test in front of the face's
+far side in profiles, so hair the reference shows beside the cheek was drawn across it (a dark strand). Make 8
+lets the sheet cover the mesh only where the mesh is hair: its scalp weight (``scalp_weights``, 1 on the curtain)
+interpolated at the pixel above one half; off the mesh the sheet is drawn as before. Every angle bin up, masked and
+unmasked, on the same three sets of validation identities (issue 17's note).
 """
 
 from __future__ import annotations
@@ -97,11 +103,11 @@ SHEET_BACK = 0.05         # m: the sheet sits this far behind the depth it was l
 #                           the skull: 5 cm beat 1 / 3 / 8 / 12 cm on validation identities, README "Quality report")
 SHEET_BACK_SHELLED = 0.02  # m: make 7's, behind the hair shell and curtain (1.5-3 cm alike on validation identities)
 SHEET_CONFIDENCE = 0.5    # confidence of the sheet's pixels (its mirror image's too)
-PROJECTION_VERSION = 7    # of what the projection group and the anchor are made of (2: the mirror fill; 3: the sheet
+PROJECTION_VERSION = 8    # of what the projection group and the anchor are made of (2: the mirror fill; 3: the sheet
 #                           5 cm back, was 1 cm; 4: the hair shell; 5: the hair curtain; 6: the hair's reach, out
 #                           beside the head and on below the reference's frame; 7: the sheet 2 cm back behind the
-#                           shell and curtain); a generation run folder of another version is refused, not resumed
-#                           with stale latents
+#                           shell and curtain; 8: the face guard, the sheet never in front of the face); a generation
+#                           run folder of another version is refused, not resumed with stale latents
 
 
 class ProjectionMake(NamedTuple):
@@ -111,6 +117,7 @@ class ProjectionMake(NamedTuple):
     shell: bool           # the hair shell (and the sheet outside it, the matte-aware colour look-up)
     curtain: bool = False  # the hair curtain (the hair's colour where unseen, the shell trimmed, the strict look-up)
     reach: bool = False    # the curtain reaches as far as the reference shows hair: out beside it, below its frame
+    face_guard: bool = False  # the sheet covers the mesh only where the mesh is hair (scalp or curtain), not the face
 
 
 # Training can ask for an older make (``TrainConfig.projection_version``): the shipped default was trained on
@@ -119,7 +126,8 @@ PROJECTION_MAKES = {1: ProjectionMake(0.01, False, False), 2: ProjectionMake(0.0
                     3: ProjectionMake(SHEET_BACK, True, False), 4: ProjectionMake(SHEET_BACK, True, True),
                     5: ProjectionMake(SHEET_BACK, True, True, True),
                     6: ProjectionMake(SHEET_BACK, True, True, True, True),
-                    7: ProjectionMake(SHEET_BACK_SHELLED, True, True, True, True)}
+                    7: ProjectionMake(SHEET_BACK_SHELLED, True, True, True, True),
+                    8: ProjectionMake(SHEET_BACK_SHELLED, True, True, True, True, True)}
 MIRROR_CONFIDENCE = 0.3   # confidence of mesh pixels coloured by their mirror image (a guess: below the sheet's)
 MIRROR_FACING = 0.2       # a vertex lends its colour to its mirror image only where it faces the reference this much
 SHELL_STEP = 0.0025        # m: the hair shell's thickness is measured in steps of this along the normals
@@ -391,12 +399,13 @@ def mirror_sheet(lifted: tuple, verts: torch.Tensor, mirror: torch.Tensor) -> tu
 
 def projection_options(model, version: int = PROJECTION_VERSION) -> dict:
     """``project_with_confidence``'s and ``projection_conditioning``'s keyword arguments (``mirror``,
-    ``sheet_back``, ``scalp``, ``template``, ``reach``) for the projection make ``version``
+    ``sheet_back``, ``scalp``, ``template``, ``reach``, ``face_guard``) for the projection make ``version``
     (``PROJECTION_MAKES``) on the head ``model``."""
     make = PROJECTION_MAKES[version]
     return {"sheet_back": make.sheet_back, "mirror": mirror_vertices(model) if make.mirror else None,
             "scalp": scalp_weights(model) if make.shell else None,
-            "template": model.template.detach() if make.curtain else None, "reach": make.reach}
+            "template": model.template.detach() if make.curtain else None, "reach": make.reach,
+            "face_guard": make.face_guard}
 
 
 def project_reference(verts: torch.Tensor, faces: torch.Tensor, ref: Cameras, ref_image: torch.Tensor,
@@ -428,7 +437,7 @@ def project_with_confidence(verts: torch.Tensor, faces: torch.Tensor, ref: Camer
                             cameras: Cameras, supersample: int = 2, sheet: bool = False,
                             mirror: torch.Tensor | None = None, sheet_back: float = SHEET_BACK,
                             scalp: torch.Tensor | None = None, template: torch.Tensor | None = None,
-                            reach: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                            reach: bool = False, face_guard: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """``project_reference``'s colours (V, F, 3, H, W) and their confidence (V, F, 1, H, W) in [0, 1]: per pixel,
     the cosine between the surface normal at frame 0 and the ray to the reference camera where the reference sees
     the point (grazing views of the reference give blurred texture), 0 where it does not or off the mesh.
@@ -438,7 +447,9 @@ def project_with_confidence(verts: torch.Tensor, faces: torch.Tensor, ref: Camer
     canonical template; with ``scalp`` and ``mirror``): make 5, the hanging-hair curtain (module doc), the hair's
     colour where nobody sees it, the shell trimmed by ``SHELL_TRIM`` and the strict matte look-up; ``reach``:
     make 6, the curtain reaches out as far as the reference shows hair beside it and on below its frame
-    (``hair_curtain``)."""
+    (``hair_curtain``); ``face_guard`` (with ``scalp``): make 8, the sheet is drawn in front of the mesh only
+    where the mesh is hair (its interpolated scalp weight, 1 on the curtain, above one half), so hair the reference
+    shows beside the cheek never covers the face's far side in a profile."""
     matte, level = None, 0.5
     n_head = verts.shape[1]
     hair_rgb = None
@@ -507,7 +518,11 @@ def project_with_confidence(verts: torch.Tensor, faces: torch.Tensor, ref: Camer
             if lifted is not None and len(lifted[1]):
                 R, t = rigid_motion(verts[0], verts[f])
                 rs = rasterize(lifted[0] @ R.T + t, lifted[1], big)
-                on_sheet = (rs.mask & (~r.mask | (rs.depth < r.depth))).reshape(-1)
+                in_front = rs.depth < r.depth
+                if face_guard and scalp is not None:                       # hair never covers the face
+                    hairy = torch.cat([scalp, torch.ones(verts.shape[1] - n_head)])[:, None]
+                    in_front = in_front & (interpolate(hairy, faces, r)[..., 0] > 0.5)
+                on_sheet = (rs.mask & (~r.mask | in_front)).reshape(-1)
                 color = torch.where(on_sheet[:, None], interpolate(lifted[2], lifted[1], rs).reshape(-1, 3), color)
                 cos = torch.where(on_sheet, torch.full_like(cos, SHEET_CONFIDENCE), cos)
             results.append((r.mask.reshape(-1) | on_sheet, seen | on_sheet | lent, color))
@@ -525,13 +540,13 @@ def project_with_confidence(verts: torch.Tensor, faces: torch.Tensor, ref: Camer
 def projection_conditioning(ref_verts: torch.Tensor, verts: torch.Tensor, faces: torch.Tensor, ref: Cameras,
                             ref_image: torch.Tensor, cameras: Cameras, mirror: torch.Tensor | None = None,
                             sheet_back: float = SHEET_BACK, scalp: torch.Tensor | None = None,
-                            template: torch.Tensor | None = None, reach: bool = False
+                            template: torch.Tensor | None = None, reach: bool = False, face_guard: bool = False
                             ) -> tuple[torch.Tensor, torch.Tensor]:
     """MVP4D's ``projection`` conditioning group (ours, issue 17; ``conditioning.maps``) before encoding: the
     reference ``ref_image`` (3, h, w), seen by ``ref`` on the mesh ``ref_verts`` (N, 3) with the matte sheet behind it
     (module doc; ``mirror``: and the mirror fill, ``mirror_vertices``; ``scalp``: and the hair shell,
     ``scalp_weights``; ``template``: and the hair curtain, the head model's template; ``reach``: make 6's
-    curtain; ``projection_options`` gives all five for a make), projected onto the frames
+    curtain; ``face_guard``: make 8's sheet; ``projection_options`` gives all six for a make), projected onto the frames
     ``verts`` (F = 1 + 4k, N, 3) in ``cameras`` (V). Returns the projection video (V, F, 3, H, W) in [0, 1], for
     the video autoencoder, and its confidence at the kept frames and latent resolution (V, F_lat, 1, H/8, W/8)."""
     check_frame_count(verts.shape[0])
@@ -539,7 +554,8 @@ def projection_conditioning(ref_verts: torch.Tensor, verts: torch.Tensor, faces:
         raise Morph4DError(f"image size must be divisible by {LATENT_FACTOR}, got {cameras.width}x{cameras.height}")
     video, conf = project_with_confidence(torch.cat([ref_verts[None], verts]), faces, ref, ref_image, cameras,
                                           supersample=CONDITIONING_SUPERSAMPLE, sheet=True, mirror=mirror,
-                                          sheet_back=sheet_back, scalp=scalp, template=template, reach=reach)
+                                          sheet_back=sheet_back, scalp=scalp, template=template, reach=reach,
+                                          face_guard=face_guard)
     conf = conf[:, 1:][:, kept_frames(verts.shape[0])]                       # (V, F_lat, 1, H, W)
     return video[:, 1:], F.avg_pool2d(conf.flatten(0, 1), LATENT_FACTOR).unflatten(0, conf.shape[:2])
 
