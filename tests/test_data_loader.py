@@ -121,9 +121,8 @@ def test_the_loader_builds_the_projection_make_it_is_asked_for(datasets):
     (what the shipped default was trained on: bit-identical to the loader of commit ea79590, checked when added),
     PROJECTION_VERSION the newest (makes 1 and 3 were checked bit-identical to commit 27be552's when 4 came, makes
     1, 3 and 4 to commit 048de32's when 5 came, makes 1-5 to commit 089d859's when 6 came, makes 1-6 to commit
-    489ca26's when 7 came, makes 1-7 to commit cd7425f's when 8 came, makes 1-8 to commit e818c00's when 9 came);
-    the makes differ where the reference did not see the head; an unknown make (the one after the newest) is
-    refused."""
+    489ca26's when 7 came, makes 1-7 to commit cd7425f's when 8 came); the makes differ where the reference did
+    not see the head; an unknown make (the one after the newest) is refused."""
     from morph4d.cameras import Cameras
     from morph4d.conditioning.projection import PROJECTION_MAKES, PROJECTION_VERSION, projection_conditioning
     from morph4d.data.format import select_frames
@@ -136,7 +135,7 @@ def test_the_loader_builds_the_projection_make_it_is_asked_for(datasets):
     assert torch.equal(items[PROJECTION_VERSION]["projection"], MultiViewWindows(
         datasets["multiview_video"], cfg, conditioning=ConditioningConfig(reference_projection=True))[1]["projection"])
     # make 1 is the plain projection with the sheet 1 cm back: rebuilt from the item's own cameras and frames
-    assert PROJECTION_MAKES[1] == (0.01, False, False, False, False, False, False)
+    assert PROJECTION_MAKES[1] == (0.01, False, False, False, False, False)
     ds, it = MultiViewWindows(datasets["multiview_video"], cfg), items[1]
     s = next(q for q in ds.sequences if q.name == it["sequence"])
     rf = int(it["reference_index"][1])

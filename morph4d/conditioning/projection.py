@@ -81,13 +81,6 @@ far side in profiles, so hair the reference shows beside the cheek was drawn acr
 lets the sheet cover the mesh only where the mesh is hair: its scalp weight (``scalp_weights``, 1 on the curtain)
 interpolated at the pixel above one half; off the mesh the sheet is drawn as before. Every angle bin up, masked and
 unmasked, on the same three sets of validation identities (issue 17's note).
-
-**Carved to the matte** (make 9, ``carve``): seen from the reference camera at the reference's frame, make 8's
-shell and curtain still painted pixels off the reference's matte (16-100 and 10-82 px per validation identity at
-64 px), where the one view we have shows there is no hair; most of the unmasked error in other views was that rim.
-Make 9 lowers each shell vertex's thickness, and moves each curtain point in (never inside the widest the head
-gets above it), a ``SHELL_STEP`` at a time until the reference sees it on its matte (``_carve``). On the three sets
-of validation identities unmasked PSNR rises 0.17-0.36 dB and masked moves by -0.04 to 0 (issue 17's note).
 """
 
 from __future__ import annotations
@@ -110,12 +103,11 @@ SHEET_BACK = 0.05         # m: the sheet sits this far behind the depth it was l
 #                           the skull: 5 cm beat 1 / 3 / 8 / 12 cm on validation identities, README "Quality report")
 SHEET_BACK_SHELLED = 0.02  # m: make 7's, behind the hair shell and curtain (1.5-3 cm alike on validation identities)
 SHEET_CONFIDENCE = 0.5    # confidence of the sheet's pixels (its mirror image's too)
-PROJECTION_VERSION = 9    # of what the projection group and the anchor are made of (2: the mirror fill; 3: the sheet
+PROJECTION_VERSION = 8    # of what the projection group and the anchor are made of (2: the mirror fill; 3: the sheet
 #                           5 cm back, was 1 cm; 4: the hair shell; 5: the hair curtain; 6: the hair's reach, out
 #                           beside the head and on below the reference's frame; 7: the sheet 2 cm back behind the
-#                           shell and curtain; 8: the face guard, the sheet never in front of the face; 9: the shell
-#                           and curtain carved to the reference's matte in its own view); a generation run folder of
-#                           another version is refused, not resumed with stale latents
+#                           shell and curtain; 8: the face guard, the sheet never in front of the face); a generation
+#                           run folder of another version is refused, not resumed with stale latents
 
 
 class ProjectionMake(NamedTuple):
@@ -126,7 +118,6 @@ class ProjectionMake(NamedTuple):
     curtain: bool = False  # the hair curtain (the hair's colour where unseen, the shell trimmed, the strict look-up)
     reach: bool = False    # the curtain reaches as far as the reference shows hair: out beside it, below its frame
     face_guard: bool = False  # the sheet covers the mesh only where the mesh is hair (scalp or curtain), not the face
-    carve: bool = False    # no shell vertex or curtain point off the reference's matte in the reference's own view
 
 
 # Training can ask for an older make (``TrainConfig.projection_version``): the shipped default was trained on
@@ -136,8 +127,7 @@ PROJECTION_MAKES = {1: ProjectionMake(0.01, False, False), 2: ProjectionMake(0.0
                     5: ProjectionMake(SHEET_BACK, True, True, True),
                     6: ProjectionMake(SHEET_BACK, True, True, True, True),
                     7: ProjectionMake(SHEET_BACK_SHELLED, True, True, True, True),
-                    8: ProjectionMake(SHEET_BACK_SHELLED, True, True, True, True, True),
-                    9: ProjectionMake(SHEET_BACK_SHELLED, True, True, True, True, True, True)}
+                    8: ProjectionMake(SHEET_BACK_SHELLED, True, True, True, True, True)}
 MIRROR_CONFIDENCE = 0.3   # confidence of mesh pixels coloured by their mirror image (a guess: below the sheet's)
 MIRROR_FACING = 0.2       # a vertex lends its colour to its mirror image only where it faces the reference this much
 SHELL_STEP = 0.0025        # m: the hair shell's thickness is measured in steps of this along the normals
@@ -265,20 +255,6 @@ def _pixel_of(points: torch.Tensor, ref: Cameras) -> tuple[torch.Tensor, torch.T
     return u.clamp(0, ref.width - 1), v.clamp(0, ref.height - 1), inside
 
 
-def _carve(limit: torch.Tensor, floor: torch.Tensor, place, ref: Cameras, matte: torch.Tensor,
-           steps: int) -> torch.Tensor:
-    """Make 9's carving: ``limit`` (any shape) lowered by ``SHELL_STEP`` at a time, never below ``floor``, at most
-    ``steps`` times, wherever its point ``place(limit)`` (limit.numel(), 3; world) falls inside the reference camera
-    ``ref``'s image but off its ``matte`` (H, W): the one view we have shows no hair there."""
-    for _ in range(steps):
-        u, v, inside = _pixel_of(place(limit), ref)
-        off = (inside & ~matte[v, u]).view(limit.shape) & (limit > floor)
-        if not off.any():
-            break
-        limit = torch.where(off, torch.maximum(limit - SHELL_STEP, floor), limit)
-    return limit
-
-
 def hair_thickness(verts: torch.Tensor, faces: torch.Tensor, ref: Cameras, ref_image: torch.Tensor,
                    scalp: torch.Tensor, mirror: torch.Tensor | None = None, trim: float = 0.0) -> torch.Tensor:
     """The hair shell's thickness (N,) in m (module doc) over the mesh ``verts`` (N, 3) seen by ``ref`` in
@@ -336,15 +312,14 @@ def hair_colour(verts: torch.Tensor, faces: torch.Tensor, ref: Cameras, ref_imag
 
 
 def hair_curtain(bare: torch.Tensor, inflated: torch.Tensor, faces: torch.Tensor, template: torch.Tensor,
-                 ref: Cameras, ref_image: torch.Tensor, hair_rgb: torch.Tensor | None, reach: bool = False,
-                 carve: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                 ref: Cameras, ref_image: torch.Tensor, hair_rgb: torch.Tensor | None, reach: bool = False
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The hanging-hair curtain (module doc) of the reference ``ref_image`` (3, H, W) seen by ``ref``, round the head
     mesh ``bare`` (N, 3; ``inflated``: with the hair shell; ``template``: the head model's canonical template, for
     the skull's frame; ``hair_rgb``: ``hair_colour``; ``reach``: make 6, each row as far out as the reference
     shows the hair beside it, and a column whose lowest hair is the last row inside the reference's frame hangs
-    the whole drop; ``carve``: make 9, each point the reference sees off its matte moved in until it is on it,
-    never inside the widest the head gets above it): world vertices (M, 3), triangles (T, 3) (none where the
-    reference shows no hair hanging) and each vertex's mirror image (M,)."""
+    the whole drop): world vertices (M, 3), triangles (T, 3) (none where the reference shows no hair hanging) and
+    each vertex's mirror image (M,)."""
     _, R0, t0 = similarity_transform(template.float(), bare.float(), scale=False)   # canonical -> reference frame
     centre = skull_centre(template)
     canon = (inflated.float() - t0) @ R0 - centre                          # the inflated head about the skull centre
@@ -362,11 +337,7 @@ def hair_curtain(bare: torch.Tensor, inflated: torch.Tensor, faces: torch.Tensor
     r = torch.cummax(widest, dim=0).values + CURTAIN_MARGIN                 # (rows, cols)
     a = torch.deg2rad(azimuth)[None]
     y = torch.linspace(0.0, -CURTAIN_DROP, rows)[:, None].expand(rows, cols)
-
-    def place(radius: torch.Tensor) -> torch.Tensor:          # the grid's world points at radii (rows, cols)
-        return (torch.stack([radius * a.sin(), y, radius * a.cos()], -1).reshape(-1, 3) + centre) @ R0.T + t0
-
-    world = place(r)
+    world = (torch.stack([r * a.sin(), y, r * a.cos()], -1).reshape(-1, 3) + centre) @ R0.T + t0
     # what the reference shows there: hair beside the head or in front of it in the hair's colour; no hair
     rr = rasterize(inflated, faces, ref)
     silhouette = rr.mask[0]
@@ -397,11 +368,7 @@ def hair_curtain(bare: torch.Tensor, inflated: torch.Tensor, faces: torch.Tensor
         edge_on = ((rays * outward[None]).sum(-1).abs() < SHELL_GRAZING) & hair
         spread = torch.where(edge_on, extent, torch.full_like(extent, float("nan"))).nanmedian(1).values
         r = r + spread.nan_to_num(0.0)[:, None]
-        world = place(r)
-    if carve:
-        r = _carve(r, torch.cummax(widest, dim=0).values, place, ref, matte,
-                   int(round((CURTAIN_REACH + CURTAIN_MARGIN) / SHELL_STEP)) + 1)
-        world = place(r)
+        world = (torch.stack([r * a.sin(), y, r * a.cos()], -1).reshape(-1, 3) + centre) @ R0.T + t0
     # each column hangs down to the lowest row the reference shows hair at (hidden columns: their mirror image's,
     # else the median of the columns that show it), less the points the reference shows bare
     index = torch.arange(rows)[:, None].expand(rows, cols)
@@ -432,13 +399,13 @@ def mirror_sheet(lifted: tuple, verts: torch.Tensor, mirror: torch.Tensor) -> tu
 
 def projection_options(model, version: int = PROJECTION_VERSION) -> dict:
     """``project_with_confidence``'s and ``projection_conditioning``'s keyword arguments (``mirror``,
-    ``sheet_back``, ``scalp``, ``template``, ``reach``, ``face_guard``, ``carve``) for the projection make ``version``
+    ``sheet_back``, ``scalp``, ``template``, ``reach``, ``face_guard``) for the projection make ``version``
     (``PROJECTION_MAKES``) on the head ``model``."""
     make = PROJECTION_MAKES[version]
     return {"sheet_back": make.sheet_back, "mirror": mirror_vertices(model) if make.mirror else None,
             "scalp": scalp_weights(model) if make.shell else None,
             "template": model.template.detach() if make.curtain else None, "reach": make.reach,
-            "face_guard": make.face_guard, "carve": make.carve}
+            "face_guard": make.face_guard}
 
 
 def project_reference(verts: torch.Tensor, faces: torch.Tensor, ref: Cameras, ref_image: torch.Tensor,
@@ -470,8 +437,7 @@ def project_with_confidence(verts: torch.Tensor, faces: torch.Tensor, ref: Camer
                             cameras: Cameras, supersample: int = 2, sheet: bool = False,
                             mirror: torch.Tensor | None = None, sheet_back: float = SHEET_BACK,
                             scalp: torch.Tensor | None = None, template: torch.Tensor | None = None,
-                            reach: bool = False, face_guard: bool = False, carve: bool = False
-                            ) -> tuple[torch.Tensor, torch.Tensor]:
+                            reach: bool = False, face_guard: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """``project_reference``'s colours (V, F, 3, H, W) and their confidence (V, F, 1, H, W) in [0, 1]: per pixel,
     the cosine between the surface normal at frame 0 and the ray to the reference camera where the reference sees
     the point (grazing views of the reference give blurred texture), 0 where it does not or off the mesh.
@@ -483,8 +449,7 @@ def project_with_confidence(verts: torch.Tensor, faces: torch.Tensor, ref: Camer
     make 6, the curtain reaches out as far as the reference shows hair beside it and on below its frame
     (``hair_curtain``); ``face_guard`` (with ``scalp``): make 8, the sheet is drawn in front of the mesh only
     where the mesh is hair (its interpolated scalp weight, 1 on the curtain, above one half), so hair the reference
-    shows beside the cheek never covers the face's far side in a profile; ``carve`` (with ``scalp``): make 9, no
-    shell vertex or curtain point off the reference's matte in the reference's own view (``_carve``)."""
+    shows beside the cheek never covers the face's far side in a profile."""
     matte, level = None, 0.5
     n_head = verts.shape[1]
     hair_rgb = None
@@ -492,10 +457,6 @@ def project_with_confidence(verts: torch.Tensor, faces: torch.Tensor, ref: Camer
         with torch.no_grad():
             thick = hair_thickness(verts[0], faces, ref, ref_image, scalp, mirror,
                                    SHELL_TRIM if template is not None else 0.0)
-            if carve:
-                normals = vertex_normals(verts, faces)[0]
-                thick = _carve(thick, torch.zeros_like(thick), lambda d: verts[0] + d[:, None] * normals, ref,
-                               reference_matte(ref_image), int(round(SHELL_CAP / SHELL_STEP)))
             bare = verts
             verts = verts + thick[:, None] * vertex_normals(verts, faces)
         matte = reference_matte(ref_image)
@@ -505,8 +466,7 @@ def project_with_confidence(verts: torch.Tensor, faces: torch.Tensor, ref: Camer
             level = MATTE_STRICT
             with torch.no_grad():
                 hair_rgb = hair_colour(bare[0], faces, ref, ref_image)
-                cv, cf, cm = hair_curtain(bare[0], verts[0], faces, template, ref, ref_image, hair_rgb, reach,
-                                          carve)
+                cv, cf, cm = hair_curtain(bare[0], verts[0], faces, template, ref, ref_image, hair_rgb, reach)
                 if len(cf):
                     moved = [cv @ R.T + t for R, t in (rigid_motion(bare[0], b) for b in bare)]
                     verts = torch.cat([verts, torch.stack(moved)], 1)
@@ -580,23 +540,22 @@ def project_with_confidence(verts: torch.Tensor, faces: torch.Tensor, ref: Camer
 def projection_conditioning(ref_verts: torch.Tensor, verts: torch.Tensor, faces: torch.Tensor, ref: Cameras,
                             ref_image: torch.Tensor, cameras: Cameras, mirror: torch.Tensor | None = None,
                             sheet_back: float = SHEET_BACK, scalp: torch.Tensor | None = None,
-                            template: torch.Tensor | None = None, reach: bool = False, face_guard: bool = False,
-                            carve: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                            template: torch.Tensor | None = None, reach: bool = False, face_guard: bool = False
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
     """MVP4D's ``projection`` conditioning group (ours, issue 17; ``conditioning.maps``) before encoding: the
     reference ``ref_image`` (3, h, w), seen by ``ref`` on the mesh ``ref_verts`` (N, 3) with the matte sheet behind it
     (module doc; ``mirror``: and the mirror fill, ``mirror_vertices``; ``scalp``: and the hair shell,
     ``scalp_weights``; ``template``: and the hair curtain, the head model's template; ``reach``: make 6's
-    curtain; ``face_guard``: make 8's sheet; ``carve``: make 9's; ``projection_options`` gives all seven),
-    projected onto the frames ``verts`` (F = 1 + 4k, N, 3) in ``cameras`` (V). Returns the projection video
-    (V, F, 3, H, W) in [0, 1], for the video autoencoder, and its confidence at the kept frames and latent
-    resolution (V, F_lat, 1, H/8, W/8)."""
+    curtain; ``face_guard``: make 8's sheet; ``projection_options`` gives all six for a make), projected onto the frames
+    ``verts`` (F = 1 + 4k, N, 3) in ``cameras`` (V). Returns the projection video (V, F, 3, H, W) in [0, 1], for
+    the video autoencoder, and its confidence at the kept frames and latent resolution (V, F_lat, 1, H/8, W/8)."""
     check_frame_count(verts.shape[0])
     if cameras.height % LATENT_FACTOR or cameras.width % LATENT_FACTOR:
         raise Morph4DError(f"image size must be divisible by {LATENT_FACTOR}, got {cameras.width}x{cameras.height}")
     video, conf = project_with_confidence(torch.cat([ref_verts[None], verts]), faces, ref, ref_image, cameras,
                                           supersample=CONDITIONING_SUPERSAMPLE, sheet=True, mirror=mirror,
                                           sheet_back=sheet_back, scalp=scalp, template=template, reach=reach,
-                                          face_guard=face_guard, carve=carve)
+                                          face_guard=face_guard)
     conf = conf[:, 1:][:, kept_frames(verts.shape[0])]                       # (V, F_lat, 1, H, W)
     return video[:, 1:], F.avg_pool2d(conf.flatten(0, 1), LATENT_FACTOR).unflatten(0, conf.shape[:2])
 

@@ -89,9 +89,9 @@ def register(subparsers) -> None:
     p.add_argument("--projection-version", type=int, choices=sorted(PROJECTION_MAKES),
                    help="the make of the reference projection to train on (1: sheet 1 cm back; 2: + mirror fill; "
                         "3: sheet 5 cm back; 4: + hair shell; 5: + hair curtain; 6: + its reach; 7: sheet 2 cm "
-                        "back; 8: + face guard; 9: + carved to the matte). Default: the preset's (small: 1, on "
-                        "which the embedded default was trained and which scored higher on validation; others: "
-                        f"{PROJECTION_VERSION}, what generation uses)")
+                        "back; 8: + face guard). Default: the preset's (small: 1, on which the embedded default was "
+                        f"trained and which scored higher on validation; others: {PROJECTION_VERSION}, what generation "
+                        "uses)")
     p.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
     p.set_defaults(func=_cmd_train)
     q = subparsers.add_parser("train-vae", help="train the small causal video autoencoder")
