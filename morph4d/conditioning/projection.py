@@ -501,6 +501,9 @@ def project_with_confidence(verts: torch.Tensor, faces: torch.Tensor, ref: Camer
                 lend[hairy] = torch.cat([hair_rgb, torch.ones(1)])
             if lifted is not None and len(lifted[1]):
                 lifted = mirror_sheet(lifted, verts[0], mirror)
+        hair_weight = None                                  # (N, 1): make 8's face guard, 1 on the curtain
+        if face_guard and scalp is not None:
+            hair_weight = torch.cat([scalp, torch.ones(verts.shape[1] - n_head)])[:, None]
         for f in range(frames):
             r = rasterize(verts[f], faces, big)                             # (V, sH, sW)
             p0 = interpolate(cam_pts0, faces, r)                            # (V, sH, sW, 3): the point at frame 0
@@ -519,9 +522,8 @@ def project_with_confidence(verts: torch.Tensor, faces: torch.Tensor, ref: Camer
                 R, t = rigid_motion(verts[0], verts[f])
                 rs = rasterize(lifted[0] @ R.T + t, lifted[1], big)
                 in_front = rs.depth < r.depth
-                if face_guard and scalp is not None:                       # hair never covers the face
-                    hairy = torch.cat([scalp, torch.ones(verts.shape[1] - n_head)])[:, None]
-                    in_front = in_front & (interpolate(hairy, faces, r)[..., 0] > 0.5)
+                if hair_weight is not None:                                # hair never covers the face
+                    in_front = in_front & (interpolate(hair_weight, faces, r)[..., 0] > 0.5)
                 on_sheet = (rs.mask & (~r.mask | in_front)).reshape(-1)
                 color = torch.where(on_sheet[:, None], interpolate(lifted[2], lifted[1], rs).reshape(-1, 3), color)
                 cos = torch.where(on_sheet, torch.full_like(cos, SHEET_CONFIDENCE), cos)
